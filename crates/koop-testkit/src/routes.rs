@@ -1,0 +1,799 @@
+//! The HTTP routes of the fake Koordinates API and of the "object storage" listener.
+
+use std::io::SeekFrom;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Query, Request, State as StateExtractor};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio_util::io::ReaderStream;
+
+use crate::artifacts::{Artifact, slug};
+use crate::bodies;
+use crate::catalog::Kind;
+use crate::faults::ExportOutcome;
+use crate::state::{
+    BumpKind, ExportRecord, Listener, RecordedRequest, State, bump, export_state, exportable,
+    layer_id_from_item, now_timestamp,
+};
+
+type Shared = Arc<State>;
+
+/// Characters escaped in `filename*=UTF-8''…`: all but RFC 5987's `attr-char`.
+const ATTR_CHAR_ESCAPES: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'!')
+    .remove(b'#')
+    .remove(b'$')
+    .remove(b'&')
+    .remove(b'+')
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'^')
+    .remove(b'_')
+    .remove(b'`')
+    .remove(b'|')
+    .remove(b'~');
+type ApiPath<T> = Path<(String, T)>;
+
+pub(crate) fn api_router(state: Shared) -> Router {
+    let api = Router::new()
+        .route("/services/api/{version}/layers/{id}/", get(layer_details))
+        .route("/services/api/{version}/tables/{id}/", get(table_details))
+        .route(
+            "/services/api/{version}/layers/{id}/versions/",
+            get(version_list),
+        )
+        .route(
+            "/services/api/{version}/tables/{id}/versions/",
+            get(version_list),
+        )
+        .route(
+            "/services/api/{version}/layers/{id}/versions/{vid}/",
+            get(version_details),
+        )
+        .route(
+            "/services/api/{version}/tables/{id}/versions/{vid}/",
+            get(version_details),
+        )
+        .route(
+            "/services/api/{version}/layers/{id}/versions/{vid}/metadata/dc/",
+            get(dublin_core),
+        )
+        .route(
+            "/services/api/{version}/tables/{id}/versions/{vid}/metadata/dc/",
+            get(dublin_core),
+        )
+        .route(
+            "/services/api/{version}/exports/validate/",
+            post(validate_export),
+        )
+        .route(
+            "/services/api/{version}/exports/",
+            post(create_export).get(list_exports),
+        )
+        .route(
+            "/services/api/{version}/exports/{id}/",
+            get(export_details).delete(cancel_export),
+        )
+        .route(
+            "/services/api/{version}/exports/{id}/download/",
+            get(download),
+        )
+        .fallback(|| async { not_found() })
+        .layer(middleware::from_fn_with_state(state.clone(), api_guard));
+    Router::new()
+        .merge(api)
+        .route("/_testkit/layers/{id}/bump/", post(bump_layer))
+        .with_state(state)
+}
+
+pub(crate) fn storage_router(state: Shared) -> Router {
+    Router::new()
+        .route("/bucket/{export}/{file}", get(storage_download))
+        .with_state(state)
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+fn not_found() -> Response {
+    json_response(StatusCode::NOT_FOUND, &json!({"detail": "Not found."}))
+}
+
+fn header_text(headers: &HeaderMap, name: header::HeaderName) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned)
+}
+
+fn record(state: &State, listener: Listener, request: &Request) {
+    state.record(RecordedRequest {
+        listener,
+        method: request.method().to_string(),
+        path: request
+            .uri()
+            .path_and_query()
+            .map_or_else(String::new, ToString::to_string),
+        authorization: header_text(request.headers(), header::AUTHORIZATION),
+        range: header_text(request.headers(), header::RANGE),
+    });
+}
+
+/// Records the request, applies injected request faults, then checks the API key.
+async fn api_guard(
+    StateExtractor(state): StateExtractor<Shared>,
+    request: Request,
+    next: Next,
+) -> Response {
+    record(&state, Listener::Api, &request);
+    bump(&state.counters.api_requests);
+    {
+        let mut mutable = state.lock();
+        mutable.requests_since_faults = mutable.requests_since_faults.saturating_add(1);
+        let seen = mutable.requests_since_faults;
+        if let Some(limit) = mutable.request_faults.rate_limit.as_mut()
+            && limit.count > 0
+        {
+            if limit.count != u32::MAX {
+                limit.count -= 1;
+            }
+            let retry_after = limit.retry_after_secs;
+            drop(mutable);
+            bump(&state.counters.rate_limited);
+            let mut response = json_response(
+                StatusCode::TOO_MANY_REQUESTS,
+                &json!({"detail": format!("Request was throttled. Expected available in {retry_after} seconds.")}),
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+            return response;
+        }
+        if let Some(fault) = mutable.request_faults.server_error
+            && seen >= fault.on_request
+            && seen < fault.on_request.saturating_add(fault.times)
+        {
+            drop(mutable);
+            bump(&state.counters.server_errors);
+            let status =
+                StatusCode::from_u16(fault.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            return json_response(
+                status,
+                &json!({"error": "injected server error (koop-testkit)"}),
+            );
+        }
+    }
+    let expected = format!("key {}", state.api_key);
+    match request.headers().get(header::AUTHORIZATION) {
+        Some(value) if value.as_bytes() == expected.as_bytes() => next.run(request).await,
+        Some(_) => {
+            bump(&state.counters.unauthorized);
+            json_response(
+                StatusCode::UNAUTHORIZED,
+                &json!({"detail": "Invalid API key."}),
+            )
+        }
+        None => {
+            bump(&state.counters.unauthorized);
+            json_response(
+                StatusCode::UNAUTHORIZED,
+                &json!({"detail": "Authentication credentials were not provided."}),
+            )
+        }
+    }
+}
+
+fn details_of(state: &State, id: &str, tables: bool, version: Option<&str>) -> Response {
+    let Ok(id) = id.parse::<u64>() else {
+        return not_found();
+    };
+    let mutable = state.lock();
+    let Some(entry) = mutable
+        .layers
+        .get(&id)
+        .filter(|entry| (entry.layer.kind == Kind::Table) == tables)
+    else {
+        return not_found();
+    };
+    let version = match version {
+        None => entry.current(),
+        Some(vid) => match entry
+            .versions
+            .iter()
+            .find(|record| Some(record.id) == vid.parse().ok())
+        {
+            Some(version) => version,
+            None => return not_found(),
+        },
+    };
+    json_response(
+        StatusCode::OK,
+        &bodies::layer_details(&state.api_base(), &state.api_origin, entry, version),
+    )
+}
+
+async fn layer_details(
+    StateExtractor(state): StateExtractor<Shared>,
+    Path((_, id)): ApiPath<String>,
+) -> Response {
+    bump(&state.counters.layer_details);
+    details_of(&state, &id, false, None)
+}
+
+async fn table_details(
+    StateExtractor(state): StateExtractor<Shared>,
+    Path((_, id)): ApiPath<String>,
+) -> Response {
+    bump(&state.counters.layer_details);
+    details_of(&state, &id, true, None)
+}
+
+async fn version_details(
+    StateExtractor(state): StateExtractor<Shared>,
+    Path((_, id, vid)): Path<(String, String, String)>,
+    request_path: axum::extract::OriginalUri,
+) -> Response {
+    bump(&state.counters.version_details);
+    let tables = request_path.path().contains("/tables/");
+    details_of(&state, &id, tables, Some(&vid))
+}
+
+#[derive(serde::Deserialize)]
+struct PageQuery {
+    page: Option<usize>,
+}
+
+/// One page of `items` with `Link: rel="page-next"` and `X-Resource-Range`.
+fn paged(state: &State, items: Vec<Value>, page: usize, url: &str) -> Response {
+    let total = items.len();
+    let page = page.max(1);
+    let start = (page - 1) * state.page_size;
+    let end = (start + state.page_size).min(total);
+    let slice: Vec<Value> = items
+        .into_iter()
+        .skip(start)
+        .take(end.saturating_sub(start))
+        .collect();
+    let mut response = json_response(StatusCode::OK, &Value::Array(slice));
+    let headers = response.headers_mut();
+    if let Ok(range) = HeaderValue::from_str(&format!("{start}-{}/{total}", end.saturating_sub(1)))
+    {
+        headers.insert("X-Resource-Range", range);
+    }
+    if end < total
+        && let Ok(link) =
+            HeaderValue::from_str(&format!("<{url}?page={}>; rel=\"page-next\"", page + 1))
+    {
+        headers.insert(header::LINK, link);
+    }
+    response
+}
+
+async fn version_list(
+    StateExtractor(state): StateExtractor<Shared>,
+    Path((_, id)): ApiPath<String>,
+    Query(query): Query<PageQuery>,
+) -> Response {
+    bump(&state.counters.version_lists);
+    let Ok(id) = id.parse::<u64>() else {
+        return not_found();
+    };
+    let base = state.api_base();
+    let (items, url) = {
+        let mutable = state.lock();
+        let Some(entry) = mutable.layers.get(&id) else {
+            return not_found();
+        };
+        let items: Vec<Value> = entry
+            .versions
+            .iter()
+            .rev()
+            .map(|version| bodies::version_summary(&base, &entry.layer, version))
+            .collect();
+        (
+            items,
+            format!("{}versions/", bodies::layer_url(&base, &entry.layer)),
+        )
+    };
+    paged(&state, items, query.page.unwrap_or(1), &url)
+}
+
+async fn dublin_core(
+    StateExtractor(state): StateExtractor<Shared>,
+    Path((_, id, vid)): Path<(String, String, String)>,
+) -> Response {
+    bump(&state.counters.dc_documents);
+    let (Ok(id), Ok(vid)) = (id.parse::<u64>(), vid.parse::<u64>()) else {
+        return not_found();
+    };
+    let mutable = state.lock();
+    let Some(entry) = mutable
+        .layers
+        .get(&id)
+        .filter(|entry| entry.layer.dublin_core)
+    else {
+        return not_found();
+    };
+    let Some(version) = entry.versions.iter().find(|version| version.id == vid) else {
+        return not_found();
+    };
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/xml; charset=utf-8")],
+        bodies::dublin_core(&state.api_origin, entry, version),
+    )
+        .into_response()
+}
+
+/// Validates an export request body: `(validation body, the single valid layer id)`.
+fn validate(state: &State, body: &Value) -> (Value, Option<u64>) {
+    let base = state.api_base();
+    let crs_ok = body["crs"]
+        .as_str()
+        .and_then(|crs| crs.strip_prefix("EPSG:"))
+        .is_some_and(|code| code.parse::<u32>().is_ok());
+    let items = body["items"].as_array().cloned().unwrap_or_default();
+    let mutable = state.lock();
+    let mut all_valid = crs_ok && !items.is_empty();
+    let mut valid_layer = None;
+    let results: Vec<Value> = items
+        .iter()
+        .map(|item| {
+            let url = item["item"].as_str().unwrap_or_default();
+            let mut reasons: Vec<&str> = Vec::new();
+            match layer_id_from_item(url).and_then(|id| mutable.layers.get(&id)) {
+                None => reasons.push("not-found"),
+                Some(entry) => {
+                    let mime = body["formats"][entry.layer.kind.as_str()].as_str();
+                    if let Err(reason) = exportable(entry.layer.kind, mime) {
+                        reasons.push(reason);
+                    }
+                    if !crs_ok {
+                        reasons.push("invalid-crs");
+                    }
+                    if reasons.is_empty() {
+                        valid_layer = Some(entry.layer.id);
+                    }
+                }
+            }
+            all_valid &= reasons.is_empty();
+            json!({
+                "item": url,
+                "license": {"id": 1, "title": "Public Domain", "type": "public-domain", "url": format!("{base}licenses/1/")},
+                "price": "0.00",
+                "is_valid": reasons.is_empty(),
+                "invalid_reasons": reasons,
+            })
+        })
+        .collect();
+    let request_reasons: Vec<&str> = if crs_ok { vec![] } else { vec!["invalid-crs"] };
+    let validation = json!({
+        "items": results,
+        "size_estimate_zipped": if all_valid { 1_000_000 } else { 0 },
+        "is_valid": all_valid,
+        "invalid_reasons": request_reasons,
+    });
+    (
+        validation,
+        if all_valid && items.len() == 1 {
+            valid_layer
+        } else {
+            None
+        },
+    )
+}
+
+fn parse_json(body: &Bytes) -> Result<Value, Box<Response>> {
+    serde_json::from_slice(body).map_err(|error| {
+        Box::new(json_response(
+            StatusCode::BAD_REQUEST,
+            &json!({"detail": format!("JSON parse error - {error}")}),
+        ))
+    })
+}
+
+async fn validate_export(StateExtractor(state): StateExtractor<Shared>, body: Bytes) -> Response {
+    bump(&state.counters.export_validations);
+    let body = match parse_json(&body) {
+        Ok(body) => body,
+        Err(response) => return *response,
+    };
+    json_response(StatusCode::OK, &validate(&state, &body).0)
+}
+
+async fn create_export(StateExtractor(state): StateExtractor<Shared>, body: Bytes) -> Response {
+    let body = match parse_json(&body) {
+        Ok(body) => body,
+        Err(response) => return *response,
+    };
+    if body["items"].as_array().map_or(0, Vec::len) > 1 {
+        return json_response(
+            StatusCode::BAD_REQUEST,
+            &json!({"items": ["koop-testkit exports one item at a time"]}),
+        );
+    }
+    let (validation, layer_id) = validate(&state, &body);
+    let Some(layer_id) = layer_id else {
+        return json_response(StatusCode::BAD_REQUEST, &validation);
+    };
+    let faults = state.export_faults(layer_id);
+    let base = state.api_base();
+    let now = Instant::now();
+    let record = {
+        let mut mutable = state.lock();
+        let Some(entry) = mutable.layers.get(&layer_id) else {
+            return not_found();
+        };
+        let revision = entry.current().revision;
+        let kind = entry.layer.kind;
+        let format = if matches!(kind, Kind::Raster | Kind::Grid) {
+            "GTiff"
+        } else {
+            "GPKG"
+        };
+        let mut record = ExportRecord {
+            id: mutable.next_export_id,
+            layer_id,
+            revision,
+            created: now,
+            created_at: now_timestamp(),
+            latency: entry.layer.export_latency,
+            outcome: faults.outcome,
+            cancelled: false,
+            crs: body["crs"].as_str().unwrap_or_default().to_owned(),
+            formats: body["formats"].clone(),
+            extent: body["extent"].clone(),
+            item_url: bodies::layer_url(&base, &entry.layer),
+            name: format!("kx-{}-{format}", slug(&entry.layer.title)),
+        };
+        // Koordinates reuses an identical recent export: the new one is complete at once.
+        let identical = state.reuse_identical_exports
+            && faults.outcome == ExportOutcome::Complete
+            && mutable.exports.values().any(|other| {
+                other.layer_id == record.layer_id
+                    && other.revision == record.revision
+                    && other.crs == record.crs
+                    && other.formats == record.formats
+                    && other.extent == record.extent
+                    && export_state(other, now).0 == "complete"
+            });
+        if identical {
+            record.latency = Duration::ZERO;
+        }
+        mutable.next_export_id += 1;
+        *mutable.exports_per_layer.entry(layer_id).or_default() += 1;
+        mutable.exports.insert(record.id, record.clone());
+        record
+    };
+    bump(&state.counters.exports_created);
+    let location = format!("{base}exports/{}/", record.id);
+    let mut response = if faults.create_with_location_only {
+        (StatusCode::CREATED, "").into_response()
+    } else {
+        json_response(
+            StatusCode::CREATED,
+            &bodies::export_body(&base, &record, now, None),
+        )
+    };
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    response
+}
+
+fn find_export(state: &State, id: &str) -> Option<ExportRecord> {
+    let id = id.parse::<u64>().ok()?;
+    state.lock().exports.get(&id).cloned()
+}
+
+async fn export_details(
+    StateExtractor(state): StateExtractor<Shared>,
+    Path((_, id)): ApiPath<String>,
+) -> Response {
+    bump(&state.counters.export_polls);
+    match find_export(&state, &id) {
+        Some(record) => json_response(
+            StatusCode::OK,
+            &bodies::export_body(&state.api_base(), &record, Instant::now(), None),
+        ),
+        None => not_found(),
+    }
+}
+
+async fn cancel_export(
+    StateExtractor(state): StateExtractor<Shared>,
+    Path((_, id)): ApiPath<String>,
+) -> Response {
+    bump(&state.counters.export_cancels);
+    let Ok(id) = id.parse::<u64>() else {
+        return not_found();
+    };
+    let now = Instant::now();
+    let record = {
+        let mut mutable = state.lock();
+        let Some(record) = mutable.exports.get_mut(&id) else {
+            return not_found();
+        };
+        if export_state(record, now).0 != "processing" {
+            return json_response(StatusCode::CONFLICT, &json!({"errors": ["Can't cancel"]}));
+        }
+        record.cancelled = true;
+        record.clone()
+    };
+    json_response(
+        StatusCode::ACCEPTED,
+        &bodies::export_body(&state.api_base(), &record, now, None),
+    )
+}
+
+async fn list_exports(
+    StateExtractor(state): StateExtractor<Shared>,
+    Query(query): Query<PageQuery>,
+) -> Response {
+    bump(&state.counters.export_lists);
+    let base = state.api_base();
+    let now = Instant::now();
+    let items: Vec<Value> = state
+        .lock()
+        .exports
+        .values()
+        .rev()
+        .map(|record| bodies::export_body(&base, record, now, None))
+        .collect();
+    paged(
+        &state,
+        items,
+        query.page.unwrap_or(1),
+        &format!("{base}exports/"),
+    )
+}
+
+/// The drop fault of a layer's next download, used up by this call.
+fn take_drop(state: &State, layer_id: u64) -> Option<u64> {
+    let mut mutable = state.lock();
+    let default = mutable.default_export_faults.clone();
+    let faults = mutable.export_faults.entry(layer_id).or_insert(default);
+    let fault = faults.drop_download.as_mut()?;
+    if fault.times == 0 {
+        return None;
+    }
+    fault.times -= 1;
+    Some(fault.after_bytes)
+}
+
+async fn download(
+    StateExtractor(state): StateExtractor<Shared>,
+    Path((_, id)): ApiPath<String>,
+    headers: HeaderMap,
+) -> Response {
+    bump(&state.counters.downloads);
+    let range = header_text(&headers, header::RANGE);
+    if range.is_some() {
+        bump(&state.counters.range_requests);
+    }
+    let Some(record) = find_export(&state, &id) else {
+        return not_found();
+    };
+    if export_state(&record, Instant::now()).0 != "complete" {
+        return json_response(
+            StatusCode::CONFLICT,
+            &json!({"error": format!("export {} is not complete", record.id)}),
+        );
+    }
+    let faults = state.export_faults(record.layer_id);
+    if faults.redirect_download {
+        let file =
+            utf8_percent_encode(&format!("{}.zip", record.name), NON_ALPHANUMERIC).to_string();
+        let location = format!(
+            "{}/bucket/{}/{file}?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Signature=0123abcd",
+            state.storage_origin, record.id
+        );
+        let mut response = StatusCode::FOUND.into_response();
+        if let Ok(value) = HeaderValue::from_str(&location) {
+            response.headers_mut().insert(header::LOCATION, value);
+        }
+        return response;
+    }
+    serve_export(&state, &record, range.as_deref()).await
+}
+
+async fn storage_download(
+    StateExtractor(state): StateExtractor<Shared>,
+    Path((export, _file)): Path<(String, String)>,
+    request: Request,
+) -> Response {
+    record(&state, Listener::Storage, &request);
+    bump(&state.counters.storage_downloads);
+    let range = header_text(request.headers(), header::RANGE);
+    if range.is_some() {
+        bump(&state.counters.range_requests);
+    }
+    let Some(record) = find_export(&state, &export) else {
+        return (StatusCode::NOT_FOUND, "NoSuchKey").into_response();
+    };
+    serve_export(&state, &record, range.as_deref()).await
+}
+
+async fn serve_export(state: &State, record: &ExportRecord, range: Option<&str>) -> Response {
+    let faults = state.export_faults(record.layer_id);
+    let layer = {
+        let mutable = state.lock();
+        match mutable.layers.get(&record.layer_id) {
+            Some(entry) => entry.layer.clone(),
+            None => return not_found(),
+        }
+    };
+    let artifact = match state
+        .artifacts
+        .zip(&layer, record.revision, faults.zip)
+        .await
+    {
+        Ok(artifact) => artifact,
+        Err(error) => {
+            return json_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &json!({"error": format!("koop-testkit could not build the export: {error}")}),
+            );
+        }
+    };
+    let drop_after = take_drop(state, record.layer_id);
+    serve_file(
+        &artifact,
+        range,
+        drop_after,
+        &format!("{}.zip", record.name),
+    )
+    .await
+}
+
+/// Parses `bytes=start-` or `bytes=start-end` against `len`: `None` without a usable header,
+/// `Some(Err(()))` when unsatisfiable.
+fn parse_range(range: Option<&str>, len: u64) -> Option<Result<(u64, u64), ()>> {
+    let spec = range?.trim().strip_prefix("bytes=")?;
+    let (start, end) = spec.split_once('-')?;
+    let start: u64 = start.trim().parse().ok()?;
+    let end = if end.trim().is_empty() {
+        len.saturating_sub(1)
+    } else {
+        end.trim().parse::<u64>().ok()?.min(len.saturating_sub(1))
+    };
+    if start >= len || end < start {
+        return Some(Err(()));
+    }
+    Some(Ok((start, end)))
+}
+
+async fn serve_file(
+    artifact: &Artifact,
+    range: Option<&str>,
+    drop_after: Option<u64>,
+    filename: &str,
+) -> Response {
+    let len = artifact.served_len;
+    let (start, end, partial) = match parse_range(range, len) {
+        None => (0, len.saturating_sub(1), false),
+        Some(Ok((start, end))) => (start, end, true),
+        Some(Err(())) => {
+            let mut response = StatusCode::RANGE_NOT_SATISFIABLE.into_response();
+            if let Ok(value) = HeaderValue::from_str(&format!("bytes */{len}")) {
+                response.headers_mut().insert(header::CONTENT_RANGE, value);
+            }
+            return response;
+        }
+    };
+    let body_len = if len == 0 { 0 } else { end - start + 1 };
+    let Ok(mut file) = tokio::fs::File::open(&artifact.path).await else {
+        return not_found();
+    };
+    if file.seek(SeekFrom::Start(start)).await.is_err() {
+        return not_found();
+    }
+    let stream = ReaderStream::with_capacity(file.take(body_len), 256 * 1024);
+    let body = match drop_after {
+        Some(limit) => Body::from_stream(cut_after(stream, limit)),
+        None => Body::from_stream(stream),
+    };
+    let disposition = format!(
+        "attachment; filename*=UTF-8''{}",
+        utf8_percent_encode(filename, ATTR_CHAR_ESCAPES)
+    );
+    let mut response = Response::new(body);
+    *response.status_mut() = if partial {
+        StatusCode::PARTIAL_CONTENT
+    } else {
+        StatusCode::OK
+    };
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/zip"),
+    );
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body_len));
+    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if let Ok(value) = HeaderValue::from_str(&disposition) {
+        headers.insert(header::CONTENT_DISPOSITION, value);
+    }
+    if partial && let Ok(value) = HeaderValue::from_str(&format!("bytes {start}-{end}/{len}")) {
+        headers.insert(header::CONTENT_RANGE, value);
+    }
+    response
+}
+
+/// Passes `limit` bytes of `stream` on, then fails, which makes the server drop the connection.
+fn cut_after<S>(stream: S, limit: u64) -> impl Stream<Item = std::io::Result<Bytes>> + Send
+where
+    S: Stream<Item = std::io::Result<Bytes>> + Send + Unpin + 'static,
+{
+    futures::stream::unfold(
+        (stream, limit, false),
+        |(mut stream, remaining, failed)| async move {
+            if failed {
+                return None;
+            }
+            if remaining == 0 {
+                // Let the bytes already passed on reach the client before the connection drops.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let error = std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "koop-testkit dropped the connection",
+                );
+                return Some((Err(error), (stream, 0, true)));
+            }
+            match stream.next().await {
+                Some(Ok(mut chunk)) => {
+                    let keep = usize::try_from(remaining)
+                        .unwrap_or(usize::MAX)
+                        .min(chunk.len());
+                    chunk.truncate(keep);
+                    Some((Ok(chunk), (stream, remaining - keep as u64, false)))
+                }
+                Some(Err(error)) => Some((Err(error), (stream, remaining, true))),
+                None => None,
+            }
+        },
+    )
+}
+
+#[derive(serde::Deserialize)]
+struct BumpQuery {
+    #[serde(default)]
+    metadata_only: bool,
+}
+
+/// `POST /_testkit/layers/{id}/bump/[?metadata_only=true]`: a new version, for manual use.
+async fn bump_layer(
+    StateExtractor(state): StateExtractor<Shared>,
+    Path(id): Path<String>,
+    Query(query): Query<BumpQuery>,
+) -> Response {
+    let kind = if query.metadata_only {
+        BumpKind::MetadataOnly
+    } else {
+        BumpKind::Data
+    };
+    match id
+        .parse::<u64>()
+        .ok()
+        .and_then(|id| state.bump_version(id, kind))
+    {
+        Some(version) => json_response(StatusCode::OK, &json!({"version": version})),
+        None => not_found(),
+    }
+}
