@@ -1,1 +1,2 @@
-//! End-to-end tests live in `tests/`.
+//! End-to-end tests across koop's crates live in `tests/`; `src/bin/` holds the helper programs
+//! they start as separate processes.

@@ -212,23 +212,41 @@ impl Cache {
             .collect())
     }
 
+    /// Every entry of one layer from one domain, newest first (highest version id, then latest
+    /// fetch). Only that layer's manifests are read.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when the root cannot be listed.
+    pub fn entries_of_layer(&self, domain: &str, layer_id: u64) -> Result<Vec<CacheEntry>> {
+        let prefix = format!("{layer_id}_");
+        let mut entries: Vec<CacheEntry> = self
+            .file_names()?
+            .iter()
+            .filter(|name| {
+                name.starts_with(&prefix)
+                    && Path::new(name).extension().is_some_and(|ext| ext == "json")
+            })
+            .filter_map(|name| self.read_entry(&self.root.join(name)))
+            .filter(|entry| {
+                entry.manifest.key.domain == domain && entry.manifest.key.layer_id == layer_id
+            })
+            .collect();
+        entries.sort_by(|a, b| {
+            (b.manifest.key.version_id, &b.manifest.fetched_at)
+                .cmp(&(a.manifest.key.version_id, &a.manifest.fetched_at))
+        });
+        Ok(entries)
+    }
+
     /// The newest cached entry (highest version id, then latest fetch) of a layer from a domain,
-    /// whatever its format, CRS or extent: what an offline lookup answers with.
+    /// whatever its format, CRS or extent.
     ///
     /// # Errors
     ///
     /// [`Error::Io`] when the root cannot be listed.
     pub fn newest(&self, domain: &str, layer_id: u64) -> Result<Option<CacheEntry>> {
-        Ok(self
-            .list()?
-            .into_iter()
-            .filter(|entry| {
-                entry.manifest.key.domain == domain && entry.manifest.key.layer_id == layer_id
-            })
-            .max_by(|a, b| {
-                (a.manifest.key.version_id, &a.manifest.fetched_at)
-                    .cmp(&(b.manifest.key.version_id, &b.manifest.fetched_at))
-            }))
+        Ok(self.entries_of_layer(domain, layer_id)?.into_iter().next())
     }
 
     fn lock_file(&self, key: &EntryKey) -> Result<(File, PathBuf)> {

@@ -1,0 +1,599 @@
+//! `Koop`: a connection, a cache and an exporter, and the one operation they exist for.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use koop_api::{ConnectionBuilder, KoordinatesConnection, LayerDetails, LayerKind};
+use koop_cache::{Cache, CacheEntry, EntryKey, EntryLock, LayerInfo, StagedFile, StagedLayer};
+use koop_export::{
+    DEFAULT_CRS_EPSG, ExportEvent, ExportOptions, ExportSpec, Exporter, ExtractedLayer, Progress,
+};
+
+use crate::error::{Error, Result};
+
+/// How many times a fetch starts over when the layer's data changes during its export.
+const VERSION_ATTEMPTS: u32 = 3;
+
+/// How a layer was obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FetchOutcome {
+    /// The version was in the cache: one API request, no export.
+    Cached,
+    /// The version changed only metadata; the cached data of its data version was linked under
+    /// its name: no export, no download.
+    Linked,
+    /// Exported and downloaded.
+    Downloaded,
+    /// Answered from the cache alone, without any request (offline).
+    Offline,
+}
+
+/// A layer on disk.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FetchedLayer {
+    /// The file to open: a `.gpkg`, a `.tif`, or the `.vrt` of a mosaic of tiles.
+    pub path: PathBuf,
+    /// How it was obtained.
+    pub outcome: FetchOutcome,
+    /// Its cache entry (manifest: versions, size, BLAKE3, export id, …).
+    pub entry: CacheEntry,
+}
+
+/// What happens while a layer is fetched, for progress bars and logs.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum LayerEvent {
+    /// The layer details arrived.
+    Details {
+        /// Title.
+        title: String,
+        /// Kind (`vector`, `grid`, …).
+        kind: String,
+        /// Current version.
+        version_id: u64,
+    },
+    /// Another task or process is fetching the same data; waiting for it.
+    WaitingForOtherFetch,
+    /// A step of the export job.
+    Export(ExportEvent),
+    /// Done.
+    Finished {
+        /// How.
+        outcome: FetchOutcome,
+        /// Bytes of the layer on disk.
+        bytes: u64,
+    },
+}
+
+/// Receives [`LayerEvent`]s. Implemented for every `Fn(u64, LayerEvent)` (layer id, event).
+pub trait Observer: Send + Sync {
+    /// Called for each event of layer `layer_id`; must be quick.
+    fn layer_event(&self, layer_id: u64, event: LayerEvent);
+}
+
+impl<F: Fn(u64, LayerEvent) + Send + Sync> Observer for F {
+    fn layer_event(&self, layer_id: u64, event: LayerEvent) {
+        self(layer_id, event);
+    }
+}
+
+/// An [`Observer`] that ignores every event.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Quiet;
+
+impl Observer for Quiet {
+    fn layer_event(&self, _layer_id: u64, _event: LayerEvent) {}
+}
+
+/// Passes export events on as [`LayerEvent::Export`].
+struct ExportEvents<'a>(&'a dyn Observer);
+
+impl Progress for ExportEvents<'_> {
+    fn event(&self, layer_id: u64, event: ExportEvent) {
+        self.0.layer_event(layer_id, LayerEvent::Export(event));
+    }
+}
+
+/// Gets Koordinates layers onto disk exactly once.
+///
+/// A `Koop` holds a [`KoordinatesConnection`] (one pooled HTTP client), a [`Cache`] and an
+/// [`Exporter`]; build one with [`Koop::builder`] and share it (it is cheap to clone).
+#[derive(Debug, Clone)]
+pub struct Koop {
+    connection: Option<KoordinatesConnection>,
+    domain: String,
+    cache: Cache,
+    exporter: Option<Exporter>,
+    crs_epsg: u32,
+    extent: Option<serde_json::Value>,
+    offline: bool,
+}
+
+/// Builds a [`Koop`].
+#[derive(Debug, Default)]
+#[must_use]
+pub struct KoopBuilder {
+    connection: Option<KoordinatesConnection>,
+    connection_builder: ConnectionBuilder,
+    cache: Option<Cache>,
+    cache_dir: Option<PathBuf>,
+    export_options: ExportOptions,
+    crs_epsg: Option<u32>,
+    extent: Option<serde_json::Value>,
+    offline: bool,
+}
+
+impl KoopBuilder {
+    /// Uses this connection (domain, key, retries) instead of building one.
+    pub fn connection(mut self, connection: KoordinatesConnection) -> Self {
+        self.connection = Some(connection);
+        self
+    }
+
+    /// The API key; `None` reads `KOORDINATES_API_KEY` (or the variable set with
+    /// [`KoopBuilder::api_key_env`]).
+    pub fn api_key(mut self, api_key: Option<String>) -> Self {
+        self.connection_builder = self.connection_builder.api_key(api_key);
+        self
+    }
+
+    /// The environment variable the key falls back to.
+    pub fn api_key_env(mut self, variable: impl Into<String>) -> Self {
+        self.connection_builder = self.connection_builder.api_key_env(variable);
+        self
+    }
+
+    /// The Koordinates site (default `ttgroup.koordinates.com`).
+    pub fn domain(mut self, domain: impl Into<String>) -> Self {
+        self.connection_builder = self.connection_builder.domain(domain);
+        self
+    }
+
+    /// Settings of the connection that is built (ignored with [`KoopBuilder::connection`]).
+    pub fn configure_connection(
+        mut self,
+        configure: impl FnOnce(ConnectionBuilder) -> ConnectionBuilder,
+    ) -> Self {
+        self.connection_builder = configure(self.connection_builder);
+        self
+    }
+
+    /// Uses this cache.
+    pub fn cache(mut self, cache: Cache) -> Self {
+        self.cache = Some(cache);
+        self
+    }
+
+    /// The cache root (default `KOOPCACHE_DIR`, then the platform cache directory).
+    pub fn cache_dir(mut self, dir: Option<PathBuf>) -> Self {
+        self.cache_dir = dir;
+        self
+    }
+
+    /// Deadline, polling and download settings of exports.
+    pub fn export_options(mut self, options: ExportOptions) -> Self {
+        self.export_options = options;
+        self
+    }
+
+    /// The CRS to export in, as an EPSG code (default 2193, NZTM2000).
+    pub fn crs(mut self, epsg: u32) -> Self {
+        self.crs_epsg = Some(epsg);
+        self
+    }
+
+    /// Crops exports to `extent`, a GeoJSON geometry in EPSG:4326.
+    pub fn extent(mut self, extent: Option<serde_json::Value>) -> Self {
+        self.extent = extent;
+        self
+    }
+
+    /// Answers from the cache alone, making no request (no API key needed).
+    pub fn offline(mut self, offline: bool) -> Self {
+        self.offline = offline;
+        self
+    }
+
+    /// Builds the `Koop`. Offline, a missing API key is not an error.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Api`] when the connection cannot be built (no key, bad domain);
+    /// [`Error::Cache`] when the cache root cannot be created or written.
+    pub fn build(self) -> Result<Koop> {
+        let cache = match self.cache {
+            Some(cache) => cache,
+            None => Cache::open(self.cache_dir)?,
+        };
+        let (connection, domain) = match self.connection {
+            Some(connection) => {
+                let domain = connection.domain().to_owned();
+                (Some(connection), domain)
+            }
+            None => match self.connection_builder.clone().build() {
+                Ok(connection) => {
+                    let domain = connection.domain().to_owned();
+                    (Some(connection), domain)
+                }
+                Err(koop_api::Error::MissingApiKey { .. }) if self.offline => {
+                    // Offline needs only the domain, normalised as a connection would.
+                    let probe = self
+                        .connection_builder
+                        .api_key(Some("offline".to_owned()))
+                        .build()?;
+                    (None, probe.domain().to_owned())
+                }
+                Err(error) => return Err(error.into()),
+            },
+        };
+        let exporter = connection
+            .clone()
+            .map(|connection| Exporter::new(connection, self.export_options));
+        Ok(Koop {
+            connection,
+            domain,
+            cache,
+            exporter,
+            crs_epsg: self.crs_epsg.unwrap_or(DEFAULT_CRS_EPSG),
+            extent: self.extent,
+            offline: self.offline,
+        })
+    }
+}
+
+/// Runs a blocking cache operation off the async runtime.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|error| Error::Task(error.to_string()))?
+}
+
+impl Koop {
+    /// A builder with the defaults: `ttgroup.koordinates.com`, key from `KOORDINATES_API_KEY`,
+    /// cache from `KOOPCACHE_DIR`, EPSG:2193.
+    pub fn builder() -> KoopBuilder {
+        KoopBuilder::default()
+    }
+
+    /// The Koordinates domain.
+    pub fn domain(&self) -> &str {
+        &self.domain
+    }
+
+    /// The cache.
+    pub fn cache(&self) -> &Cache {
+        &self.cache
+    }
+
+    /// The connection (`None` when offline without a key).
+    pub fn connection(&self) -> Option<&KoordinatesConnection> {
+        self.connection.as_ref()
+    }
+
+    /// Whether this `Koop` answers from the cache alone.
+    pub fn is_offline(&self) -> bool {
+        self.offline
+    }
+
+    fn online(&self, what: impl Into<String>) -> Result<(&KoordinatesConnection, &Exporter)> {
+        match (&self.connection, &self.exporter, self.offline) {
+            (Some(connection), Some(exporter), false) => Ok((connection, exporter)),
+            _ => Err(Error::Offline { what: what.into() }),
+        }
+    }
+
+    /// The current details of a layer or table: `GET layers/{id}/`, falling back to
+    /// `GET tables/{id}/`. When the cache says the id is a table, tables are asked first.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Offline`]; [`Error::Api`] (not found, unauthorized, …).
+    pub async fn layer_details(&self, layer_id: u64) -> Result<LayerDetails> {
+        let (connection, _) = self.online(format!("the details of layer {layer_id}"))?;
+        let cached_kind = self
+            .cache
+            .newest(&self.domain, layer_id)
+            .ok()
+            .flatten()
+            .map(|entry| entry.manifest.kind);
+        if cached_kind.as_deref() == Some(LayerKind::Table.as_str()) {
+            match connection.table_details(layer_id).await {
+                Err(error) if error.is_not_found() => {}
+                other => return Ok(other?),
+            }
+        }
+        Ok(connection.item_details(layer_id).await?)
+    }
+
+    /// The path of the layer's current version on disk, downloading it only if that version is
+    /// not cached yet. See [`Koop::fetch_layer`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Koop::fetch_layer`].
+    pub async fn get_layer(&self, layer_id: u64) -> Result<PathBuf> {
+        Ok(self.fetch_layer(layer_id, &Quiet).await?.path)
+    }
+
+    /// Gets a layer's current version onto disk, exactly once:
+    ///
+    /// 1. `GET layers/{id}/` (the only request of a cache hit);
+    /// 2. the version in the cache → its path ([`FetchOutcome::Cached`]);
+    /// 3. a version that changed only metadata → the cached data linked under its name
+    ///    ([`FetchOutcome::Linked`]);
+    /// 4. otherwise, holding the data's lock (another task or process fetching it makes this one
+    ///    wait and then find it cached): export, wait, check the layer again (an export is of the
+    ///    layer, not of a version: data that changed meanwhile starts the fetch over), download,
+    ///    extract, publish ([`FetchOutcome::Downloaded`]).
+    ///
+    /// Offline, the newest cached version (in this CRS and extent) is answered without any
+    /// request ([`FetchOutcome::Offline`]). Nothing half-written is left behind by an error or by
+    /// dropping the future, and earlier entries stay valid.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotCached`] offline; [`Error::Api`]; [`Error::Export`] (unsupported kind, invalid
+    /// or failed export, deadline, broken download, damaged or hostile ZIP); [`Error::Cache`];
+    /// [`Error::NoVersion`]; [`Error::VersionKeptChanging`].
+    pub async fn fetch_layer(
+        &self,
+        layer_id: u64,
+        observer: &dyn Observer,
+    ) -> Result<FetchedLayer> {
+        if self.offline {
+            return self.fetch_offline(layer_id, observer);
+        }
+        let (_, exporter) = self.online(format!("layer {layer_id}"))?;
+        let mut details = self.layer_details(layer_id).await?;
+        for _ in 0..VERSION_ATTEMPTS {
+            let (key, spec) = self.key_for(layer_id, &details)?;
+            observer.layer_event(
+                layer_id,
+                LayerEvent::Details {
+                    title: details.title.clone(),
+                    kind: details
+                        .kind
+                        .as_ref()
+                        .map_or_else(String::new, ToString::to_string),
+                    version_id: key.version_id,
+                },
+            );
+            if let Some(fetched) = self.cached(&key, None, observer).await? {
+                return Ok(fetched);
+            }
+            let lock = self.lock(&key, observer).await?;
+            if let Some(fetched) = self.cached(&key, Some(&lock), observer).await? {
+                return Ok(fetched);
+            }
+            let staging = self.cache.staging(&key)?;
+            let progress = ExportEvents(observer);
+            let export = exporter.create(&details, &spec, &progress).await?;
+            let export = exporter.wait(layer_id, export, &progress).await?;
+            let now = self.layer_details(layer_id).await?;
+            if now.data_version_id() != details.data_version_id() {
+                tracing::info!(
+                    layer_id,
+                    "the layer's data changed during the export; starting over"
+                );
+                details = now;
+                continue;
+            }
+            let zip = staging.path().join("export.zip");
+            exporter
+                .download(layer_id, &export, &zip, &progress)
+                .await?;
+            let extraction = exporter
+                .extract(
+                    layer_id,
+                    &spec,
+                    &zip,
+                    staging.path(),
+                    &key.stem(),
+                    &progress,
+                )
+                .await?;
+            tokio::fs::remove_file(&zip).await.ok();
+            let info = LayerInfo {
+                title: details.title.clone(),
+                kind: details
+                    .kind
+                    .as_ref()
+                    .map_or_else(String::new, ToString::to_string),
+                export_id: Some(export.id),
+            };
+            let cache = self.cache.clone();
+            let entry = blocking(move || {
+                let staged = staged_layer(&extraction.layer);
+                let entry = cache.publish(
+                    &key,
+                    staging,
+                    &staged,
+                    extraction.metadata_xml.as_deref(),
+                    &info,
+                    &lock,
+                )?;
+                drop(lock);
+                Ok(entry)
+            })
+            .await?;
+            return Ok(finished(
+                observer,
+                layer_id,
+                entry,
+                FetchOutcome::Downloaded,
+            ));
+        }
+        Err(Error::VersionKeptChanging {
+            domain: self.domain.clone(),
+            layer_id,
+            attempts: VERSION_ATTEMPTS,
+        })
+    }
+
+    /// The cache key and export spec of a layer's current version.
+    fn key_for(&self, layer_id: u64, details: &LayerDetails) -> Result<(EntryKey, ExportSpec)> {
+        let spec = ExportSpec::for_layer(details, self.crs_epsg, self.extent.clone())?;
+        let no_version = || Error::NoVersion {
+            domain: self.domain.clone(),
+            layer_id,
+        };
+        let version_id = details.version_id().ok_or_else(no_version)?;
+        let data_version = details.data_version_id().ok_or_else(no_version)?;
+        let key = EntryKey {
+            domain: self.domain.clone(),
+            layer_id,
+            version_id,
+            data_version,
+            format: spec.format.to_string(),
+            crs: spec.crs.clone(),
+            extent: self.extent.as_ref().map(ToString::to_string),
+        };
+        Ok((key, spec))
+    }
+
+    /// The entry of `key`, or a link to the same data under another version; linking needs the
+    /// lock, taken here when `lock` is `None`.
+    async fn cached(
+        &self,
+        key: &EntryKey,
+        lock: Option<&EntryLock>,
+        observer: &dyn Observer,
+    ) -> Result<Option<FetchedLayer>> {
+        if let Some(entry) = self.cache.get(key)? {
+            return Ok(Some(finished(
+                observer,
+                key.layer_id,
+                entry,
+                FetchOutcome::Cached,
+            )));
+        }
+        let Some(source) = self.cache.find_same_data(key)? else {
+            return Ok(None);
+        };
+        let entry = if let Some(lock) = lock {
+            self.cache.link(&source, key, lock)?
+        } else {
+            let lock = self.lock(key, observer).await?;
+            if let Some(entry) = self.cache.get(key)? {
+                return Ok(Some(finished(
+                    observer,
+                    key.layer_id,
+                    entry,
+                    FetchOutcome::Cached,
+                )));
+            }
+            let (cache, key) = (self.cache.clone(), key.clone());
+            blocking(move || Ok(cache.link(&source, &key, &lock)?)).await?
+        };
+        Ok(Some(finished(
+            observer,
+            key.layer_id,
+            entry,
+            FetchOutcome::Linked,
+        )))
+    }
+
+    /// Takes `key`'s lock, polling so no thread is parked while another fetch runs.
+    async fn lock(&self, key: &EntryKey, observer: &dyn Observer) -> Result<EntryLock> {
+        let mut delay = Duration::from_millis(25);
+        let mut told = false;
+        loop {
+            if let Some(lock) = self.cache.try_lock(key)? {
+                return Ok(lock);
+            }
+            if !told {
+                observer.layer_event(key.layer_id, LayerEvent::WaitingForOtherFetch);
+                told = true;
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_millis(500));
+        }
+    }
+
+    fn fetch_offline(&self, layer_id: u64, observer: &dyn Observer) -> Result<FetchedLayer> {
+        let extent = self.extent.as_ref().map(ToString::to_string);
+        let crs = format!("EPSG:{}", self.crs_epsg);
+        let entry = self
+            .cache
+            .entries_of_layer(&self.domain, layer_id)?
+            .into_iter()
+            .find(|entry| entry.manifest.key.crs == crs && entry.manifest.key.extent == extent)
+            .ok_or_else(|| Error::NotCached {
+                domain: self.domain.clone(),
+                layer_id,
+                cache: self.cache.root().display().to_string(),
+            })?;
+        Ok(finished(observer, layer_id, entry, FetchOutcome::Offline))
+    }
+}
+
+fn finished(
+    observer: &dyn Observer,
+    layer_id: u64,
+    entry: CacheEntry,
+    outcome: FetchOutcome,
+) -> FetchedLayer {
+    observer.layer_event(
+        layer_id,
+        LayerEvent::Finished {
+            outcome,
+            bytes: entry.manifest.size,
+        },
+    );
+    FetchedLayer {
+        path: entry.path.clone(),
+        outcome,
+        entry,
+    }
+}
+
+/// The cache's view of what the exporter extracted.
+fn staged_layer(layer: &ExtractedLayer) -> StagedLayer {
+    match layer {
+        ExtractedLayer::File {
+            path,
+            extension,
+            size,
+            blake3,
+        } => StagedLayer::File {
+            path: path.clone(),
+            extension: extension.clone(),
+            size: *size,
+            blake3: blake3.clone(),
+        },
+        ExtractedLayer::Mosaic { dir, vrt, files } => StagedLayer::Mosaic {
+            dir: dir.clone(),
+            vrt: vrt.clone(),
+            files: files
+                .iter()
+                .map(|file| StagedFile {
+                    relative: file.relative.clone(),
+                    size: file.size,
+                    blake3: file.blake3.clone(),
+                })
+                .collect(),
+        },
+    }
+}
+
+/// Downloads and caches a layer from a Koordinates site, returning the path of its file: the
+/// function of the original Python package. The key falls back to `KOORDINATES_API_KEY`, the
+/// domain to `ttgroup.koordinates.com`, the cache to `KOOPCACHE_DIR` (then the platform cache
+/// directory). Repeated calls for an unchanged layer cost one API request and no download.
+///
+/// # Errors
+///
+/// As [`KoopBuilder::build`] and [`Koop::fetch_layer`].
+pub async fn get_layer_from_id(
+    layer_id: u64,
+    api_key: Option<String>,
+    domain: Option<&str>,
+) -> Result<PathBuf> {
+    let mut builder = Koop::builder().api_key(api_key);
+    if let Some(domain) = domain {
+        builder = builder.domain(domain);
+    }
+    builder.build()?.get_layer(layer_id).await
+}
