@@ -1,6 +1,7 @@
 //! `Koop`: a connection, a cache and an exporter, and the one operation they exist for.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use koop_api::{ConnectionBuilder, KoordinatesConnection, LayerDetails, LayerKind};
@@ -8,6 +9,7 @@ use koop_cache::{Cache, CacheEntry, EntryKey, EntryLock, LayerInfo, StagedFile, 
 use koop_export::{
     DEFAULT_CRS_EPSG, ExportEvent, ExportOptions, ExportSpec, Exporter, ExtractedLayer, Progress,
 };
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::{Error, Result};
 
@@ -54,6 +56,10 @@ pub enum LayerEvent {
     },
     /// Another task or process is fetching the same data; waiting for it.
     WaitingForOtherFetch,
+    /// Waiting for a free export slot (mirroring).
+    QueuedForExport,
+    /// Waiting for a free download slot (mirroring).
+    QueuedForDownload,
     /// A step of the export job.
     Export(ExportEvent),
     /// Done.
@@ -342,26 +348,48 @@ impl Koop {
         layer_id: u64,
         observer: &dyn Observer,
     ) -> Result<FetchedLayer> {
-        if self.offline {
-            return self.fetch_offline(layer_id, observer);
+        match self.lookup(layer_id, observer).await? {
+            Lookup::Found(fetched) => Ok(*fetched),
+            Lookup::Missing(details) => {
+                self.fetch_missing(layer_id, *details, observer, &Limits::default())
+                    .await
+            }
         }
+    }
+
+    /// The first half of a fetch: the layer details (or, offline, the cache alone) and the cache
+    /// lookup, including linking a metadata-only version to its data.
+    pub(crate) async fn lookup(&self, layer_id: u64, observer: &dyn Observer) -> Result<Lookup> {
+        if self.offline {
+            return self
+                .fetch_offline(layer_id, observer)
+                .map(|fetched| Lookup::Found(Box::new(fetched)));
+        }
+        self.online(format!("layer {layer_id}"))?;
+        let details = self.layer_details(layer_id).await?;
+        let (key, _) = self.key_for(layer_id, &details)?;
+        observe_details(observer, layer_id, &details, key.version_id);
+        Ok(match self.cached(&key, None, observer).await? {
+            Some(fetched) => Lookup::Found(Box::new(fetched)),
+            None => Lookup::Missing(Box::new(details)),
+        })
+    }
+
+    /// The second half of a fetch, for a version the cache does not hold: under the data's lock,
+    /// export (holding an export permit of `limits`), check the version, then download, extract
+    /// and publish (holding a download permit).
+    pub(crate) async fn fetch_missing(
+        &self,
+        layer_id: u64,
+        mut details: LayerDetails,
+        observer: &dyn Observer,
+        limits: &Limits,
+    ) -> Result<FetchedLayer> {
         let (_, exporter) = self.online(format!("layer {layer_id}"))?;
-        let mut details = self.layer_details(layer_id).await?;
-        for _ in 0..VERSION_ATTEMPTS {
+        for attempt in 0..VERSION_ATTEMPTS {
             let (key, spec) = self.key_for(layer_id, &details)?;
-            observer.layer_event(
-                layer_id,
-                LayerEvent::Details {
-                    title: details.title.clone(),
-                    kind: details
-                        .kind
-                        .as_ref()
-                        .map_or_else(String::new, ToString::to_string),
-                    version_id: key.version_id,
-                },
-            );
-            if let Some(fetched) = self.cached(&key, None, observer).await? {
-                return Ok(fetched);
+            if attempt > 0 {
+                observe_details(observer, layer_id, &details, key.version_id);
             }
             let lock = self.lock(&key, observer).await?;
             if let Some(fetched) = self.cached(&key, Some(&lock), observer).await? {
@@ -369,17 +397,24 @@ impl Koop {
             }
             let staging = self.cache.staging(&key)?;
             let progress = ExportEvents(observer);
-            let export = exporter.create(&details, &spec, &progress).await?;
-            let export = exporter.wait(layer_id, export, &progress).await?;
-            let now = self.layer_details(layer_id).await?;
-            if now.data_version_id() != details.data_version_id() {
-                tracing::info!(
-                    layer_id,
-                    "the layer's data changed during the export; starting over"
-                );
-                details = now;
-                continue;
-            }
+            let export = {
+                let _permit = limits.export(layer_id, observer).await;
+                let export = exporter.create(&details, &spec, &progress).await?;
+                let export = exporter.wait(layer_id, export, &progress).await?;
+                // An export is of the layer, not of a version: file it only under the version
+                // whose data it holds.
+                let now = self.layer_details(layer_id).await?;
+                if now.data_version_id() != details.data_version_id() {
+                    tracing::info!(
+                        layer_id,
+                        "the layer's data changed during the export; starting over"
+                    );
+                    details = now;
+                    continue;
+                }
+                export
+            };
+            let _permit = limits.download(layer_id, observer).await;
             let zip = staging.path().join("export.zip");
             exporter
                 .download(layer_id, &export, &zip, &progress)
@@ -397,10 +432,7 @@ impl Koop {
             tokio::fs::remove_file(&zip).await.ok();
             let info = LayerInfo {
                 title: details.title.clone(),
-                kind: details
-                    .kind
-                    .as_ref()
-                    .map_or_else(String::new, ToString::to_string),
+                kind: kind_of(&details),
                 export_id: Some(export.id),
             };
             let cache = self.cache.clone();
@@ -526,6 +558,84 @@ impl Koop {
                 cache: self.cache.root().display().to_string(),
             })?;
         Ok(finished(observer, layer_id, entry, FetchOutcome::Offline))
+    }
+}
+
+fn kind_of(details: &LayerDetails) -> String {
+    details
+        .kind
+        .as_ref()
+        .map_or_else(String::new, ToString::to_string)
+}
+
+fn observe_details(
+    observer: &dyn Observer,
+    layer_id: u64,
+    details: &LayerDetails,
+    version_id: u64,
+) {
+    observer.layer_event(
+        layer_id,
+        LayerEvent::Details {
+            title: details.title.clone(),
+            kind: kind_of(details),
+            version_id,
+        },
+    );
+}
+
+/// The result of the first half of a fetch.
+pub(crate) enum Lookup {
+    /// In the cache (or linked to the same data).
+    Found(Box<FetchedLayer>),
+    /// Not cached: the details to export from.
+    Missing(Box<LayerDetails>),
+}
+
+/// Bounds on the stages of concurrent fetches; unbounded by default.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Limits {
+    pub(crate) exports: Option<Arc<Semaphore>>,
+    pub(crate) downloads: Option<Arc<Semaphore>>,
+}
+
+impl Limits {
+    async fn permit(
+        semaphore: Option<&Arc<Semaphore>>,
+        layer_id: u64,
+        observer: &dyn Observer,
+        event: LayerEvent,
+    ) -> Option<OwnedSemaphorePermit> {
+        let semaphore = semaphore?.clone();
+        if let Ok(permit) = semaphore.clone().try_acquire_owned() {
+            return Some(permit);
+        }
+        observer.layer_event(layer_id, event);
+        semaphore.acquire_owned().await.ok()
+    }
+
+    async fn export(&self, layer_id: u64, observer: &dyn Observer) -> Option<OwnedSemaphorePermit> {
+        Self::permit(
+            self.exports.as_ref(),
+            layer_id,
+            observer,
+            LayerEvent::QueuedForExport,
+        )
+        .await
+    }
+
+    async fn download(
+        &self,
+        layer_id: u64,
+        observer: &dyn Observer,
+    ) -> Option<OwnedSemaphorePermit> {
+        Self::permit(
+            self.downloads.as_ref(),
+            layer_id,
+            observer,
+            LayerEvent::QueuedForDownload,
+        )
+        .await
     }
 }
 

@@ -42,7 +42,9 @@ pub use koop_cache::{
     CACHE_DIR_ENV, Cache, CacheEntry, GcPolicy, GcReport, Manifest, VerifyReport,
 };
 pub use koop_export::{DEFAULT_CRS_EPSG, ExportEvent, ExportOptions};
+pub use mirror::{LayerResult, MirrorOptions, MirrorSummary};
 pub use {koop_api, koop_cache, koop_export};
 
 mod error;
 mod koop;
+mod mirror;

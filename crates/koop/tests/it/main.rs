@@ -2,6 +2,7 @@
 
 mod faults;
 mod fetch;
+mod mirror;
 
 use std::collections::BTreeMap;
 use std::path::Path;
