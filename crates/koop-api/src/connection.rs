@@ -448,10 +448,19 @@ impl KoordinatesConnection {
                     .body(json.to_vec());
             }
             tracing::debug!(%method, url = %url, "request");
-            let response = request.send().await.map_err(|source| Error::Transport {
-                domain: self.inner.domain.clone(),
-                resource: call.resource.clone(),
-                source,
+            let response = request.send().await.map_err(|source| {
+                if is_dns_failure(&source) {
+                    Error::UnknownHost {
+                        domain: url.host_str().unwrap_or(&self.inner.domain).to_owned(),
+                        source,
+                    }
+                } else {
+                    Error::Transport {
+                        domain: self.inner.domain.clone(),
+                        resource: call.resource.clone(),
+                        source,
+                    }
+                }
             })?;
             let status = response.status();
             tracing::debug!(%method, url = %url, status = status.as_u16(), "response");
@@ -664,6 +673,19 @@ impl KoordinatesConnection {
         }
         Ok(items)
     }
+}
+
+/// `true` when a request failed because its host name did not resolve. reqwest does not classify
+/// this; its connector reports it as a connect error whose message starts with "dns error".
+fn is_dns_failure(error: &reqwest::Error) -> bool {
+    let mut source: Option<&dyn std::error::Error> = Some(error);
+    while let Some(inner) = source {
+        if inner.to_string().starts_with("dns error") {
+            return true;
+        }
+        source = inner.source();
+    }
+    false
 }
 
 /// Reads at most `limit` bytes of a body.

@@ -186,6 +186,18 @@ pub enum Error {
         source: serde_json::Error,
     },
 
+    /// The domain's name does not resolve (DNS). Not retried: a typo does not fix itself.
+    #[error(
+        "the Koordinates domain {domain} does not resolve; check its spelling (e.g. data.linz.govt.nz)"
+    )]
+    UnknownHost {
+        /// The Koordinates domain.
+        domain: String,
+        /// The HTTP client's error.
+        #[source]
+        source: reqwest::Error,
+    },
+
     /// The connection failed, timed out or broke.
     #[error("could not reach {domain} for {resource}; check the network and the domain")]
     Transport {
@@ -290,7 +302,7 @@ impl Error {
     /// connection was never made. Only these are retried for requests that are not idempotent.
     pub fn server_did_not_act(&self) -> bool {
         match self {
-            Self::RateLimited { .. } => true,
+            Self::RateLimited { .. } | Self::UnknownHost { .. } => true,
             Self::Transport { source, .. } => source.is_connect(),
             _ => false,
         }

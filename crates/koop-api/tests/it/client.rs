@@ -597,3 +597,35 @@ async fn api_calls_refuse_cross_host_redirects_and_redact_echoed_keys() -> Resul
     assert!(!text.contains(key), "{text}");
     Ok(())
 }
+
+#[tokio::test]
+async fn an_unknown_domain_fails_at_once_without_retries() -> Result<()> {
+    let connection = KoordinatesConnection::builder()
+        .api_key(Some("key".to_owned()))
+        .domain("no-such-koordinates-site.invalid")
+        .retry_policy(RetryPolicy {
+            max_attempts: 6,
+            min_delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(30),
+            max_retry_after: Duration::from_secs(5),
+        })
+        .build()?;
+    let started = Instant::now();
+    let error = connection
+        .layer_details(1)
+        .await
+        .expect_err("does not resolve");
+    assert!(matches!(error, Error::UnknownHost { .. }), "{error:?}");
+    assert!(
+        error
+            .to_string()
+            .contains("no-such-koordinates-site.invalid"),
+        "{error}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "no backoff: {:?}",
+        started.elapsed()
+    );
+    Ok(())
+}
