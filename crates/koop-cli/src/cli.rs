@@ -1,0 +1,147 @@
+//! Command-line arguments.
+
+use std::path::PathBuf;
+
+use clap::{ArgAction, Args, Parser, Subcommand};
+
+/// Get Koordinates layers onto disk exactly once, and keep them there.
+///
+/// Vector layers and tables arrive as GeoPackage, raster and grid layers as GeoTIFF, cached by
+/// layer version under `KOOPCACHE_DIR`: a second request for an unchanged layer costs one API call.
+#[derive(Debug, Parser)]
+#[command(name = "koop", version, max_term_width = 100)]
+pub(crate) struct Cli {
+    #[command(flatten)]
+    pub(crate) global: Global,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// Options of every command.
+#[derive(Debug, Args)]
+pub(crate) struct Global {
+    /// The Koordinates site, e.g. data.linz.govt.nz [default: ttgroup.koordinates.com, or the
+    /// site of the layer URLs given]. `http://host:port` uses plain HTTP (loopback test servers).
+    #[arg(long, global = true, value_name = "DOMAIN")]
+    pub(crate) domain: Option<String>,
+
+    /// The environment variable holding the API key.
+    #[arg(
+        long,
+        global = true,
+        value_name = "NAME",
+        default_value = "KOORDINATES_API_KEY"
+    )]
+    pub(crate) api_key_env: String,
+
+    /// The cache directory [default: `KOOPCACHE_DIR`, then the platform cache directory].
+    #[arg(long, global = true, value_name = "DIR")]
+    pub(crate) cache_dir: Option<PathBuf>,
+
+    /// The CRS to export in, as an EPSG code.
+    #[arg(long, global = true, value_name = "EPSG", default_value_t = koop::DEFAULT_CRS_EPSG)]
+    pub(crate) crs: u32,
+
+    /// Answer from the cache alone: no request, no API key needed.
+    #[arg(long, global = true)]
+    pub(crate) offline: bool,
+
+    /// More log output (-v: info, -vv: debug, -vvv: trace).
+    #[arg(short, long, global = true, action = ArgAction::Count, conflicts_with = "quiet")]
+    pub(crate) verbose: u8,
+
+    /// Only errors; no progress bars.
+    #[arg(short, long, global = true)]
+    pub(crate) quiet: bool,
+}
+
+/// How many things run at once.
+#[derive(Debug, Args)]
+pub(crate) struct Concurrency {
+    /// Exports in flight on the server at once.
+    #[arg(short = 'j', long, value_name = "N", default_value_t = 8)]
+    pub(crate) jobs: usize,
+
+    /// Downloads (and extractions) at once.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub(crate) downloads: usize,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Fetch layers and print their paths, one per line, in the order given.
+    Get {
+        /// Layer ids or layer URLs.
+        #[arg(required = true, value_name = "ID")]
+        ids: Vec<String>,
+        #[command(flatten)]
+        concurrency: Concurrency,
+        /// Print JSON instead.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Mirror a list of layers: ids or URLs, one per line, `#` comments.
+    Mirror {
+        /// Read the list from FILE (`-` for standard input).
+        #[arg(long, value_name = "FILE")]
+        from: Option<PathBuf>,
+        /// Layer ids or layer URLs, besides the list.
+        #[arg(value_name = "ID")]
+        ids: Vec<String>,
+        #[command(flatten)]
+        concurrency: Concurrency,
+        /// Print one JSON document at the end instead of a line per layer.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a layer's details and what the cache holds of it.
+    Info {
+        /// Layer id or layer URL.
+        #[arg(value_name = "ID")]
+        id: String,
+        /// Print JSON instead.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Inspect and maintain the cache.
+    Cache {
+        #[command(subcommand)]
+        action: CacheAction,
+    },
+    /// Mirror the built-in demo layers from an in-process fake Koordinates site, twice: the
+    /// second run is served from the cache.
+    Demo,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum CacheAction {
+    /// List the cached layers.
+    Ls {
+        /// Print JSON instead.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-hash every cached file; corrupt entries are quarantined (exit 1 when any).
+    Verify {
+        /// Print JSON instead.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove superseded versions, old entries and leftovers of interrupted fetches.
+    Gc {
+        /// Keep this many newest versions of each layer.
+        #[arg(long, value_name = "N")]
+        keep: Option<usize>,
+        /// Remove entries fetched more than DAYS days ago.
+        #[arg(long, value_name = "DAYS")]
+        older_than_days: Option<u64>,
+        /// Show what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print JSON instead.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the cache directory.
+    Path,
+}

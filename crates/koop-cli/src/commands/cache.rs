@@ -1,0 +1,153 @@
+//! `koop cache ls|verify|gc|path`: the cache alone, no network, no API key.
+
+use std::time::Duration;
+
+use anyhow::Result;
+use koop::{Cache, GcPolicy};
+use serde_json::json;
+
+use crate::Status;
+use crate::cli::Global;
+use crate::progress::human_bytes;
+
+fn open(global: &Global) -> Result<Cache> {
+    Ok(Cache::open(global.cache_dir.clone())?)
+}
+
+/// `koop cache ls`.
+pub(crate) fn list(global: &Global, json: bool) -> Result<Status> {
+    let cache = open(global)?;
+    let entries = cache.list()?;
+    if json {
+        let manifests: Vec<_> = entries.iter().map(|entry| &entry.manifest).collect();
+        println!("{}", serde_json::to_string_pretty(&manifests)?);
+        return Ok(Status::Done);
+    }
+    if entries.is_empty() {
+        eprintln!("the cache at {} is empty", cache.root().display());
+        return Ok(Status::Done);
+    }
+    println!(
+        "{:>8}  {:>9}  {:<8}  {:<10}  {:>9}  {:<24}  title",
+        "layer", "version", "kind", "CRS", "size", "fetched"
+    );
+    let mut total = 0;
+    for entry in &entries {
+        let manifest = &entry.manifest;
+        total += manifest.size;
+        let fetched: String = manifest.fetched_at.chars().take(19).collect();
+        println!(
+            "{:>8}  {:>9}  {:<8}  {:<10}  {:>9}  {:<24}  {}",
+            manifest.key.layer_id,
+            manifest.key.version_id,
+            manifest.kind,
+            manifest.key.crs,
+            human_bytes(manifest.size),
+            fetched,
+            manifest.title
+        );
+    }
+    eprintln!(
+        "{} entries, {} in {}",
+        entries.len(),
+        human_bytes(total),
+        cache.root().display()
+    );
+    Ok(Status::Done)
+}
+
+/// `koop cache verify`: exit 1 when a corrupt entry was found (and quarantined).
+pub(crate) async fn verify(global: &Global, json: bool) -> Result<Status> {
+    let cache = open(global)?;
+    let report = tokio::task::spawn_blocking(move || cache.verify()).await??;
+    if json {
+        let corrupt: Vec<_> = report
+            .corrupt
+            .iter()
+            .map(|corrupt| {
+                json!({
+                    "entry": corrupt.entry.manifest.entry,
+                    "reason": corrupt.reason,
+                    "quarantined_to": corrupt.quarantined_to,
+                })
+            })
+            .collect();
+        let document =
+            json!({ "ok": report.ok.len(), "busy": report.busy.len(), "corrupt": corrupt });
+        println!("{}", serde_json::to_string_pretty(&document)?);
+    } else {
+        for corrupt in &report.corrupt {
+            let moved = corrupt
+                .quarantined_to
+                .as_ref()
+                .map(|path| format!("; moved to {}", path.display()))
+                .unwrap_or_default();
+            println!(
+                "corrupt: {}: {}{moved}",
+                corrupt.entry.manifest.entry, corrupt.reason
+            );
+        }
+        println!(
+            "{} entries ok, {} corrupt, {} skipped (in use)",
+            report.ok.len(),
+            report.corrupt.len(),
+            report.busy.len()
+        );
+    }
+    Ok(if report.corrupt.is_empty() {
+        Status::Done
+    } else {
+        Status::SomeFailed
+    })
+}
+
+/// `koop cache gc`.
+pub(crate) fn gc(
+    global: &Global,
+    keep: Option<usize>,
+    older_than_days: Option<u64>,
+    dry_run: bool,
+    json: bool,
+) -> Result<Status> {
+    let cache = open(global)?;
+    let policy = GcPolicy {
+        keep_newest: keep,
+        max_age: older_than_days.map(|days| Duration::from_secs(days * 86_400)),
+        dry_run,
+    };
+    let report = cache.gc(&policy)?;
+    let verb = if dry_run { "would remove" } else { "removed" };
+    if json {
+        let removed: Vec<_> = report
+            .removed
+            .iter()
+            .map(|entry| &entry.manifest.entry)
+            .collect();
+        let document = json!({ "dry_run": dry_run, "removed": removed, "bytes": report.bytes, "leftovers": report.leftovers });
+        println!("{}", serde_json::to_string_pretty(&document)?);
+    } else {
+        for entry in &report.removed {
+            println!(
+                "{verb} {} ({}, version {})",
+                entry.manifest.entry, entry.manifest.title, entry.manifest.key.version_id
+            );
+        }
+        println!(
+            "{verb} {} entries ({}) and {} leftovers",
+            report.removed.len(),
+            human_bytes(report.bytes),
+            report.leftovers.len()
+        );
+    }
+    Ok(Status::Done)
+}
+
+/// `koop cache path`.
+pub(crate) fn path(global: &Global) -> Result<Status> {
+    let root = match &global.cache_dir {
+        Some(dir) => dir.clone(),
+        None => Cache::default_root()?,
+    };
+    println!("{}", root.display());
+    Ok(Status::Done)
+}

@@ -1,0 +1,98 @@
+//! The commands, and what they share: building a `Koop` from the global options.
+
+mod cache;
+mod demo;
+mod fetch;
+mod info;
+
+use anyhow::{Context, Result, bail};
+use koop::Koop;
+
+use crate::Status;
+use crate::cli::{CacheAction, Cli, Command, Global};
+use crate::ids::LayerRef;
+
+/// Runs the command line's command.
+pub(crate) async fn run(cli: Cli, bars: bool) -> Result<Status> {
+    let global = cli.global;
+    match cli.command {
+        Command::Get {
+            ids,
+            concurrency,
+            json,
+        } => fetch::get(&global, &ids, &concurrency, json, bars).await,
+        Command::Mirror {
+            from,
+            ids,
+            concurrency,
+            json,
+        } => fetch::mirror(&global, from.as_deref(), &ids, &concurrency, json, bars).await,
+        Command::Info { id, json } => info::info(&global, &id, json).await,
+        Command::Cache { action } => match action {
+            CacheAction::Ls { json } => cache::list(&global, json),
+            CacheAction::Verify { json } => cache::verify(&global, json).await,
+            CacheAction::Gc {
+                keep,
+                older_than_days,
+                dry_run,
+                json,
+            } => cache::gc(&global, keep, older_than_days, dry_run, json),
+            CacheAction::Path => cache::path(&global),
+        },
+        Command::Demo => demo::demo(&global, bars).await,
+    }
+}
+
+/// The domain to use: `--domain`, else the one site the layer URLs name, else the default.
+pub(crate) fn domain_for(global: &Global, layers: &[&LayerRef]) -> Result<String> {
+    if let Some(domain) = &global.domain {
+        return Ok(domain.clone());
+    }
+    let mut hosts: Vec<&str> = layers
+        .iter()
+        .filter_map(|layer| layer.host.as_deref())
+        .collect();
+    hosts.sort_unstable();
+    hosts.dedup();
+    match hosts.as_slice() {
+        [] => Ok(koop::koop_api::DEFAULT_DOMAIN.to_owned()),
+        [host] => Ok((*host).to_owned()),
+        many => bail!(
+            "the layer URLs name several sites ({}); mirror one site at a time, or pass --domain",
+            many.join(", ")
+        ),
+    }
+}
+
+/// `host[:port]` of a domain as given (`http://127.0.0.1:8080` → `127.0.0.1:8080`).
+pub(crate) fn bare_host(domain: &str) -> &str {
+    let domain = domain
+        .strip_prefix("https://")
+        .or_else(|| domain.strip_prefix("http://"))
+        .unwrap_or(domain);
+    domain.trim_end_matches('/')
+}
+
+/// A `Koop` for `domain` with the global options. `http://host` asks for plain HTTP explicitly.
+pub(crate) fn koop(global: &Global, domain: &str) -> Result<Koop> {
+    let plain_http = domain.starts_with("http://");
+    if plain_http {
+        let host = bare_host(domain);
+        let loopback =
+            host.starts_with("127.") || host.starts_with("localhost") || host.starts_with("[::1]");
+        if !loopback {
+            tracing::warn!("plain HTTP to {host}: the API key crosses the network unencrypted");
+        }
+    }
+    let koop = Koop::builder()
+        .domain(domain)
+        .api_key(None)
+        .api_key_env(&global.api_key_env)
+        .configure_connection(|connection| connection.plain_http(plain_http))
+        .cache_dir(global.cache_dir.clone())
+        .crs(global.crs)
+        .offline(global.offline)
+        .build()
+        .context("cannot start")?;
+    Ok(koop)
+}
