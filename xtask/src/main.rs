@@ -3,6 +3,7 @@
 //! - `test`: every test: `cargo nextest run` (or `cargo test` without nextest) and the doctests.
 //! - `ci`: what CI runs after installing system packages: fmt, clippy, test.
 //! - `demo`: the main job on the built-in demo (the bundled test server and its layers).
+//! - `bench`: the benchmarks, in release mode (`crates/koop-bench`).
 
 use std::process::Command;
 
@@ -22,6 +23,12 @@ enum Task {
     Test,
     /// Check formatting and lints, then run every test.
     Ci,
+    /// Run the benchmarks (release build): mirror, large, hit; all by default.
+    Bench {
+        /// Arguments for the harness, e.g. `mirror` or `--large-mb 256`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Run `koop demo`: mirror the bundled demo layers from the in-process test server, twice.
     Demo {
         /// Extra arguments for `koop demo`.
@@ -90,6 +97,25 @@ fn main() -> Result<()> {
             ]);
             run(clippy)?;
             test()
+        }
+        Task::Bench { args } => {
+            let mut build = cargo();
+            build.args([
+                "build",
+                "--release",
+                "--package",
+                "koop-cli",
+                "--package",
+                "koop-bench",
+            ]);
+            run(build)?;
+            let target = std::env::var("CARGO_TARGET_DIR").map_or_else(
+                |_| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"),
+                std::path::PathBuf::from,
+            );
+            let mut bench = Command::new(target.join("release/koop-bench"));
+            bench.args(args);
+            run(bench)
         }
         Task::Demo { args } => {
             let mut demo = cargo();

@@ -246,6 +246,17 @@ impl TestServer {
         self.state.bump_version(layer_id, kind)
     }
 
+    /// Sets how long new exports of a layer stay `processing`; `false` for an unknown layer.
+    pub fn set_export_latency(&self, layer_id: u64, latency: std::time::Duration) -> bool {
+        match self.state.lock().layers.get_mut(&layer_id) {
+            Some(entry) => {
+                entry.layer.export_latency = latency;
+                true
+            }
+            None => false,
+        }
+    }
+
     /// The current version id of a layer.
     pub fn current_version(&self, layer_id: u64) -> Option<u64> {
         self.state
