@@ -103,6 +103,24 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print or write a layer's Dublin Core metadata as OAI_DC XML.
+    Metadata {
+        /// Layer id or layer URL.
+        #[arg(value_name = "ID")]
+        id: String,
+        /// Write the XML to PATH (atomically) instead of printing it.
+        #[arg(long, value_name = "PATH")]
+        xml: Option<PathBuf>,
+        /// Set an element, e.g. `--set creator="Toitū Te Whenua"` (repeatable).
+        #[arg(long = "set", value_name = "ELEMENT=VALUE")]
+        set: Vec<String>,
+        /// Start from a template built from the layer's details instead of its DC document.
+        #[arg(long)]
+        template: bool,
+        /// Set `source` to the current versions of these layers.
+        #[arg(long, value_name = "ID", num_args = 1..)]
+        source_latest: Vec<String>,
+    },
     /// Inspect and maintain the cache.
     Cache {
         #[command(subcommand)]

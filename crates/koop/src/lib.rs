@@ -1,7 +1,8 @@
 //! Get Koordinates layers onto disk exactly once.
 //!
 //! `koop` is the crate to embed: it joins the Koordinates client ([`koop_api`]), the export job
-//! ([`koop_export`]) and the version-aware cache ([`koop_cache`]) behind one call. Given a layer id
+//! ([`koop_export`]) and the version-aware cache ([`koop_cache`]) behind one call, and re-exports
+//! the Dublin Core support ([`koop_metadata`]). Given a layer id
 //! and a domain it returns the path of a local GeoPackage (vector layers, tables) or GeoTIFF
 //! (raster and grid layers; a VRT over the tiles when an export holds several) of the layer's
 //! current version, downloading it only when that version is not cached yet:
@@ -42,8 +43,9 @@ pub use koop_cache::{
     CACHE_DIR_ENV, Cache, CacheEntry, GcPolicy, GcReport, Manifest, VerifyReport,
 };
 pub use koop_export::{DEFAULT_CRS_EPSG, ExportEvent, ExportOptions};
+pub use koop_metadata::{DublinCoreMetadata, Element as DublinCoreElement};
 pub use mirror::{LayerResult, MirrorOptions, MirrorSummary};
-pub use {koop_api, koop_cache, koop_export};
+pub use {koop_api, koop_cache, koop_export, koop_metadata};
 
 mod error;
 mod koop;

@@ -4,6 +4,7 @@ mod cache;
 mod demo;
 mod fetch;
 mod info;
+mod metadata;
 
 use anyhow::{Context, Result, bail};
 use koop::Koop;
@@ -28,6 +29,22 @@ pub(crate) async fn run(cli: Cli, bars: bool) -> Result<Status> {
             json,
         } => fetch::mirror(&global, from.as_deref(), &ids, &concurrency, json, bars).await,
         Command::Info { id, json } => info::info(&global, &id, json).await,
+        Command::Metadata {
+            id,
+            xml,
+            set,
+            template,
+            source_latest,
+        } => {
+            let request = metadata::Request {
+                id: &id,
+                xml: xml.as_deref(),
+                set: &set,
+                template,
+                source_latest: &source_latest,
+            };
+            metadata::metadata(&global, &request).await
+        }
         Command::Cache { action } => match action {
             CacheAction::Ls { json } => cache::list(&global, json),
             CacheAction::Verify { json } => cache::verify(&global, json).await,

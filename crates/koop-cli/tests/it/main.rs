@@ -340,3 +340,75 @@ async fn the_demo_ends_with_every_layer_cached() -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn metadata_prints_edits_and_writes_oai_dc() -> Result<()> {
+    let server = TestServer::start().await?;
+    let cache = tempfile::tempdir()?;
+    let run = koop(&server, cache.path(), &["metadata", "1002"]).await?;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout
+            .contains("<dc:title>NZ Islands — Te Ika-a-Māui &amp; Te Waipounamu</dc:title>"),
+        "{}",
+        run.stdout
+    );
+    let printed = cache.path().join("printed.xml");
+    std::fs::write(&printed, &run.stdout)?;
+    let lint = std::process::Command::new("xmllint")
+        .arg("--noout")
+        .arg(&printed)
+        .output()?;
+    assert!(
+        lint.status.success(),
+        "{}",
+        String::from_utf8_lossy(&lint.stderr)
+    );
+
+    let out = cache.path().join("edited.xml");
+    let run = koop(
+        &server,
+        cache.path(),
+        &[
+            "metadata",
+            "1002",
+            "--set",
+            "creator=Koop & Co <test>",
+            "--source-latest",
+            "1001",
+            "1003",
+            "--xml",
+            out.to_str().context("utf-8")?,
+        ],
+    )
+    .await?;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let written = std::fs::read_to_string(&out)?;
+    assert!(
+        written.contains("<dc:creator>Koop &amp; Co &lt;test&gt;</dc:creator>"),
+        "{written}"
+    );
+    assert!(written.contains("<dc:source>layer_id,title,version_id,last_updated\n1001,World Countries (Natural Earth 1:110m),"), "{written}");
+
+    let run = koop(&server, cache.path(), &["metadata", "1003", "--template"]).await?;
+    assert!(
+        run.stdout.contains("<dc:type>grid</dc:type>"),
+        "{}",
+        run.stdout
+    );
+
+    let run = koop(
+        &server,
+        cache.path(),
+        &["metadata", "1002", "--set", "author=me"],
+    )
+    .await?;
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr
+            .contains("\"author\" is not a Dublin Core element; the elements are: title, creator"),
+        "{}",
+        run.stderr
+    );
+    Ok(())
+}
