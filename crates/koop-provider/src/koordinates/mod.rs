@@ -1,0 +1,497 @@
+//! The Koordinates provider: Koordinates layers, fetched once into koop's cache, served from
+//! the cached GeoPackage.
+//!
+//! Route parameters: `host` is the Koordinates domain, `id` the layer id
+//! (`/koordinates/data.linz.govt.nz/50772/geojson`). Only the domains the provider was configured
+//! with are served, so the API key is never sent to a site chosen by a request.
+//!
+//! Coordinates are reprojected to EPSG:4326 with proj4rs as RFC 7946 requires, rather than
+//! exported in 4326: one cached export (in the layer's usual CRS, the same file `koop get`
+//! returns) then serves both GIS users on disk and the server, with no second export.
+
+pub(crate) mod gpkg;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use koop::{FetchedLayer, Koop, LayerDetails, Quiet};
+
+use crate::crs::Reprojector;
+use crate::model::{
+    Field, FieldType, FiltersApplied, GeometryType, Metadata, ProviderData, ProviderError,
+    ProviderRequest, ProviderStream, Registration,
+};
+use crate::provider::Provider;
+use gpkg::Table;
+
+/// Features buffered between the SQLite reader and the response.
+const STREAM_BUFFER: usize = 512;
+
+/// Settings of the Koordinates provider. `Debug` never shows the API key.
+#[derive(Clone)]
+pub struct KoordinatesConfig {
+    /// The Koordinates sites served, e.g. `data.linz.govt.nz`; `http://host:port` for a loopback
+    /// test server over plain HTTP.
+    pub domains: Vec<String>,
+    /// The API key; when `None`, read from `api_key_env` (as for `koop get`).
+    pub api_key: Option<String>,
+    /// The environment variable holding the API key when `api_key` is `None`.
+    pub api_key_env: String,
+    /// The cache directory (default `KOOPCACHE_DIR`, then the platform cache directory).
+    pub cache_dir: Option<PathBuf>,
+    /// Serve only what is cached; never fetch.
+    pub offline: bool,
+    /// The CRS new exports are made in, as an EPSG code (the export is reprojected on the fly).
+    pub export_crs: u32,
+    /// How long a layer's version is trusted before Koordinates is asked again.
+    pub refresh: Duration,
+    /// `maxRecordCount` of the metadata.
+    pub max_record_count: u32,
+}
+
+impl Default for KoordinatesConfig {
+    fn default() -> Self {
+        Self {
+            domains: vec![koop::koop_api::DEFAULT_DOMAIN.to_owned()],
+            api_key: None,
+            api_key_env: koop::koop_api::API_KEY_ENV.to_owned(),
+            cache_dir: None,
+            offline: false,
+            export_crs: koop::DEFAULT_CRS_EPSG,
+            refresh: Duration::from_secs(60),
+            max_record_count: 2000,
+        }
+    }
+}
+
+impl std::fmt::Debug for KoordinatesConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KoordinatesConfig")
+            .field("domains", &self.domains)
+            .field("api_key", &self.api_key.as_ref().map(|_| "***"))
+            .field("api_key_env", &self.api_key_env)
+            .field("cache_dir", &self.cache_dir)
+            .field("offline", &self.offline)
+            .field("export_crs", &self.export_crs)
+            .field("refresh", &self.refresh)
+            .field("max_record_count", &self.max_record_count)
+            .finish()
+    }
+}
+
+/// A layer as served: its table, metadata and when its version was last checked.
+#[derive(Debug, Clone)]
+pub(crate) struct LayerState {
+    pub(crate) table: Arc<Table>,
+    pub(crate) metadata: Metadata,
+    pub(crate) checked: Instant,
+}
+
+/// The Koordinates provider (name `koordinates`, with `:host` and `:id`).
+pub struct KoordinatesProvider {
+    config: KoordinatesConfig,
+    koops: Mutex<HashMap<String, Koop>>,
+    layers: Mutex<HashMap<(String, u64), LayerState>>,
+}
+
+impl std::fmt::Debug for KoordinatesProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KoordinatesProvider")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `host[:port]` of a configured domain.
+fn bare_host(domain: &str) -> &str {
+    domain
+        .strip_prefix("https://")
+        .or_else(|| domain.strip_prefix("http://"))
+        .unwrap_or(domain)
+        .trim_end_matches('/')
+}
+
+fn geometry_type(details: &LayerDetails) -> Option<GeometryType> {
+    use koop::koop_api::GeometryType as Koordinates;
+    match details.data.as_ref()?.geometry_type.as_ref()? {
+        Koordinates::Point => Some(GeometryType::Point),
+        Koordinates::MultiPoint => Some(GeometryType::MultiPoint),
+        Koordinates::LineString => Some(GeometryType::LineString),
+        Koordinates::MultiLineString => Some(GeometryType::MultiLineString),
+        Koordinates::Polygon => Some(GeometryType::Polygon),
+        Koordinates::MultiPolygon => Some(GeometryType::MultiPolygon),
+        _ => None,
+    }
+}
+
+/// The field type of a Koordinates attribute type: integer/bigint → Integer,
+/// double/float/numeric → Double, date/datetime → Date, string/boolean (and others) → String.
+pub fn field_type(koordinates: &koop::koop_api::FieldType) -> FieldType {
+    use koop::koop_api::FieldType as Koordinates;
+    match koordinates {
+        Koordinates::Integer | Koordinates::BigInteger => FieldType::Integer,
+        Koordinates::Double | Koordinates::Float | Koordinates::Numeric => FieldType::Double,
+        Koordinates::Date | Koordinates::DateTime => FieldType::Date,
+        _ => FieldType::String,
+    }
+}
+
+fn provider_error(error: &koop::Error) -> ProviderError {
+    use koop::Error;
+    use koop::koop_api::Error as Api;
+    let message = error.to_string();
+    match error {
+        Error::NotCached { .. } | Error::Api(Api::NotFound { .. }) => {
+            ProviderError::NotFound(message)
+        }
+        Error::Api(Api::MissingApiKey { .. } | Api::RateLimited { .. }) | Error::Offline { .. } => {
+            ProviderError::Unavailable(message)
+        }
+        Error::Export(_)
+        | Error::VersionKeptChanging { .. }
+        | Error::NoVersion { .. }
+        | Error::Api(_) => ProviderError::Upstream(message),
+        _ => ProviderError::Internal(message),
+    }
+}
+
+impl KoordinatesProvider {
+    /// A provider with `config`. Nothing is fetched until a request arrives.
+    pub fn new(config: KoordinatesConfig) -> Self {
+        Self {
+            config,
+            koops: Mutex::new(HashMap::new()),
+            layers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &KoordinatesConfig {
+        &self.config
+    }
+
+    /// The `Koop` for a requested host, if the host is served.
+    fn koop_for(&self, host: &str) -> Result<Koop, ProviderError> {
+        let domain = self
+            .config
+            .domains
+            .iter()
+            .find(|domain| bare_host(domain).eq_ignore_ascii_case(host))
+            .ok_or_else(|| {
+                ProviderError::NotFound(format!(
+                    "this server serves layers of {}, not {host}",
+                    self.config
+                        .domains
+                        .iter()
+                        .map(|domain| bare_host(domain))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })?;
+        let mut koops = self
+            .koops
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(koop) = koops.get(host) {
+            return Ok(koop.clone());
+        }
+        let plain_http = domain.starts_with("http://");
+        let koop = Koop::builder()
+            .domain(domain.clone())
+            .api_key(self.config.api_key.clone())
+            .api_key_env(&self.config.api_key_env)
+            .configure_connection(|connection| connection.plain_http(plain_http))
+            .cache_dir(self.config.cache_dir.clone())
+            .crs(self.config.export_crs)
+            .offline(self.config.offline)
+            .build()
+            .map_err(|error| provider_error(&error))?;
+        koops.insert(host.to_owned(), koop.clone());
+        Ok(koop)
+    }
+
+    fn layer_of(request: &ProviderRequest) -> Result<(String, u64), ProviderError> {
+        let host = request.params.host.clone().ok_or_else(|| {
+            ProviderError::BadRequest("the request names no Koordinates domain".to_owned())
+        })?;
+        let id = request.params.id.as_deref().unwrap_or_default();
+        let layer_id = id.parse::<u64>().map_err(|_| {
+            ProviderError::BadRequest(format!(
+                "{id:?} is not a layer id; give a number such as 50772"
+            ))
+        })?;
+        Ok((host, layer_id))
+    }
+
+    /// The layer's state: cached for `refresh`, then its version is checked again (one API
+    /// request; two when the version changed, for the new details).
+    pub(crate) async fn state(
+        &self,
+        request: &ProviderRequest,
+    ) -> Result<LayerState, ProviderError> {
+        let (host, layer_id) = Self::layer_of(request)?;
+        let previous = self
+            .layers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&(host.clone(), layer_id))
+            .cloned();
+        if let Some(state) = &previous
+            && state.checked.elapsed() < self.config.refresh
+        {
+            return Ok(state.clone());
+        }
+        let koop = self.koop_for(&host)?;
+        let fetched = koop
+            .fetch_layer(layer_id, &Quiet)
+            .await
+            .map_err(|error| provider_error(&error))?;
+        let state = match previous {
+            Some(state) if state.table.path == fetched.path => LayerState {
+                checked: Instant::now(),
+                ..state
+            },
+            _ => {
+                let details = if koop.is_offline() {
+                    None
+                } else {
+                    Some(
+                        koop.layer_details(layer_id)
+                            .await
+                            .map_err(|error| provider_error(&error))?,
+                    )
+                };
+                self.load(&fetched, details.as_ref()).await?
+            }
+        };
+        self.layers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert((host, layer_id), state.clone());
+        Ok(state)
+    }
+
+    /// Reads the GeoPackage's table and builds the metadata: from the layer details when given
+    /// (fields and their types, geometry type, primary key), else from the GeoPackage.
+    async fn load(
+        &self,
+        fetched: &FetchedLayer,
+        details: Option<&LayerDetails>,
+    ) -> Result<LayerState, ProviderError> {
+        let manifest = &fetched.entry.manifest;
+        if fetched.path.extension().is_none_or(|ext| ext != "gpkg") {
+            return Err(ProviderError::BadRequest(format!(
+                "layer {} is a {} layer; only vector layers and tables are served as features",
+                manifest.key.layer_id, manifest.kind
+            )));
+        }
+        let path = fetched.path.clone();
+        let details = details.cloned();
+        let title = manifest.title.clone();
+        let max_record_count = self.config.max_record_count;
+        tokio::task::spawn_blocking(move || {
+            let table = gpkg::inspect(&path)?;
+            let connection = gpkg::open(&path)?;
+            let fields: Vec<Field> = match &details {
+                Some(details) if !details.fields().is_empty() => details
+                    .fields()
+                    .iter()
+                    .filter(|field| field.field_type != koop::koop_api::FieldType::Geometry)
+                    .filter(|field| table.columns.iter().any(|column| column.name == field.name))
+                    .map(|field| Field::new(&field.name, field_type(&field.field_type)))
+                    .collect(),
+                _ => table.fields(),
+            };
+            // idField: the primary key, when it is an integer whose values fit 0..=2^31-1.
+            let id_field = details
+                .as_ref()
+                .and_then(|details| details.data.as_ref())
+                .and_then(|data| data.primary_key_fields.first().cloned())
+                .filter(|key| {
+                    fields
+                        .iter()
+                        .any(|field| field.name == *key && field.field_type == FieldType::Integer)
+                })
+                .filter(|key| {
+                    table
+                        .integer_range(&connection, key)
+                        .is_some_and(|(min, max)| min >= 0 && max <= i64::from(i32::MAX))
+                });
+            let extent = match (table.bounds, table.srs) {
+                (Some(bounds), Some(srs)) => extent_4326(bounds, srs),
+                _ => None,
+            };
+            let geometry_type = match &details {
+                Some(details) => geometry_type(details),
+                None => None,
+            };
+            let metadata = Metadata {
+                name: Some(
+                    details
+                        .as_ref()
+                        .map_or(title, |details| details.title.clone()),
+                ),
+                description: details
+                    .as_ref()
+                    .and_then(|details| details.description.clone()),
+                extent,
+                display_field: fields
+                    .iter()
+                    .find(|field| matches!(field.name.as_str(), "name" | "title"))
+                    .map(|field| field.name.clone()),
+                geometry_type,
+                id_field,
+                max_record_count: Some(max_record_count),
+                exceeded_transfer_limit: false,
+                time_info: None,
+                fields,
+            };
+            Ok(LayerState {
+                table: Arc::new(table),
+                metadata,
+                checked: Instant::now(),
+            })
+        })
+        .await
+        .map_err(|error| ProviderError::Internal(error.to_string()))?
+    }
+}
+
+/// The extent of `bounds` (in EPSG `srs`) in EPSG:4326: `[[xmin, ymin], [xmax, ymax]]`, from
+/// the corners and edge midpoints.
+fn extent_4326([min_x, min_y, max_x, max_y]: [f64; 4], srs: u32) -> Option<[[f64; 2]; 2]> {
+    let reprojector = Reprojector::new(srs, 4326).ok()?;
+    let (center_x, center_y) = (f64::midpoint(min_x, max_x), f64::midpoint(min_y, max_y));
+    let mut extent = [
+        [f64::INFINITY, f64::INFINITY],
+        [f64::NEG_INFINITY, f64::NEG_INFINITY],
+    ];
+    for (x, y) in [
+        (min_x, min_y),
+        (min_x, max_y),
+        (max_x, min_y),
+        (max_x, max_y),
+        (center_x, min_y),
+        (center_x, max_y),
+        (min_x, center_y),
+        (max_x, center_y),
+    ] {
+        let (lon, lat) = reprojector.position(x, y).ok()?;
+        extent[0] = [extent[0][0].min(lon), extent[0][1].min(lat)];
+        extent[1] = [extent[1][0].max(lon), extent[1][1].max(lat)];
+    }
+    Some(extent)
+}
+
+#[async_trait]
+impl Provider for KoordinatesProvider {
+    fn name(&self) -> &'static str {
+        "koordinates"
+    }
+
+    fn registration(&self) -> Registration {
+        Registration {
+            hosts: true,
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            ..Registration::new(self.name())
+        }
+    }
+
+    /// Layers can hold millions of features: outputs stream them.
+    fn prefers_stream(&self) -> bool {
+        true
+    }
+
+    /// Every feature of the layer's current version, in EPSG:4326. For large layers prefer
+    /// [`Provider::get_stream`], which holds a few hundred features at a time.
+    async fn get_data(&self, request: &ProviderRequest) -> Result<ProviderData, ProviderError> {
+        let stream = self.get_stream(request).await?;
+        let features: Vec<geojson::Feature> = stream
+            .features
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<_, _>>()?;
+        Ok(ProviderData {
+            count: Some(features.len() as u64),
+            features,
+            metadata: stream.metadata,
+            ..ProviderData::default()
+        })
+    }
+
+    async fn get_stream(&self, request: &ProviderRequest) -> Result<ProviderStream, ProviderError> {
+        let state = self.state(request).await?;
+        let reprojector = match state.table.srs {
+            Some(srs) => Reprojector::new(srs, 4326)
+                .map_err(|error| ProviderError::Internal(error.to_string()))?,
+            None => Reprojector::new(4326, 4326)
+                .map_err(|error| ProviderError::Internal(error.to_string()))?,
+        };
+        let (sender, mut receiver) = tokio::sync::mpsc::channel(STREAM_BUFFER);
+        let table = state.table.clone();
+        tokio::task::spawn_blocking(move || {
+            gpkg::read_features(&table, &reprojector, |feature| {
+                sender.blocking_send(feature).is_ok()
+            });
+        });
+        let features = futures::stream::poll_fn(move |context| receiver.poll_recv(context));
+        Ok(ProviderStream {
+            metadata: state.metadata,
+            filters_applied: FiltersApplied::default(),
+            features: Box::pin(features),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn koordinates_field_types_map_to_koop_types() {
+        use koop::koop_api::FieldType as Koordinates;
+        for (koordinates, koop) in [
+            (Koordinates::Integer, FieldType::Integer),
+            (Koordinates::BigInteger, FieldType::Integer),
+            (Koordinates::Double, FieldType::Double),
+            (Koordinates::Float, FieldType::Double),
+            (Koordinates::Numeric, FieldType::Double),
+            (Koordinates::Date, FieldType::Date),
+            (Koordinates::DateTime, FieldType::Date),
+            (Koordinates::String, FieldType::String),
+            (Koordinates::Boolean, FieldType::String),
+        ] {
+            assert_eq!(field_type(&koordinates), koop, "{koordinates:?}");
+        }
+    }
+
+    #[test]
+    fn debug_never_shows_the_key() {
+        let config = KoordinatesConfig {
+            api_key: Some("secret-key-123".into()),
+            ..KoordinatesConfig::default()
+        };
+        let debug = format!("{config:?}");
+        assert!(
+            !debug.contains("secret-key-123") && debug.contains("***"),
+            "{debug}"
+        );
+    }
+
+    #[test]
+    fn extents_are_reprojected_to_degrees() {
+        let extent = extent_4326([1_090_000.0, 4_750_000.0, 2_090_000.0, 6_190_000.0], 2193)
+            .expect("extent");
+        assert!(extent[0][0] > 165.0 && extent[1][0] < 180.0, "{extent:?}");
+        assert!(extent[0][1] > -48.0 && extent[1][1] < -33.0, "{extent:?}");
+        assert_eq!(
+            extent_4326([0.0, 0.0, 1.0, 1.0], 4326),
+            Some([[0.0, 0.0], [1.0, 1.0]])
+        );
+    }
+}

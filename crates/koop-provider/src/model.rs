@@ -1,0 +1,383 @@
+//! The provider model's data: requests, GeoJSON with `metadata`, registration, errors.
+//!
+//! Source: Koop's provider specification (koopjs.github.io/docs/development/provider, "Model
+//! class": `getData`, `getStream`, `createKey`, `authorize`, `authenticate`, and the `metadata`
+//! keys the Geoservices output reads).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
+use serde::{Deserialize, Serialize};
+
+/// Route parameters of a request, as Koop names them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RouteParams {
+    /// `:host`, for providers registered with `hosts: true` (for Koordinates: the domain).
+    pub host: Option<String>,
+    /// `:id`, unless the provider disables it (for Koordinates: the layer id).
+    pub id: Option<String>,
+    /// `:layer`, from output routes such as `FeatureServer/:layer`.
+    pub layer: Option<String>,
+    /// `:method`, from output routes such as `FeatureServer/:layer/:method`.
+    pub method: Option<String>,
+}
+
+/// A request to a provider, independent of the HTTP framework: route parameters, query
+/// parameters (and form fields of a POST), and the caller's token if any.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProviderRequest {
+    /// Route parameters.
+    pub params: RouteParams,
+    /// Query parameters (and POST form fields), by name.
+    pub query: BTreeMap<String, String>,
+    /// The token the caller presented (`token` parameter or `Authorization: Bearer`).
+    pub token: Option<String>,
+}
+
+impl ProviderRequest {
+    /// A query parameter.
+    pub fn query(&self, name: &str) -> Option<&str> {
+        self.query.get(name).map(String::as_str)
+    }
+}
+
+/// The type of a field, as Koop's metadata names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum FieldType {
+    /// Text.
+    String,
+    /// Floating point.
+    Double,
+    /// Integer.
+    Integer,
+    /// Date or date-time (ISO 8601 text or epoch milliseconds in properties).
+    Date,
+}
+
+/// One attribute of the features: `{ name, type, alias, length }`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Field {
+    /// Key in the GeoJSON `properties`.
+    pub name: String,
+    /// Data type.
+    #[serde(rename = "type")]
+    pub field_type: FieldType,
+    /// How clients should label it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alias: Option<String>,
+    /// Maximum length of a String or Date field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub length: Option<u32>,
+}
+
+impl Field {
+    /// A field without alias or length.
+    pub fn new(name: impl Into<String>, field_type: FieldType) -> Self {
+        Self {
+            name: name.into(),
+            field_type,
+            alias: None,
+            length: None,
+        }
+    }
+}
+
+/// Geometry type of a layer, as GeoJSON names it. `None` in [`Metadata`] means tabular data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum GeometryType {
+    /// `Point`
+    Point,
+    /// `MultiPoint`
+    MultiPoint,
+    /// `LineString`
+    LineString,
+    /// `MultiLineString`
+    MultiLineString,
+    /// `Polygon`
+    Polygon,
+    /// `MultiPolygon`
+    MultiPolygon,
+}
+
+/// The `metadata` object of a provider's GeoJSON (Koop provider specification, "Adding provider
+/// metadata to the GeoJSON").
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Metadata {
+    /// Name of the layer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Description of the dataset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Extent `[[xmin, ymin], [xmax, ymax]]` in EPSG:4326 degrees.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extent: Option<[[f64; 2]; 2]>,
+    /// The attribute clients display.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_field: Option<String>,
+    /// Geometry type; `None` for tables.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub geometry_type: Option<GeometryType>,
+    /// The attribute that identifies features: an integer in 0..=2,147,483,647.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id_field: Option<String>,
+    /// Most features the provider returns at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_record_count: Option<u32>,
+    /// More features exist than were returned (Koop's `limitExceeded`; Geoservices'
+    /// `exceededTransferLimit`).
+    #[serde(default, rename = "limitExceeded", alias = "exceededTransferLimit")]
+    pub exceeded_transfer_limit: bool,
+    /// Time extent and capabilities.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_info: Option<serde_json::Value>,
+    /// One entry per attribute.
+    #[serde(default)]
+    pub fields: Vec<Field>,
+}
+
+/// Which Geoservices operations the provider already applied to its features (`filtersApplied`);
+/// the output skips exactly those.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[allow(
+    clippy::struct_excessive_bools,
+    reason = "one flag per operation, as Koop's filtersApplied object"
+)]
+pub struct FiltersApplied {
+    /// The `where` clause.
+    #[serde(default, rename = "where")]
+    pub where_clause: bool,
+    /// The `geometry` filter.
+    #[serde(default)]
+    pub geometry: bool,
+    /// `resultOffset`.
+    #[serde(default)]
+    pub offset: bool,
+    /// `resultRecordCount`.
+    #[serde(default)]
+    pub limit: bool,
+    /// `outSR`.
+    #[serde(default)]
+    pub projection: bool,
+    /// Everything.
+    #[serde(default)]
+    pub all: bool,
+}
+
+impl FiltersApplied {
+    /// `true` when any filter was applied.
+    pub fn any(&self) -> bool {
+        self.where_clause
+            || self.geometry
+            || self.offset
+            || self.limit
+            || self.projection
+            || self.all
+    }
+}
+
+/// What `get_data` returns: a GeoJSON FeatureCollection with `metadata`, and how to treat it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ProviderData {
+    /// The features.
+    pub features: Vec<geojson::Feature>,
+    /// The `metadata` object.
+    pub metadata: Metadata,
+    /// How long the data may be served from the cache; `None` means not cached.
+    pub ttl: Option<Duration>,
+    /// Filters the provider applied itself.
+    pub filters_applied: FiltersApplied,
+    /// EPSG code of the coordinates when not EPSG:4326 (RFC 7946 wants 4326).
+    pub crs: Option<u32>,
+    /// The number of features matching the request before paging, when the provider paged
+    /// itself (so outputs can tell whether more exist).
+    pub count: Option<u64>,
+}
+
+impl ProviderData {
+    /// The data as one GeoJSON document: `{"type": "FeatureCollection", "features": […],
+    /// "metadata": {…}}`, plus `filtersApplied`, `ttl` (seconds) and `crs` when set.
+    pub fn to_geojson(&self) -> serde_json::Value {
+        let mut document = serde_json::json!({
+            "type": "FeatureCollection",
+            "metadata": self.metadata,
+            "features": self.features,
+        });
+        if self.filters_applied.any() {
+            document["filtersApplied"] = serde_json::json!(self.filters_applied);
+        }
+        if let Some(ttl) = self.ttl {
+            document["ttl"] = serde_json::json!(ttl.as_secs());
+        }
+        if let Some(crs) = self.crs {
+            document["crs"] =
+                serde_json::json!({"type": "name", "properties": {"name": format!("EPSG:{crs}")}});
+        }
+        document
+    }
+}
+
+/// What `get_stream` returns: the metadata, then the features one by one, so a layer of any
+/// size can be served in bounded memory.
+pub struct ProviderStream {
+    /// The `metadata` object.
+    pub metadata: Metadata,
+    /// Filters the provider applied itself.
+    pub filters_applied: FiltersApplied,
+    /// The features.
+    pub features: BoxStream<'static, Result<geojson::Feature, ProviderError>>,
+}
+
+impl std::fmt::Debug for ProviderStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderStream")
+            .field("metadata", &self.metadata)
+            .field("filters_applied", &self.filters_applied)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Credentials given to `authenticate` (the Geoservices `generateToken` request).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Credentials {
+    /// User name.
+    pub username: String,
+    /// Password.
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .field("password", &"***")
+            .finish()
+    }
+}
+
+/// A token issued by `authenticate`: `{token, expires, ssl}` as ArcGIS clients expect it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Token {
+    /// The token.
+    pub token: String,
+    /// When it expires, in milliseconds since the Unix epoch.
+    pub expires: u64,
+    /// Whether it must be used over HTTPS only.
+    pub ssl: bool,
+}
+
+/// HTTP methods of extra routes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Method {
+    /// GET
+    Get,
+    /// POST
+    Post,
+}
+
+/// The handler of a provider's extra route (Koop's controller function): JSON out.
+pub type RouteHandler = Arc<
+    dyn Fn(ProviderRequest) -> BoxFuture<'static, Result<serde_json::Value, ProviderError>>
+        + Send
+        + Sync,
+>;
+
+/// An extra route of a provider (Koop's `routes.js` entry with its controller function).
+#[derive(Clone)]
+pub struct ProviderRoute {
+    /// Path, with `:param` segments and optionally the `$namespace` and `$providerParams`
+    /// placeholders; without placeholders it is relative to the provider's namespace.
+    pub path: String,
+    /// Methods it answers.
+    pub methods: Vec<Method>,
+    /// What answers.
+    pub handler: RouteHandler,
+}
+
+impl std::fmt::Debug for ProviderRoute {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderRoute")
+            .field("path", &self.path)
+            .field("methods", &self.methods)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How a provider is registered (Koop's provider `index.js`).
+#[derive(Debug, Clone)]
+pub struct Registration {
+    /// The provider's name, also its URL namespace (`/{name}/…`).
+    pub name: String,
+    /// Routes carry a `:host` parameter.
+    pub hosts: bool,
+    /// Routes carry no `:id` parameter.
+    pub disable_id_param: bool,
+    /// The provider's version.
+    pub version: String,
+    /// Extra routes.
+    pub routes: Vec<ProviderRoute>,
+}
+
+impl Registration {
+    /// A registration named `name`: no `:host`, with `:id`, no extra routes.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            hosts: false,
+            disable_id_param: false,
+            version: "0.0.0".to_owned(),
+            routes: Vec::new(),
+        }
+    }
+}
+
+/// What a provider can fail with; each maps to an HTTP status.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProviderError {
+    /// 400: the request is wrong.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 401: a token is required.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// 403: the token does not allow this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// 404: no such layer, or not served here.
+    #[error("{0}")]
+    NotFound(String),
+    /// 501: the provider does not do this (e.g. `authenticate`).
+    #[error("{0}")]
+    NotSupported(String),
+    /// 502: the remote source failed.
+    #[error("{0}")]
+    Upstream(String),
+    /// 503: the server is not set up for this (e.g. no API key for the domain), or the remote
+    /// source is rate limiting.
+    #[error("{0}")]
+    Unavailable(String),
+    /// 500: anything else.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ProviderError {
+    /// The HTTP status of the error.
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::BadRequest(_) => 400,
+            Self::Unauthorized(_) => 401,
+            Self::Forbidden(_) => 403,
+            Self::NotFound(_) => 404,
+            Self::NotSupported(_) => 501,
+            Self::Upstream(_) => 502,
+            Self::Unavailable(_) => 503,
+            Self::Internal(_) => 500,
+        }
+    }
+}

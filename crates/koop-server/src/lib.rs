@@ -1,0 +1,40 @@
+//! An axum server for Koop-style providers.
+//!
+//! [`ServerBuilder`] takes any number of [`koop_provider::Provider`]s and output plugins
+//! ([`Output`]) and builds one router, as Koop does: every output contributes its routes under
+//! every provider's namespace and parameters (`/{namespace}/:host/:id/…`, or where its
+//! `$namespace` / `$providerParams` placeholders put them, or at an absolute path), and every
+//! provider's extra routes are added under its namespace. `GET /status` answers
+//! `{"success": true}`.
+//!
+//! The GeoJSON output ([`GeoJsonOutput`], always registered) serves
+//! `/{namespace}/{providerParams}/geojson` as `application/geo+json`, streamed from the
+//! provider's `get_stream` in bounded memory. Errors are JSON with their HTTP status:
+//! `{"error": {"code": 404, "message": "…"}}`; the server keeps serving.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use koop_provider::{KoordinatesConfig, KoordinatesProvider};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let provider = KoordinatesProvider::new(KoordinatesConfig {
+//!     domains: vec!["data.linz.govt.nz".into()],
+//!     ..KoordinatesConfig::default()
+//! });
+//! let router = koop_server::ServerBuilder::default().provider(provider).build()?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! // GET /koordinates/data.linz.govt.nz/50772/geojson
+//! axum::serve(listener, router).await?;
+//! # Ok(())
+//! # }
+//! ```
+#![deny(missing_docs)]
+
+pub use geojson::GeoJsonOutput;
+pub use output::{Output, OutputContext, OutputHandler, OutputRoute, error_response};
+pub use server::{ServerBuilder, ServerError};
+
+mod geojson;
+mod output;
+mod server;

@@ -1,0 +1,375 @@
+//! Composing providers and outputs into one router.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery};
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, get, post};
+use futures::future::BoxFuture;
+use koop_provider::{
+    DataCache, GeoJsonValidator, Method, Provider, ProviderRequest, ProviderRoute, RouteParams,
+};
+
+use crate::geojson::GeoJsonOutput;
+use crate::output::{Output, OutputContext, OutputHandler, error_response};
+
+/// Why a server cannot be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// Two providers claim the same namespace.
+    #[error("two providers are named {0:?}; provider names are URL namespaces and must differ")]
+    DuplicateNamespace(String),
+    /// Two routes claim the same path and method.
+    #[error("two routes claim {method} {path}")]
+    DuplicateRoute {
+        /// The HTTP method.
+        method: String,
+        /// The path.
+        path: String,
+    },
+}
+
+/// Builds the koop server: providers, outputs, the data cache and the validator.
+pub struct ServerBuilder {
+    providers: Vec<Arc<dyn Provider>>,
+    outputs: Vec<Arc<dyn Output>>,
+    cache: Arc<DataCache>,
+    validator: Arc<GeoJsonValidator>,
+}
+
+impl std::fmt::Debug for ServerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerBuilder")
+            .field(
+                "providers",
+                &self
+                    .providers
+                    .iter()
+                    .map(|provider| provider.name())
+                    .collect::<Vec<_>>(),
+            )
+            .field(
+                "outputs",
+                &self
+                    .outputs
+                    .iter()
+                    .map(|output| output.name())
+                    .collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for ServerBuilder {
+    /// The GeoJSON output, a [`DataCache::default`], and validation unless `KOOP_ENV=production`.
+    fn default() -> Self {
+        Self {
+            providers: Vec::new(),
+            outputs: vec![Arc::new(GeoJsonOutput)],
+            cache: Arc::new(DataCache::default()),
+            validator: Arc::new(GeoJsonValidator::from_env()),
+        }
+    }
+}
+
+/// `/{namespace}/{providerParams}` of a provider, as `:param` segments.
+fn provider_params(provider: &dyn Provider) -> String {
+    let registration = provider.registration();
+    match (registration.hosts, registration.disable_id_param) {
+        (true, false) => ":host/:id".to_owned(),
+        (true, true) => ":host".to_owned(),
+        (false, false) => ":id".to_owned(),
+        (false, true) => String::new(),
+    }
+}
+
+/// The axum path of a route template: placeholders replaced, `:param` → `{param}`, one slash
+/// between segments.
+fn axum_path(template: &str, namespace: &str, params: &str, absolute: bool) -> String {
+    let placeholders = template.contains("$namespace") || template.contains("$providerParams");
+    let path = if placeholders || absolute {
+        template
+            .replace("$namespace", namespace)
+            .replace("$providerParams", params)
+    } else {
+        format!("/{namespace}/{params}/{template}")
+    };
+    let segments: Vec<String> = path
+        .split('/')
+        .filter(|segment| !segment.is_empty())
+        .map(|segment| match segment.strip_prefix(':') {
+            Some(name) => format!("{{{name}}}"),
+            None => segment.to_owned(),
+        })
+        .collect();
+    format!("/{}", segments.join("/"))
+}
+
+/// Fields of an `application/x-www-form-urlencoded` body, or of a JSON object body (values
+/// that are not strings are kept as JSON text).
+fn body_fields(headers: &HeaderMap, body: &[u8]) -> BTreeMap<String, String> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default();
+    if content_type.starts_with("application/json") {
+        if let Ok(serde_json::Value::Object(map)) =
+            serde_json::from_slice::<serde_json::Value>(body)
+        {
+            return map
+                .into_iter()
+                .map(|(key, value)| match value {
+                    serde_json::Value::String(text) => (key, text),
+                    other => (key, other.to_string()),
+                })
+                .collect();
+        }
+        return BTreeMap::new();
+    }
+    url::form_urlencoded::parse(body).into_owned().collect()
+}
+
+/// The framework-independent request of an HTTP request.
+fn provider_request(
+    params: &HashMap<String, String>,
+    query: Option<&str>,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> ProviderRequest {
+    let mut fields: BTreeMap<String, String> = query
+        .map(|query| {
+            url::form_urlencoded::parse(query.as_bytes())
+                .into_owned()
+                .collect()
+        })
+        .unwrap_or_default();
+    fields.extend(body_fields(headers, body));
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(str::to_owned);
+    ProviderRequest {
+        params: RouteParams {
+            host: params.get("host").cloned(),
+            id: params.get("id").cloned(),
+            layer: params.get("layer").cloned(),
+            method: params.get("method").cloned(),
+        },
+        token: fields.get("token").cloned().or(bearer),
+        query: fields,
+    }
+}
+
+type Handler = Arc<dyn Fn(ProviderRequest) -> BoxFuture<'static, Response> + Send + Sync>;
+
+fn method_router(methods: &[Method], handler: &Handler) -> MethodRouter {
+    let make = |handler: Handler| {
+        move |Path(params): Path<HashMap<String, String>>,
+              RawQuery(query): RawQuery,
+              headers: HeaderMap,
+              body: Bytes| {
+            let handler = handler.clone();
+            async move { handler(provider_request(&params, query.as_deref(), &headers, &body)).await }
+        }
+    };
+    let mut router = MethodRouter::new();
+    for method in methods {
+        router = match method {
+            Method::Get => router.merge(get(make(handler.clone()))),
+            Method::Post => router.merge(post(make(handler.clone()))),
+        };
+    }
+    router
+}
+
+fn output_handler(handler: OutputHandler, context: OutputContext) -> Handler {
+    Arc::new(move |request| handler(context.clone(), request))
+}
+
+fn provider_route_handler(route: &ProviderRoute) -> Handler {
+    let handler = route.handler.clone();
+    Arc::new(move |request| {
+        let handler = handler.clone();
+        Box::pin(async move {
+            match handler(request).await {
+                Ok(json) => axum::Json(json).into_response(),
+                Err(error) => error_response(&error),
+            }
+        })
+    })
+}
+
+impl ServerBuilder {
+    /// Adds a provider.
+    #[must_use]
+    pub fn provider(mut self, provider: impl Provider) -> Self {
+        self.providers.push(Arc::new(provider));
+        self
+    }
+
+    /// Adds a provider already shared.
+    #[must_use]
+    pub fn shared_provider(mut self, provider: Arc<dyn Provider>) -> Self {
+        self.providers.push(provider);
+        self
+    }
+
+    /// Adds an output plugin (the GeoJSON output is there from the start).
+    #[must_use]
+    pub fn output(mut self, output: impl Output) -> Self {
+        self.outputs.push(Arc::new(output));
+        self
+    }
+
+    /// Uses this data cache.
+    #[must_use]
+    pub fn data_cache(mut self, cache: DataCache) -> Self {
+        self.cache = Arc::new(cache);
+        self
+    }
+
+    /// Uses this validator.
+    #[must_use]
+    pub fn validator(mut self, validator: GeoJsonValidator) -> Self {
+        self.validator = Arc::new(validator);
+        self
+    }
+
+    /// The router: `GET /status`, every output's routes for every provider, and every
+    /// provider's extra routes.
+    ///
+    /// # Errors
+    ///
+    /// [`ServerError::DuplicateNamespace`]; [`ServerError::DuplicateRoute`] when two routes
+    /// claim the same path and method.
+    pub fn build(self) -> Result<Router, ServerError> {
+        let mut routes: Vec<(String, Vec<Method>, Handler)> = Vec::new();
+        let mut namespaces = HashSet::new();
+        for provider in &self.providers {
+            let registration = provider.registration();
+            if !namespaces.insert(registration.name.clone()) {
+                return Err(ServerError::DuplicateNamespace(registration.name));
+            }
+            let params = provider_params(provider.as_ref());
+            let context = OutputContext {
+                provider: provider.clone(),
+                cache: self.cache.clone(),
+                validator: self.validator.clone(),
+            };
+            for output in &self.outputs {
+                for route in output.routes() {
+                    let path = axum_path(
+                        &route.path,
+                        &registration.name,
+                        &params,
+                        route.absolute_path,
+                    );
+                    routes.push((
+                        path,
+                        route.methods,
+                        output_handler(route.handler, context.clone()),
+                    ));
+                }
+            }
+            for route in &registration.routes {
+                let path = axum_path(&route.path, &registration.name, &params, false);
+                routes.push((path, route.methods.clone(), provider_route_handler(route)));
+            }
+        }
+        let mut seen = HashSet::new();
+        let mut grouped: Vec<(String, MethodRouter)> = Vec::new();
+        for (path, methods, handler) in routes {
+            for method in &methods {
+                if !seen.insert((path.clone(), *method)) {
+                    return Err(ServerError::DuplicateRoute {
+                        method: format!("{method:?}").to_uppercase(),
+                        path,
+                    });
+                }
+            }
+            let methods_router = method_router(&methods, &handler);
+            match grouped.iter_mut().find(|(existing, _)| *existing == path) {
+                Some((_, existing)) => {
+                    let merged = std::mem::take(existing).merge(methods_router);
+                    *existing = merged;
+                }
+                None => grouped.push((path, methods_router)),
+            }
+        }
+        let mut app = Router::new().route(
+            "/status",
+            get(|| async { axum::Json(serde_json::json!({"success": true})) }),
+        );
+        for (path, methods_router) in grouped {
+            app = app.route(&path, methods_router);
+        }
+        Ok(app)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_templates_follow_koop_placeholders() {
+        assert_eq!(
+            axum_path("geojson", "koordinates", ":host/:id", false),
+            "/koordinates/{host}/{id}/geojson"
+        );
+        assert_eq!(
+            axum_path(
+                "$namespace/rest/services/$providerParams/FeatureServer/:layer",
+                "file-geojson",
+                ":id",
+                false
+            ),
+            "/file-geojson/rest/services/{id}/FeatureServer/{layer}"
+        );
+        assert_eq!(
+            axum_path("$namespace/rest/info", "koordinates", ":host/:id", true),
+            "/koordinates/rest/info"
+        );
+        assert_eq!(axum_path("/status/extra", "ns", "", true), "/status/extra");
+        assert_eq!(axum_path("geojson", "ns", "", false), "/ns/geojson");
+    }
+
+    #[test]
+    fn requests_merge_query_form_and_json_fields() {
+        let params = HashMap::from([("id".to_owned(), "sample".to_owned())]);
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded".parse().expect("header"),
+        );
+        let request = provider_request(
+            &params,
+            Some("f=json&where=1%3D1"),
+            &headers,
+            b"outFields=name&token=abc",
+        );
+        assert_eq!(request.params.id.as_deref(), Some("sample"));
+        assert_eq!(request.query("where"), Some("1=1"));
+        assert_eq!(request.query("outFields"), Some("name"));
+        assert_eq!(request.token.as_deref(), Some("abc"));
+
+        headers.insert(
+            header::CONTENT_TYPE,
+            "application/json".parse().expect("header"),
+        );
+        let request = provider_request(
+            &params,
+            None,
+            &headers,
+            br#"{"where":"a > 1","returnGeometry":false}"#,
+        );
+        assert_eq!(request.query("returnGeometry"), Some("false"));
+        assert_eq!(request.query("where"), Some("a > 1"));
+    }
+}
