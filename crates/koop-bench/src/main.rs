@@ -8,6 +8,8 @@
 //! - **large**: one 1 GB layer; `curl` download + `unzip` time ÷ koop's time (goal ≥ 0.9), and
 //!   koop's peak RSS (goal ≤ 64 MiB), also at a quarter of the size to show it does not grow.
 //! - **hit**: `koop get` on a cached layer: requests made (goal 1; offline 0) and wall time.
+//! - **geojson**: `koop serve` streaming a layer of 1 million points as GeoJSON: time, features
+//!   per second, and the server's peak RSS (goal < 100 MiB).
 //!
 //! Run with `cargo xtask bench [mirror|large|hit]`, which builds `koop` and this harness in
 //! release mode; `koop` is found next to this executable.
@@ -23,7 +25,7 @@ use koop_testkit::{GeneratedContent, TestLayer, TestServer, TestServerConfig};
 #[derive(Parser)]
 #[command(about = "koop benchmarks against koop-testkit on loopback")]
 struct Args {
-    /// Which benchmarks: mirror, large, hit (default: all).
+    /// Which benchmarks: mirror, large, hit, geojson (default: all).
     benches: Vec<String>,
     /// Layers mirrored.
     #[arg(long, default_value_t = 100)]
@@ -37,6 +39,9 @@ struct Args {
     /// Size of the large layer, in MB.
     #[arg(long, default_value_t = 1024)]
     large_mb: u64,
+    /// Points in the GeoJSON benchmark's layer.
+    #[arg(long, default_value_t = 1_000_000)]
+    points: u64,
     /// Where to put the data (default: a temporary directory).
     #[arg(long)]
     work_dir: Option<PathBuf>,
@@ -390,6 +395,136 @@ async fn hit(work: &Path) -> Result<bool> {
     Ok(requests == 1 && exports == 0 && offline_requests == 0)
 }
 
+/// A `koop serve` child process and its address.
+struct Served {
+    child: tokio::process::Child,
+    base: String,
+    pid: u32,
+}
+
+async fn start_serve(server: &TestServer, cache: &Path) -> Result<Served> {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(koop_binary()?)
+        .arg("--domain")
+        .arg(server.base_url())
+        .arg("--cache-dir")
+        .arg(cache)
+        .args(["--quiet", "serve", "--bind", "127.0.0.1:0"])
+        .env("KOORDINATES_API_KEY", server.api_key())
+        .env("KOOP_ENV", "production")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let pid = child.id().context("a process id")?;
+    let stdout = child.stdout.take().context("stdout")?;
+    let line = tokio::io::BufReader::new(stdout)
+        .lines()
+        .next_line()
+        .await?
+        .context("koop serve's address")?;
+    let base = line
+        .strip_prefix("koop serve: listening on ")
+        .context("koop serve announces its address")?
+        .to_owned();
+    Ok(Served { child, base, pid })
+}
+
+/// Samples a process's peak RSS until `done` resolves; returns the largest sample, in bytes.
+async fn sample_peak<T>(pid: u32, done: impl std::future::Future<Output = T>) -> (T, u64) {
+    let mut peak = 0;
+    tokio::pin!(done);
+    loop {
+        tokio::select! {
+            value = &mut done => {
+                return (value, peak.max(peak_rss(pid).unwrap_or(0)));
+            }
+            () = tokio::time::sleep(Duration::from_millis(5)) => {
+                peak = peak.max(peak_rss(pid).unwrap_or(0));
+            }
+        }
+    }
+}
+
+async fn geojson(args: &Args, work: &Path) -> Result<bool> {
+    println!(
+        "
+geojson: koop serve streaming a layer of {} points",
+        args.points
+    );
+    let layer_id = 30_000;
+    let server = TestServer::start_with(TestServerConfig {
+        layers: vec![TestLayer::generated(
+            layer_id,
+            "Bench points",
+            GeneratedContent::Points { count: args.points },
+        )],
+        ..TestServerConfig::default()
+    })
+    .await?;
+    let cache = tempfile::tempdir_in(work)?;
+    // Fetch the layer into the cache first: the benchmark measures serving, not the export.
+    run_koop(&server, cache.path(), &["get", &layer_id.to_string()]).await?;
+    let mut koop_serve = start_serve(&server, cache.path()).await?;
+    let url = format!(
+        "{}/koordinates/{}/{layer_id}/geojson",
+        koop_serve.base,
+        server.domain()
+    );
+    let client = reqwest::Client::builder().build()?;
+    // Warm up: the provider reads the layer's details and schema on its first request.
+    client
+        .get(format!("{url}?warm=1"))
+        .send()
+        .await?
+        .error_for_status()?
+        .bytes()
+        .await
+        .ok();
+    let started = Instant::now();
+    let download = async {
+        let mut response = client.get(&url).send().await?.error_for_status()?;
+        let (mut bytes, mut features, mut tail) = (0_u64, 0_u64, Vec::new());
+        let marker = br#"{"type":"Feature""#;
+        while let Some(chunk) = response.chunk().await? {
+            bytes += chunk.len() as u64;
+            tail.extend_from_slice(&chunk);
+            features += tail
+                .windows(marker.len())
+                .filter(|window| *window == marker)
+                .count() as u64;
+            let keep = tail.len().min(marker.len() - 1);
+            tail.drain(..tail.len() - keep);
+        }
+        anyhow::Ok((bytes, features))
+    };
+    let (result, peak) = sample_peak(koop_serve.pid, download).await;
+    let (bytes, features) = result?;
+    let took = started.elapsed();
+    let _ = tokio::process::Command::new("kill")
+        .args(["-INT", &koop_serve.pid.to_string()])
+        .status()
+        .await;
+    let _ = koop_serve.child.wait().await;
+    ensure!(
+        features == args.points,
+        "streamed {features} of {} features",
+        args.points
+    );
+    println!(
+        "  {features} features, {:.0} MB in {:.1} s ({:.0} features/s, {:.0} MB/s)",
+        mb(bytes),
+        took.as_secs_f64(),
+        features as f64 / took.as_secs_f64(),
+        mb(bytes) / took.as_secs_f64()
+    );
+    println!(
+        "  peak RSS of koop serve {:.1} MiB (goal < 100 MiB)  {}",
+        mb(peak),
+        verdict(peak < 100 * MB)
+    );
+    Ok(peak < 100 * MB)
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
@@ -414,6 +549,9 @@ async fn main() -> Result<()> {
     }
     if wanted("hit") {
         results.push(("hit", hit(&work).await?));
+    }
+    if wanted("geojson") {
+        results.push(("geojson", geojson(&args, &work).await?));
     }
     let missed: Vec<&str> = results
         .iter()

@@ -126,6 +126,13 @@ pub(crate) enum Command {
         #[command(subcommand)]
         action: CacheAction,
     },
+    /// Serve layers of the `--domain` site to GIS clients: GeoJSON at
+    /// `/koordinates/{domain}/{layer}/geojson`, fetched once into the cache.
+    Serve {
+        /// The address to listen on (port 0 picks a free one).
+        #[arg(long, value_name = "ADDRESS", default_value = "127.0.0.1:8080")]
+        bind: String,
+    },
     /// Mirror the built-in demo layers from an in-process fake Koordinates site, twice: the
     /// second run is served from the cache.
     Demo,

@@ -5,6 +5,7 @@ mod demo;
 mod fetch;
 mod info;
 mod metadata;
+mod serve;
 
 use anyhow::{Context, Result, bail};
 use koop::Koop;
@@ -56,6 +57,7 @@ pub(crate) async fn run(cli: Cli, bars: bool) -> Result<Status> {
             } => cache::gc(&global, keep, older_than_days, dry_run, json),
             CacheAction::Path => cache::path(&global),
         },
+        Command::Serve { bind } => serve::serve(&global, &bind).await,
         Command::Demo => demo::demo(&global, bars).await,
     }
 }

@@ -412,3 +412,46 @@ async fn metadata_prints_edits_and_writes_oai_dc() -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn serve_answers_geojson_and_stops_cleanly_on_sigint() -> Result<()> {
+    use tokio::io::AsyncBufReadExt;
+
+    let server = TestServer::start().await?;
+    let cache = tempfile::tempdir()?;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_koop"))
+        .args(["--domain", &server.base_url(), "--cache-dir"])
+        .arg(cache.path())
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .env("KOORDINATES_API_KEY", server.api_key())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let stdout = child.stdout.take().context("stdout")?;
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let first = lines.next_line().await?.context("the listening line")?;
+    let base = first
+        .strip_prefix("koop serve: listening on ")
+        .context("koop serve announces its address")?
+        .to_owned();
+    let host = server.domain();
+    let response = reqwest::get(format!("{base}/koordinates/{host}/1001/geojson")).await?;
+    assert_eq!(response.status(), 200);
+    let json: Value = response.json().await?;
+    assert_eq!(json["features"].as_array().map(Vec::len), Some(177));
+    let response = reqwest::get(format!("{base}/koordinates/{host}/424242/geojson")).await?;
+    assert_eq!(response.status(), 404);
+    let response = reqwest::get(format!("{base}/status")).await?;
+    assert_eq!(response.status(), 200);
+
+    let pid = child.id().context("pid")?;
+    let signalled = tokio::process::Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .await?;
+    assert!(signalled.success());
+    let status = tokio::time::timeout(std::time::Duration::from_secs(10), child.wait()).await??;
+    assert_eq!(status.code(), Some(0), "graceful shutdown");
+    Ok(())
+}
