@@ -162,3 +162,54 @@ pub async fn get_data_cached(
     }
     Ok(data)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(name: &str) -> Arc<ProviderData> {
+        let feature: geojson::Feature = serde_json::from_value(serde_json::json!({
+            "type": "Feature", "geometry": null, "properties": {"name": name}
+        }))
+        .expect("a feature");
+        Arc::new(ProviderData {
+            features: vec![feature],
+            ..ProviderData::default()
+        })
+    }
+
+    #[test]
+    fn the_least_recently_used_entry_goes_first() {
+        let cache = DataCache::new(2, 1 << 20);
+        let hour = Duration::from_secs(3600);
+        cache.insert("a".into(), data("a"), hour);
+        cache.insert("b".into(), data("b"), hour);
+        assert!(cache.get("a").is_some(), "a is now the most recently used");
+        cache.insert("c".into(), data("c"), hour);
+        assert_eq!(cache.len(), 2);
+        assert!(cache.get("b").is_none(), "b was evicted");
+        assert!(cache.get("a").is_some() && cache.get("c").is_some());
+    }
+
+    #[test]
+    fn bytes_are_bounded_and_entries_expire() {
+        let one = serde_json::to_vec(&data("a").features).map_or(0, |json| json.len()) + 1;
+        let cache = DataCache::new(100, one * 2);
+        let hour = Duration::from_secs(3600);
+        for key in ["a", "b", "c"] {
+            cache.insert(key.into(), data(key), hour);
+        }
+        assert_eq!(cache.len(), 2, "two fit in the byte budget");
+        let huge = Arc::new(ProviderData {
+            features: vec![data("x").features[0].clone(); 50],
+            ..ProviderData::default()
+        });
+        cache.insert("huge".into(), huge, hour);
+        assert!(
+            cache.get("huge").is_none(),
+            "larger than the whole cache: not kept"
+        );
+        cache.insert("short".into(), data("s"), Duration::ZERO);
+        assert!(cache.get("short").is_none(), "expired at once");
+    }
+}

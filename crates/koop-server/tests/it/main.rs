@@ -509,3 +509,135 @@ async fn errors_are_json_with_their_status_and_the_server_keeps_serving() -> Res
     assert_eq!(json["features"].as_array().map(Vec::len), Some(177));
     Ok(())
 }
+
+/// A provider with an extra route (Koop's routes + controller) and no `:id`.
+struct WithRoutes;
+
+#[async_trait]
+impl Provider for WithRoutes {
+    fn name(&self) -> &str {
+        "routes"
+    }
+
+    fn registration(&self) -> koop_provider::Registration {
+        let handler: koop_provider::RouteHandler = Arc::new(|request: ProviderRequest| {
+            Box::pin(async move {
+                match request.params.host.as_deref() {
+                    Some("bad") => Err(ProviderError::BadRequest("a bad host".to_owned())),
+                    host => Ok(serde_json::json!({"host": host, "q": request.query("q")})),
+                }
+            })
+        });
+        koop_provider::Registration {
+            hosts: true,
+            disable_id_param: true,
+            routes: vec![koop_provider::ProviderRoute {
+                path: "$namespace/:host/summary".to_owned(),
+                methods: vec![koop_provider::Method::Get, koop_provider::Method::Post],
+                handler,
+            }],
+            ..koop_provider::Registration::new(self.name())
+        }
+    }
+
+    async fn get_data(&self, request: &ProviderRequest) -> Result<ProviderData, ProviderError> {
+        point_data(&serde_json::json!({"type": "Point", "coordinates": [1, 2]})).map_or_else(
+            |error| Err(ProviderError::Internal(error.to_string())),
+            |data| {
+                Ok(ProviderData {
+                    metadata: Metadata {
+                        name: request.params.host.clone(),
+                        ..data.metadata
+                    },
+                    ..data
+                })
+            },
+        )
+    }
+}
+
+#[tokio::test]
+async fn providers_add_their_own_routes_and_choose_their_parameters() -> Result<()> {
+    let base = serve(ServerBuilder::default().provider(WithRoutes).build()?).await?;
+    let (status, json) = get_json(&format!("{base}/routes/somewhere/summary?q=1")).await?;
+    assert_eq!(
+        (status, json),
+        (200, serde_json::json!({"host": "somewhere", "q": "1"}))
+    );
+    let posted: Value = reqwest::Client::new()
+        .post(format!("{base}/routes/there/summary"))
+        .form(&[("q", "2")])
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(posted, serde_json::json!({"host": "there", "q": "2"}));
+    let (status, json) = get_json(&format!("{base}/routes/bad/summary")).await?;
+    assert_eq!(status, 400, "{json}");
+    // hosts: true and disable_id_param: true give /{namespace}/:host/geojson.
+    let (status, json) = get_json(&format!("{base}/routes/here/geojson")).await?;
+    assert_eq!(status, 200, "{json}");
+    assert_eq!(json["metadata"]["name"], "here");
+
+    let duplicate = ServerBuilder::default()
+        .provider(WithRoutes)
+        .provider(WithRoutes)
+        .build();
+    assert!(matches!(
+        duplicate,
+        Err(koop_server::ServerError::DuplicateNamespace(_))
+    ));
+    Ok(())
+}
+
+#[tokio::test]
+async fn offline_the_provider_refuses_layers_it_does_not_hold() -> Result<()> {
+    let server = TestServer::start().await?;
+    let cache = tempfile::tempdir()?;
+    let offline = KoordinatesProvider::new(KoordinatesConfig {
+        domains: vec![server.base_url()],
+        cache_dir: Some(cache.path().to_owned()),
+        offline: true,
+        ..KoordinatesConfig::default()
+    });
+    let base = serve(ServerBuilder::default().provider(offline).build()?).await?;
+    let (status, json) = get_json(&format!(
+        "{base}/koordinates/{}/1001/geojson",
+        server.domain()
+    ))
+    .await?;
+    assert_eq!(status, 404, "{json}");
+    assert!(
+        json["error"]["message"]
+            .as_str()
+            .is_some_and(|message| message.contains("offline")),
+        "{json}"
+    );
+    assert_eq!(server.counters().api_requests, 0);
+
+    // Once cached, offline serves it (metadata from the GeoPackage alone).
+    koordinates_fetch(&server, cache.path(), 1002).await?;
+    let (status, json) = get_json(&format!(
+        "{base}/koordinates/{}/1002/geojson",
+        server.domain()
+    ))
+    .await?;
+    assert_eq!(status, 200, "{json}");
+    assert_eq!(json["features"].as_array().map(Vec::len), Some(16));
+    assert_eq!(
+        json["metadata"]["name"],
+        "NZ Islands — Te Ika-a-Māui & Te Waipounamu"
+    );
+    Ok(())
+}
+
+/// Fetches a layer into `cache` with the facade.
+async fn koordinates_fetch(server: &TestServer, cache: &Path, layer_id: u64) -> Result<PathBuf> {
+    let koop = koop::Koop::builder()
+        .api_key(Some(server.api_key().to_owned()))
+        .domain(server.base_url())
+        .configure_connection(|connection| connection.plain_http(true))
+        .cache_dir(Some(cache.to_owned()))
+        .build()?;
+    Ok(koop.get_layer(layer_id).await?)
+}
