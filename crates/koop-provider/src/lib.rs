@@ -75,6 +75,7 @@ pub use validate::{GeoJsonValidator, feature_problems};
 
 mod cache;
 mod crs;
+pub mod geoservices;
 mod infer;
 mod koordinates;
 mod model;

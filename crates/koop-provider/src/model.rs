@@ -148,22 +148,23 @@ pub struct Metadata {
     reason = "one flag per operation, as Koop's filtersApplied object"
 )]
 pub struct FiltersApplied {
-    /// The `where` clause.
+    /// The `where` clause and `objectIds`.
     #[serde(default, rename = "where")]
     pub where_clause: bool,
     /// The `geometry` filter.
     #[serde(default)]
     pub geometry: bool,
-    /// `resultOffset`.
+    /// `resultOffset` (after `orderByFields`, which the provider then applied too).
     #[serde(default)]
     pub offset: bool,
-    /// `resultRecordCount`.
+    /// `resultRecordCount` (after `orderByFields`); the provider then says in
+    /// [`Metadata::exceeded_transfer_limit`] whether more features exist.
     #[serde(default)]
     pub limit: bool,
-    /// `outSR`.
+    /// `outSR`: coordinates are in the requested CRS (given as `crs`).
     #[serde(default)]
     pub projection: bool,
-    /// Everything.
+    /// Everything: the features (or `count`, for `returnCountOnly`) are the answer.
     #[serde(default)]
     pub all: bool,
 }
@@ -228,8 +229,26 @@ pub struct ProviderStream {
     pub metadata: Metadata,
     /// Filters the provider applied itself.
     pub filters_applied: FiltersApplied,
+    /// EPSG code of the coordinates when not EPSG:4326 (as [`ProviderData::crs`]).
+    pub crs: Option<u32>,
+    /// The number of features matching the request before paging, when the provider counted
+    /// them itself (as [`ProviderData::count`]).
+    pub count: Option<u64>,
     /// The features.
     pub features: BoxStream<'static, Result<geojson::Feature, ProviderError>>,
+}
+
+impl ProviderStream {
+    /// A stream of the features of `data`, with its metadata, filters, CRS and count.
+    pub fn from_data(data: ProviderData) -> Self {
+        Self {
+            metadata: data.metadata,
+            filters_applied: data.filters_applied,
+            crs: data.crs,
+            count: data.count,
+            features: Box::pin(futures::stream::iter(data.features.into_iter().map(Ok))),
+        }
+    }
 }
 
 impl std::fmt::Debug for ProviderStream {
@@ -237,6 +256,8 @@ impl std::fmt::Debug for ProviderStream {
         f.debug_struct("ProviderStream")
             .field("metadata", &self.metadata)
             .field("filters_applied", &self.filters_applied)
+            .field("crs", &self.crs)
+            .field("count", &self.count)
             .finish_non_exhaustive()
     }
 }
@@ -342,6 +363,10 @@ pub enum ProviderError {
     /// 400: the request is wrong.
     #[error("{0}")]
     BadRequest(String),
+    /// 400: a Geoservices query parameter is wrong (a provider that parses queries itself
+    /// reports it with the message and details outputs show).
+    #[error("{0}")]
+    InvalidQuery(crate::geoservices::QueryError),
     /// 401: a token is required.
     #[error("{0}")]
     Unauthorized(String),
@@ -370,7 +395,7 @@ impl ProviderError {
     /// The HTTP status of the error.
     pub fn status(&self) -> u16 {
         match self {
-            Self::BadRequest(_) => 400,
+            Self::BadRequest(_) | Self::InvalidQuery(_) => 400,
             Self::Unauthorized(_) => 401,
             Self::Forbidden(_) => 403,
             Self::NotFound(_) => 404,

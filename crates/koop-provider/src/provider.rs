@@ -56,12 +56,7 @@ pub trait Provider: Send + Sync + 'static {
     ///
     /// As [`Provider::get_data`].
     async fn get_stream(&self, request: &ProviderRequest) -> Result<ProviderStream, ProviderError> {
-        let data = self.get_data(request).await?;
-        Ok(ProviderStream {
-            metadata: data.metadata,
-            filters_applied: data.filters_applied,
-            features: Box::pin(futures::stream::iter(data.features.into_iter().map(Ok))),
-        })
+        Ok(ProviderStream::from_data(self.get_data(request).await?))
     }
 
     /// `true` when [`Provider::get_stream`] is the way to read this provider's data (sources

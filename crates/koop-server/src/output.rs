@@ -71,6 +71,8 @@ impl OutputContext {
             return Ok(ProviderStream {
                 metadata: data.metadata.clone(),
                 filters_applied: data.filters_applied,
+                crs: data.crs,
+                count: data.count,
                 features: Box::pin(futures::stream::iter(features)),
             });
         }

@@ -443,6 +443,8 @@ impl Provider for KoordinatesProvider {
         Ok(ProviderStream {
             metadata: state.metadata,
             filters_applied: FiltersApplied::default(),
+            crs: None,
+            count: None,
             features: Box::pin(features),
         })
     }

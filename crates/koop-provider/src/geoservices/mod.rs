@@ -1,0 +1,20 @@
+//! The Geoservices query model, shared by the FeatureServer output (which runs queries over any
+//! provider's features in memory) and by providers that push queries down to their source (the
+//! Koordinates provider answers them with SQL on the cached GeoPackage).
+//!
+//! Outputs set [`RouteParams::method`](crate::RouteParams) to `query` for queries and `info` for
+//! service and layer descriptions. A provider that applies a query itself returns its features
+//! with [`FiltersApplied`](crate::FiltersApplied) saying which steps it took (and
+//! [`ProviderData::count`](crate::ProviderData) for `returnCountOnly`,
+//! [`Metadata::exceeded_transfer_limit`](crate::Metadata) when it paged); the output skips
+//! exactly those steps.
+
+pub use filter::{Case, Column, CompareOp, Operand, Predicate, SqlParam, WhereField, like};
+pub use geometry::{GeometryFilter, SpatialRel, esri_geometry};
+pub use params::{Format, OutFields, Query, QueryError, Schema, Statistic, StatisticType};
+pub use value::{Value, format_date_ms, parse_date_ms};
+
+mod filter;
+mod geometry;
+mod params;
+mod value;
