@@ -35,6 +35,9 @@ pub struct ProviderRequest {
     pub query: BTreeMap<String, String>,
     /// The token the caller presented (`token` parameter or `Authorization: Bearer`).
     pub token: Option<String>,
+    /// Where the request was sent, `http://host:port` (from the `Host` and
+    /// `X-Forwarded-Proto` headers), for absolute URLs in responses.
+    pub base_url: Option<String>,
 }
 
 impl ProviderRequest {

@@ -154,7 +154,25 @@ fn provider_request(
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Bearer "))
         .map(str::to_owned);
+    let header_text = |name: &header::HeaderName| {
+        headers
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned)
+    };
+    let base_url = header_text(&header::HOST)
+        .filter(|host| {
+            host.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'))
+        })
+        .map(|host| {
+            let scheme = header_text(&header::HeaderName::from_static("x-forwarded-proto"))
+                .filter(|scheme| scheme == "https")
+                .unwrap_or_else(|| "http".to_owned());
+            format!("{scheme}://{host}")
+        });
     ProviderRequest {
+        base_url,
         params: RouteParams {
             host: params.get("host").cloned(),
             id: params.get("id").cloned(),
@@ -358,11 +376,13 @@ mod tests {
         assert_eq!(request.query("where"), Some("1=1"));
         assert_eq!(request.query("outFields"), Some("name"));
         assert_eq!(request.token.as_deref(), Some("abc"));
+        assert_eq!(request.base_url, None, "no Host header");
 
         headers.insert(
             header::CONTENT_TYPE,
             "application/json".parse().expect("header"),
         );
+        headers.insert(header::HOST, "127.0.0.1:8080".parse().expect("header"));
         let request = provider_request(
             &params,
             None,
@@ -371,5 +391,15 @@ mod tests {
         );
         assert_eq!(request.query("returnGeometry"), Some("false"));
         assert_eq!(request.query("where"), Some("a > 1"));
+        assert_eq!(request.base_url.as_deref(), Some("http://127.0.0.1:8080"));
+        headers.insert(
+            header::HOST,
+            "evil.example/<script>".parse().expect("header"),
+        );
+        let request = provider_request(&params, None, &headers, b"");
+        assert_eq!(
+            request.base_url, None,
+            "a Host that is not a host name is ignored"
+        );
     }
 }

@@ -342,8 +342,13 @@ fn order_by(
         .collect()
 }
 
-/// `callback`: a JavaScript function name (letters, digits, `_`, `$`, `.`), never markup.
-fn callback(params: &BTreeMap<String, String>) -> Result<Option<String>, QueryError> {
+/// The `callback` parameter (JSONP): a JavaScript function name (letters, digits, `_`, `$`,
+/// `.`), never markup.
+///
+/// # Errors
+///
+/// [`QueryError`] when the name is not a plain function name.
+pub fn callback(params: &BTreeMap<String, String>) -> Result<Option<String>, QueryError> {
     let Some(name) = lookup(params, "callback") else {
         return Ok(None);
     };

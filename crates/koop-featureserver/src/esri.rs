@@ -1,0 +1,437 @@
+//! Esri JSON: field definitions, spatial references, geometries and extents, as the ArcGIS REST
+//! API ("Geometry objects", "Field data types") and the reference Koop responses show them.
+
+use geojson::{GeometryValue, Position};
+use koop_provider::{FieldType, GeometryType, ReprojectError, Reprojector, normalise_epsg};
+use serde_json::{Map, Value as Json, json};
+
+/// `esriFieldType…` of a Koop field type.
+pub(crate) fn field_type_name(field_type: FieldType) -> &'static str {
+    match field_type {
+        FieldType::String => "esriFieldTypeString",
+        FieldType::Double => "esriFieldTypeDouble",
+        FieldType::Integer => "esriFieldTypeInteger",
+        FieldType::Date => "esriFieldTypeDate",
+    }
+}
+
+/// Where a field definition appears: layer descriptions add `editable` and `nullable`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FieldStyle {
+    /// In a query response.
+    Query,
+    /// In a layer description.
+    LayerInfo,
+}
+
+/// A field definition: `{name, type, alias, sqlType, domain, defaultValue[, length]}`.
+/// `field_type` `None` is the object id field (`esriFieldTypeOID`). Strings are 128 characters
+/// long unless the provider says otherwise, dates 36, as Koop declares them.
+pub(crate) fn field(
+    name: &str,
+    alias: Option<&str>,
+    field_type: Option<FieldType>,
+    length: Option<u32>,
+    style: FieldStyle,
+) -> Json {
+    let mut definition = Map::new();
+    definition.insert("name".into(), json!(name));
+    definition.insert(
+        "type".into(),
+        json!(field_type.map_or("esriFieldTypeOID", field_type_name)),
+    );
+    definition.insert("alias".into(), json!(alias.unwrap_or(name)));
+    definition.insert(
+        "sqlType".into(),
+        json!(if field_type.is_none() {
+            "sqlTypeInteger"
+        } else {
+            "sqlTypeOther"
+        }),
+    );
+    definition.insert("domain".into(), Json::Null);
+    definition.insert("defaultValue".into(), Json::Null);
+    match field_type {
+        Some(FieldType::String) => {
+            definition.insert("length".into(), json!(length.unwrap_or(128)));
+        }
+        Some(FieldType::Date) => {
+            definition.insert("length".into(), json!(length.unwrap_or(36)));
+        }
+        _ => {}
+    }
+    if style == FieldStyle::LayerInfo {
+        definition.insert("editable".into(), json!(false));
+        definition.insert("nullable".into(), json!(false));
+    }
+    Json::Object(definition)
+}
+
+/// A statistic's field definition (`esriFieldTypeDouble`, `sqlTypeFloat`; a date for the
+/// minimum or maximum of a date field).
+pub(crate) fn statistic_field(name: &str, date: bool) -> Json {
+    if date {
+        return field(name, None, Some(FieldType::Date), None, FieldStyle::Query);
+    }
+    json!({
+        "name": name,
+        "type": "esriFieldTypeDouble",
+        "sqlType": "sqlTypeFloat",
+        "alias": name,
+        "domain": null,
+        "defaultValue": null,
+    })
+}
+
+/// `{"wkid": asked, "latestWkid": current}`: 102100 is reported with its latest id 3857.
+pub(crate) fn spatial_reference(wkid: u32) -> Json {
+    json!({"wkid": wkid, "latestWkid": normalise_epsg(wkid)})
+}
+
+/// `esriGeometry…` of a geometry type.
+pub(crate) fn geometry_type_name(geometry_type: GeometryType) -> &'static str {
+    match geometry_type {
+        GeometryType::Point => "esriGeometryPoint",
+        GeometryType::MultiPoint => "esriGeometryMultipoint",
+        GeometryType::LineString | GeometryType::MultiLineString => "esriGeometryPolyline",
+        GeometryType::Polygon | GeometryType::MultiPolygon => "esriGeometryPolygon",
+    }
+}
+
+/// The geometry type of a GeoJSON geometry.
+pub(crate) fn geometry_type_of(value: &GeometryValue) -> Option<GeometryType> {
+    Some(match value {
+        GeometryValue::Point { .. } => GeometryType::Point,
+        GeometryValue::MultiPoint { .. } => GeometryType::MultiPoint,
+        GeometryValue::LineString { .. } => GeometryType::LineString,
+        GeometryValue::MultiLineString { .. } => GeometryType::MultiLineString,
+        GeometryValue::Polygon { .. } => GeometryType::Polygon,
+        GeometryValue::MultiPolygon { .. } => GeometryType::MultiPolygon,
+        GeometryValue::GeometryCollection { .. } => return None,
+    })
+}
+
+/// Maps output coordinates: reprojection to `outSR`, then rounding to `geometryPrecision`
+/// decimals. Z and M values are dropped (`hasZ` and `hasM` are false).
+pub(crate) struct CoordinateMapper {
+    reprojector: Reprojector,
+    scale: Option<f64>,
+}
+
+impl CoordinateMapper {
+    /// From EPSG `source` to EPSG `target`, rounded to `precision` decimals.
+    pub(crate) fn new(
+        source: u32,
+        target: u32,
+        precision: Option<u32>,
+    ) -> Result<Self, ReprojectError> {
+        Ok(Self {
+            reprojector: Reprojector::new(source, target)?,
+            scale: precision.map(|digits| 10_f64.powi(i32::try_from(digits).unwrap_or(17))),
+        })
+    }
+
+    fn round(&self, value: f64) -> f64 {
+        match self.scale {
+            Some(scale) => (value * scale).round() / scale,
+            None => value,
+        }
+    }
+
+    /// One position; `None` when it is outside the target CRS's domain.
+    pub(crate) fn map(&self, position: &[f64]) -> Option<(f64, f64)> {
+        let (x, y) = match position {
+            [x, y, ..] => (*x, *y),
+            _ => return None,
+        };
+        let (x, y) = self.reprojector.position(x, y).ok()?;
+        (x.is_finite() && y.is_finite()).then(|| (self.round(x), self.round(y)))
+    }
+
+    fn positions(&self, positions: &[Position]) -> Option<Vec<Position>> {
+        positions
+            .iter()
+            .map(|position| {
+                self.map(position.as_slice())
+                    .map(|(x, y)| Position::from([x, y]))
+            })
+            .collect()
+    }
+
+    fn rings(&self, rings: &[Vec<Position>]) -> Option<Vec<Vec<Position>>> {
+        rings.iter().map(|ring| self.positions(ring)).collect()
+    }
+
+    /// A GeoJSON geometry in the target CRS, rounded; `None` when a position cannot be
+    /// reprojected.
+    pub(crate) fn geometry(&self, value: &GeometryValue) -> Option<GeometryValue> {
+        Some(match value {
+            GeometryValue::Point { coordinates } => {
+                let (x, y) = self.map(coordinates.as_slice())?;
+                GeometryValue::new_point([x, y])
+            }
+            GeometryValue::MultiPoint { coordinates } => GeometryValue::MultiPoint {
+                coordinates: self.positions(coordinates)?,
+            },
+            GeometryValue::LineString { coordinates } => GeometryValue::LineString {
+                coordinates: self.positions(coordinates)?,
+            },
+            GeometryValue::MultiLineString { coordinates } => GeometryValue::MultiLineString {
+                coordinates: self.rings(coordinates)?,
+            },
+            GeometryValue::Polygon { coordinates } => GeometryValue::Polygon {
+                coordinates: self.rings(coordinates)?,
+            },
+            GeometryValue::MultiPolygon { coordinates } => GeometryValue::MultiPolygon {
+                coordinates: coordinates
+                    .iter()
+                    .map(|polygon| self.rings(polygon))
+                    .collect::<Option<_>>()?,
+            },
+            GeometryValue::GeometryCollection { geometries } => GeometryValue::GeometryCollection {
+                geometries: geometries
+                    .iter()
+                    .map(|geometry| self.geometry(&geometry.value).map(geojson::Geometry::new))
+                    .collect::<Option<_>>()?,
+            },
+        })
+    }
+}
+
+fn number(value: f64) -> Json {
+    serde_json::Number::from_f64(value).map_or(Json::Null, Json::Number)
+}
+
+fn xy_list(positions: &[Position]) -> Json {
+    Json::Array(
+        positions
+            .iter()
+            .map(|position| match position.as_slice() {
+                [x, y, ..] => Json::Array(vec![number(*x), number(*y)]),
+                _ => Json::Null,
+            })
+            .collect(),
+    )
+}
+
+/// Twice the signed area of a ring: positive when counterclockwise.
+fn signed_area(ring: &[Position]) -> f64 {
+    ring.windows(2)
+        .map(|pair| pair[0][0] * pair[1][1] - pair[1][0] * pair[0][1])
+        .sum()
+}
+
+/// A ring oriented as Esri wants it: exteriors clockwise, holes counterclockwise.
+fn oriented_ring(ring: &[Position], exterior: bool) -> Json {
+    let counterclockwise = signed_area(ring) > 0.0;
+    if counterclockwise == exterior {
+        let reversed: Vec<Position> = ring.iter().rev().cloned().collect();
+        xy_list(&reversed)
+    } else {
+        xy_list(ring)
+    }
+}
+
+fn polygon_rings(polygon: &[Vec<Position>], rings: &mut Vec<Json>) {
+    for (index, ring) in polygon.iter().enumerate() {
+        rings.push(oriented_ring(ring, index == 0));
+    }
+}
+
+/// A GeoJSON geometry (already in the output CRS) as an Esri JSON geometry: `{x, y}`,
+/// `{points}`, `{paths}` or `{rings}`. Geometry collections have no Esri form (`None`).
+pub(crate) fn geometry(value: &GeometryValue) -> Option<Json> {
+    Some(match value {
+        GeometryValue::Point { coordinates } => match coordinates.as_slice() {
+            [x, y, ..] => json!({"x": number(*x), "y": number(*y)}),
+            _ => return None,
+        },
+        GeometryValue::MultiPoint { coordinates } => json!({"points": xy_list(coordinates)}),
+        GeometryValue::LineString { coordinates } => {
+            json!({"paths": [xy_list(coordinates)]})
+        }
+        GeometryValue::MultiLineString { coordinates } => {
+            json!({"paths": coordinates.iter().map(|line| xy_list(line)).collect::<Vec<_>>()})
+        }
+        GeometryValue::Polygon { coordinates } => {
+            let mut rings = Vec::with_capacity(coordinates.len());
+            polygon_rings(coordinates, &mut rings);
+            json!({ "rings": rings })
+        }
+        GeometryValue::MultiPolygon { coordinates } => {
+            let mut rings = Vec::new();
+            for polygon in coordinates {
+                polygon_rings(polygon, &mut rings);
+            }
+            json!({ "rings": rings })
+        }
+        GeometryValue::GeometryCollection { .. } => return None,
+    })
+}
+
+/// A running extent.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Extent {
+    pub(crate) xmin: f64,
+    pub(crate) ymin: f64,
+    pub(crate) xmax: f64,
+    pub(crate) ymax: f64,
+}
+
+impl Extent {
+    /// The extent `[[xmin, ymin], [xmax, ymax]]` of Koop metadata.
+    pub(crate) fn from_metadata([[xmin, ymin], [xmax, ymax]]: [[f64; 2]; 2]) -> Self {
+        Self {
+            xmin,
+            ymin,
+            xmax,
+            ymax,
+        }
+    }
+
+    fn add(extent: &mut Option<Self>, x: f64, y: f64) {
+        match extent {
+            Some(extent) => {
+                extent.xmin = extent.xmin.min(x);
+                extent.ymin = extent.ymin.min(y);
+                extent.xmax = extent.xmax.max(x);
+                extent.ymax = extent.ymax.max(y);
+            }
+            None => {
+                *extent = Some(Self {
+                    xmin: x,
+                    ymin: y,
+                    xmax: x,
+                    ymax: y,
+                });
+            }
+        }
+    }
+
+    /// Grows `extent` by every position of `value`.
+    pub(crate) fn include(extent: &mut Option<Self>, value: &GeometryValue) {
+        let mut positions = |positions: &[Position]| {
+            for position in positions {
+                if let [x, y, ..] = position.as_slice() {
+                    Self::add(extent, *x, *y);
+                }
+            }
+        };
+        match value {
+            GeometryValue::Point { coordinates } => positions(std::slice::from_ref(coordinates)),
+            GeometryValue::MultiPoint { coordinates }
+            | GeometryValue::LineString { coordinates } => {
+                positions(coordinates);
+            }
+            GeometryValue::MultiLineString { coordinates }
+            | GeometryValue::Polygon { coordinates } => {
+                for line in coordinates {
+                    positions(line);
+                }
+            }
+            GeometryValue::MultiPolygon { coordinates } => {
+                for ring in coordinates.iter().flatten() {
+                    positions(ring);
+                }
+            }
+            GeometryValue::GeometryCollection { geometries } => {
+                for geometry in geometries {
+                    Self::include(extent, &geometry.value);
+                }
+            }
+        }
+    }
+
+    /// `{xmin, ymin, xmax, ymax, spatialReference}`, as query responses give it.
+    pub(crate) fn to_query_json(self, wkid: u32) -> Json {
+        json!({
+            "xmin": self.xmin,
+            "ymin": self.ymin,
+            "xmax": self.xmax,
+            "ymax": self.ymax,
+            "spatialReference": spatial_reference(wkid),
+        })
+    }
+
+    /// `{xmin, xmax, ymin, ymax, spatialReference}`, as layer descriptions give it.
+    pub(crate) fn to_layer_json(self, wkid: u32) -> Json {
+        json!({
+            "xmin": self.xmin,
+            "xmax": self.xmax,
+            "ymin": self.ymin,
+            "ymax": self.ymax,
+            "spatialReference": spatial_reference(wkid),
+        })
+    }
+
+    /// `{spatialReference, xmin, xmax, ymin, ymax}`, as service descriptions give it.
+    pub(crate) fn to_service_json(self, wkid: u32) -> Json {
+        json!({
+            "spatialReference": spatial_reference(wkid),
+            "xmin": self.xmin,
+            "xmax": self.xmax,
+            "ymin": self.ymin,
+            "ymax": self.ymax,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn polygons_follow_esri_ring_order() {
+        // A counterclockwise exterior with a clockwise hole, as RFC 7946 wants them.
+        let exterior = [[0.0, 0.0], [4.0, 0.0], [4.0, 4.0], [0.0, 4.0], [0.0, 0.0]];
+        let hole = [[1.0, 1.0], [1.0, 2.0], [2.0, 2.0], [2.0, 1.0], [1.0, 1.0]];
+        let polygon = GeometryValue::Polygon {
+            coordinates: vec![
+                exterior.iter().copied().map(Position::from).collect(),
+                hole.iter().copied().map(Position::from).collect(),
+            ],
+        };
+        let esri = geometry(&polygon).expect("a polygon");
+        let rings = esri["rings"].as_array().expect("rings");
+        let area = |ring: &Json| -> f64 {
+            let points: Vec<Position> = ring
+                .as_array()
+                .expect("positions")
+                .iter()
+                .map(|p| {
+                    Position::from([p[0].as_f64().unwrap_or(0.0), p[1].as_f64().unwrap_or(0.0)])
+                })
+                .collect();
+            signed_area(&points)
+        };
+        assert!(area(&rings[0]) < 0.0, "exterior clockwise: {esri}");
+        assert!(area(&rings[1]) > 0.0, "hole counterclockwise: {esri}");
+    }
+
+    #[test]
+    fn coordinates_are_reprojected_and_rounded() -> Result<(), ReprojectError> {
+        let mapper = CoordinateMapper::new(4326, 3857, Some(1))?;
+        let (x, y) = mapper.map(&[174.7633, -36.8485]).expect("in range");
+        // The reference Koop answer for Auckland in EPSG:3857.
+        assert!((x - 19_454_561.6).abs() < 0.051, "{x}");
+        assert!((y - -4_418_010.6).abs() < 0.051, "{y}");
+        let mapper = CoordinateMapper::new(4326, 4326, Some(1))?;
+        assert_eq!(
+            mapper.map(&[174.7633, -36.8485, 12.0]),
+            Some((174.8, -36.8))
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn web_mercator_keeps_the_asked_wkid() {
+        assert_eq!(
+            spatial_reference(102_100),
+            json!({"wkid": 102_100, "latestWkid": 3857})
+        );
+        assert_eq!(
+            spatial_reference(2193),
+            json!({"wkid": 2193, "latestWkid": 2193})
+        );
+    }
+}

@@ -1,0 +1,389 @@
+//! The FeatureServer (Geoservices) output of koop: ArcGIS Pro, ArcGIS Online, QGIS and GDAL
+//! read any [`koop_provider::Provider`] as an ArcGIS feature service.
+//!
+//! [`FeatureServerOutput`] is an output plugin for [`koop_server::ServerBuilder`]. For every
+//! provider it answers, with GET and POST (form or JSON bodies):
+//!
+//! | route | answer |
+//! | --- | --- |
+//! | `/{ns}/rest/info` | API version; token service when the provider issues tokens |
+//! | `/{ns}/rest/generateToken` | `{token, expires, ssl}` from the provider's `authenticate` |
+//! | `/{ns}/rest/services/{params}/FeatureServer` | the service: one layer (or table) |
+//! | `…/FeatureServer/layers` | every layer, described |
+//! | `…/FeatureServer/{layer}` and `…/{layer}/info` | one layer: fields, extent, capabilities |
+//! | `…/FeatureServer/{layer}/query` | features, counts, ids, extents, statistics |
+//!
+//! `{params}` is the provider's `:host/:id`; the same routes also answer without
+//! `rest/services` (`/{ns}/{params}/FeatureServer/…`), the form Koop's first versions used.
+//! Errors are HTTP 200 with `{"error": {"code", "message", "details"}}`, as ArcGIS clients
+//! expect ([`GeoservicesError`]).
+//!
+//! Queries support every parameter of the Geoservices query operation that the reference Koop
+//! supports (`where`, `objectIds`, `geometry` with `inSR` and `spatialRel`, `outFields`,
+//! `returnGeometry`, `orderByFields`, `resultOffset`, `resultRecordCount`, `returnCountOnly`,
+//! `returnIdsOnly`, `returnExtentOnly`, `returnDistinctValues`, `outStatistics` with
+//! `groupByFieldsForStatistics`, `outSR`, `geometryPrecision`, `f` = json, pjson or geojson,
+//! `callback`). They run over the provider's features in one pass and bounded memory, skipping
+//! the steps the provider applied itself (`filtersApplied`); the Koordinates provider applies
+//! them all in SQLite, so a page of a layer of millions of features costs milliseconds.
+//!
+//! Where koop differs from Koop on purpose:
+//! - `maxRecordCount` caps every page (`min(resultRecordCount or maxRecordCount,
+//!   maxRecordCount)`), and `exceededTransferLimit` is true exactly when more features exist;
+//!   `resultOffset` counts even without `resultRecordCount`.
+//! - `returnCountOnly` counts every matching feature (`resultRecordCount` pages features, not
+//!   counts), as ArcGIS Server does.
+//! - Fields come from the provider's `metadata.fields` (inferred from every feature only when it
+//!   declares none); `OBJECTID` is the provider's `idField`, or a hash that is the same on every
+//!   machine (see [`object_id`](crate#object-ids)).
+//! - Dates are epoch milliseconds everywhere in Esri JSON (statistics and distinct values too).
+//! - No PBF: `f=pbf` is refused, and the descriptions do not offer it.
+//!
+//! # Object ids
+//!
+//! When the provider names no integer `idField` (values 0..=2,147,483,647), each feature's
+//! `OBJECTID` is the 32-bit FNV-1a hash of the compact JSON array `[properties, geometry]`
+//! (`serde_json`, keys in the provider's order), top bit cleared.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use koop_featureserver::FeatureServerOutput;
+//! use koop_provider::{KoordinatesConfig, KoordinatesProvider};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let router = koop_server::ServerBuilder::default()
+//!     .provider(KoordinatesProvider::new(KoordinatesConfig::default()))
+//!     .output(FeatureServerOutput::default())
+//!     .build()?;
+//! // GET /koordinates/rest/services/data.linz.govt.nz/50772/FeatureServer/0/query?where=1%3D1
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! axum::serve(listener, router).await?;
+//! # Ok(())
+//! # }
+//! ```
+#![deny(missing_docs)]
+#![recursion_limit = "256"]
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use axum::response::Response;
+use futures::StreamExt;
+use koop_provider::geoservices::{self, Query};
+use koop_provider::{Credentials, Method, ProviderRequest};
+use koop_server::{Output, OutputContext, OutputHandler, OutputRoute};
+
+pub use response::GeoservicesError;
+
+mod engine;
+mod esri;
+mod info;
+mod layer;
+mod object_id;
+mod render;
+mod response;
+
+use engine::Engine;
+use layer::{Features, Fetched, Layer};
+use response::Encoding;
+
+/// The FeatureServer output plugin.
+#[derive(Debug, Clone, Copy)]
+pub struct FeatureServerOutput {
+    max_record_count: u32,
+}
+
+impl Default for FeatureServerOutput {
+    /// `maxRecordCount` 2000 for providers whose metadata sets none (as Koop).
+    fn default() -> Self {
+        Self {
+            max_record_count: 2000,
+        }
+    }
+}
+
+impl FeatureServerOutput {
+    /// Uses `count` as `maxRecordCount` for providers whose metadata sets none.
+    #[must_use]
+    pub fn max_record_count(mut self, count: u32) -> Self {
+        self.max_record_count = count.max(1);
+        self
+    }
+}
+
+/// What a route answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Operation {
+    RestInfo,
+    GenerateToken,
+    Server,
+    Layers,
+    Layer,
+    LayerMethod,
+    InvalidUrl,
+}
+
+impl Output for FeatureServerOutput {
+    fn name(&self) -> &str {
+        "FeatureServer"
+    }
+
+    fn routes(&self) -> Vec<OutputRoute> {
+        let mut routes = vec![
+            ("$namespace/rest/info".to_owned(), Operation::RestInfo),
+            (
+                "$namespace/rest/generateToken".to_owned(),
+                Operation::GenerateToken,
+            ),
+        ];
+        for prefix in [
+            "$namespace/rest/services/$providerParams",
+            "$namespace/$providerParams",
+        ] {
+            routes.extend([
+                (format!("{prefix}/FeatureServer"), Operation::Server),
+                (format!("{prefix}/FeatureServer/layers"), Operation::Layers),
+                (format!("{prefix}/FeatureServer/:layer"), Operation::Layer),
+                (
+                    format!("{prefix}/FeatureServer/:layer/:method"),
+                    Operation::LayerMethod,
+                ),
+            ]);
+        }
+        let map_server = "$namespace/rest/services/$providerParams/MapServer";
+        routes.extend([
+            (map_server.to_owned(), Operation::InvalidUrl),
+            (format!("{map_server}/:layer"), Operation::InvalidUrl),
+            (
+                format!("{map_server}/:layer/:method"),
+                Operation::InvalidUrl,
+            ),
+        ]);
+        let max_record_count = self.max_record_count;
+        routes
+            .into_iter()
+            .map(|(path, operation)| {
+                let handler: OutputHandler = Arc::new(move |context, request| {
+                    Box::pin(answer(operation, context, request, max_record_count))
+                });
+                OutputRoute {
+                    absolute_path: matches!(
+                        operation,
+                        Operation::RestInfo | Operation::GenerateToken
+                    ),
+                    path,
+                    methods: vec![Method::Get, Method::Post],
+                    handler,
+                }
+            })
+            .collect()
+    }
+}
+
+/// `f` and `callback` of a description request: JSON or pretty JSON only.
+fn info_encoding(request: &ProviderRequest) -> Result<Encoding, GeoservicesError> {
+    let pretty = match request.query("f").map(str::to_ascii_lowercase).as_deref() {
+        None | Some("" | "json") => false,
+        Some("pjson") => true,
+        Some(_) => {
+            return Err(GeoservicesError {
+                code: 400,
+                message: "Invalid format".to_owned(),
+                details: Vec::new(),
+            });
+        }
+    };
+    Ok(Encoding {
+        pretty,
+        callback: geoservices::callback(&request.query)?,
+    })
+}
+
+/// The layer id of the route: a non-negative integer.
+fn layer_id(request: &ProviderRequest) -> Result<u32, GeoservicesError> {
+    match request.params.layer.as_deref() {
+        None => Ok(0),
+        Some(text) => text.parse().map_err(|_| GeoservicesError {
+            code: 400,
+            message: format!("Invalid layer id {text:?}: layers are numbered from 0"),
+            details: Vec::new(),
+        }),
+    }
+}
+
+async fn answer(
+    operation: Operation,
+    context: OutputContext,
+    mut request: ProviderRequest,
+    max_record_count: u32,
+) -> Response {
+    let method = request.params.method.take();
+    let result = match operation {
+        Operation::RestInfo => rest_info(&context, &request),
+        Operation::GenerateToken => generate_token(&context, &request).await,
+        Operation::InvalidUrl => Err(GeoservicesError::bad_request("Invalid URL")),
+        Operation::Server | Operation::Layers | Operation::Layer => {
+            describe(operation, &context, request, max_record_count).await
+        }
+        Operation::LayerMethod => match method.as_deref() {
+            Some("query") => query(&context, request, max_record_count).await,
+            Some("info") => describe(Operation::Layer, &context, request, max_record_count).await,
+            other => Err(GeoservicesError {
+                code: 400,
+                message: format!(
+                    "{:?} is not an operation of this FeatureServer layer; use query or info",
+                    other.unwrap_or_default()
+                ),
+                details: Vec::new(),
+            }),
+        },
+    };
+    result.unwrap_or_else(GeoservicesError::into_response)
+}
+
+fn rest_info(
+    context: &OutputContext,
+    request: &ProviderRequest,
+) -> Result<Response, GeoservicesError> {
+    let encoding = info_encoding(request)?;
+    let namespace = context.provider.registration().name;
+    let token_url = context.provider.authenticates().then(|| {
+        format!(
+            "{}/{namespace}/rest/generateToken",
+            request.base_url.as_deref().unwrap_or_default()
+        )
+    });
+    Ok(encoding.respond(&info::rest_info(token_url.as_deref())))
+}
+
+async fn generate_token(
+    context: &OutputContext,
+    request: &ProviderRequest,
+) -> Result<Response, GeoservicesError> {
+    let encoding = info_encoding(request)?;
+    if !context.provider.authenticates() {
+        return Err(GeoservicesError::bad_request(format!(
+            "the {} provider does not issue tokens; its layers need none",
+            context.provider.name()
+        )));
+    }
+    let credentials = Credentials {
+        username: request.query("username").unwrap_or_default().to_owned(),
+        password: request.query("password").unwrap_or_default().to_owned(),
+    };
+    let token = context
+        .provider
+        .authenticate(&credentials)
+        .await
+        .map_err(|error| GeoservicesError {
+            code: 400,
+            message: "Unable to generate token.".to_owned(),
+            details: vec![error.to_string()],
+        })?;
+    let body = serde_json::to_value(&token).map_err(|error| GeoservicesError {
+        code: 500,
+        message: error.to_string(),
+        details: Vec::new(),
+    })?;
+    Ok(encoding.respond(&body))
+}
+
+/// The first feature of a stream, when the provider declares no fields or geometry type.
+async fn sample(fetched: &mut Fetched) -> Option<geojson::Feature> {
+    let metadata = &fetched.metadata;
+    if metadata.fields.is_empty() || metadata.geometry_type.is_none() {
+        fetched.peek().await
+    } else {
+        None
+    }
+}
+
+async fn describe(
+    operation: Operation,
+    context: &OutputContext,
+    mut request: ProviderRequest,
+    max_record_count: u32,
+) -> Result<Response, GeoservicesError> {
+    let encoding = info_encoding(&request)?;
+    let id = layer_id(&request)?;
+    request.params.method = Some("info".to_owned());
+    let had_token = request.token.is_some();
+    let mut fetched = Fetched::fetch(context, &request)
+        .await
+        .map_err(|error| GeoservicesError::from_provider(&error, had_token))?;
+    let sample = sample(&mut fetched).await;
+    let layer = Layer::describe(&fetched, sample.as_ref(), max_record_count);
+    let body = match operation {
+        Operation::Server => info::server_info(&layer, id),
+        Operation::Layers => info::layers(&layer, id),
+        _ => info::layer_info(&layer, id),
+    };
+    Ok(encoding.respond(&body))
+}
+
+async fn query(
+    context: &OutputContext,
+    mut request: ProviderRequest,
+    max_record_count: u32,
+) -> Result<Response, GeoservicesError> {
+    layer_id(&request)?;
+    request.params.method = Some("query".to_owned());
+    let had_token = request.token.is_some();
+    let mut fetched = Fetched::fetch(context, &request)
+        .await
+        .map_err(|error| GeoservicesError::from_provider(&error, had_token))?;
+    let sample = sample(&mut fetched).await;
+    let layer = Layer::describe(&fetched, sample.as_ref(), max_record_count);
+    let query = Query::parse(&request.query, &layer.schema)?;
+    let internal = |message: String| GeoservicesError {
+        code: 500,
+        message,
+        details: Vec::new(),
+    };
+    let mut engine = Engine::new(
+        &query,
+        &layer,
+        fetched.applied,
+        fetched.crs,
+        fetched.count,
+        fetched.metadata.exceeded_transfer_limit,
+    )
+    .map_err(internal)?;
+    match &mut fetched.features {
+        Features::Data(data) => {
+            for feature in &data.features {
+                if !engine.push(Cow::Borrowed(feature)) {
+                    break;
+                }
+            }
+        }
+        Features::Stream(stream) => {
+            while engine.needs_features() {
+                match stream.features.next().await {
+                    Some(Ok(feature)) => {
+                        if !engine.push(Cow::Owned(feature)) {
+                            break;
+                        }
+                    }
+                    Some(Err(error)) => {
+                        return Err(GeoservicesError::from_provider(&error, had_token));
+                    }
+                    None => break,
+                }
+            }
+        }
+    }
+    let answer = engine.finish();
+    let source_crs = if fetched.applied.projection {
+        query.out_sr
+    } else {
+        fetched.crs
+    };
+    let body = render::render(answer, &layer, &query, source_crs).map_err(internal)?;
+    let encoding = Encoding {
+        pretty: query.format == geoservices::Format::PrettyJson,
+        callback: query.callback.clone(),
+    };
+    Ok(encoding.respond(&body))
+}

@@ -1,0 +1,127 @@
+//! Responses: Geoservices errors, and JSON / pretty JSON / JSONP bodies.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use koop_provider::ProviderError;
+use koop_provider::geoservices::QueryError;
+use serde_json::{Value as Json, json};
+
+/// A Geoservices error: answered with HTTP 200 and `{"error": {"code", "message", "details"}}`,
+/// as ArcGIS clients expect (and the reference Koop answers).
+///
+/// Codes: 400 bad request, 403 not permitted, 404 no such layer, 498 invalid or expired
+/// token, 499 token required, 500 anything else.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct GeoservicesError {
+    /// The Geoservices error code.
+    pub code: u16,
+    /// What failed.
+    pub message: String,
+    /// More about it.
+    pub details: Vec<String>,
+}
+
+impl GeoservicesError {
+    /// A 400 error whose details repeat the message.
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
+        let message = message.into();
+        Self {
+            code: 400,
+            details: vec![message.clone()],
+            message,
+        }
+    }
+
+    /// The error for a provider's error; `had_token` tells an invalid token (498) from a
+    /// missing one (499).
+    pub(crate) fn from_provider(error: &ProviderError, had_token: bool) -> Self {
+        let text = error.to_string();
+        let (code, message) = match error {
+            ProviderError::InvalidQuery(query) => return Self::from(query.clone()),
+            ProviderError::BadRequest(_) => (400, text.clone()),
+            ProviderError::Unauthorized(_) if had_token => (498, "Invalid token.".to_owned()),
+            ProviderError::Unauthorized(_) => (499, "Token Required".to_owned()),
+            ProviderError::Forbidden(_) => (
+                403,
+                "You do not have permissions to access this resource or perform this operation."
+                    .to_owned(),
+            ),
+            ProviderError::NotFound(_) => (404, text.clone()),
+            _ => (500, text.clone()),
+        };
+        Self {
+            code,
+            message,
+            details: vec![text],
+        }
+    }
+
+    /// The response: HTTP 200 with the error object.
+    pub(crate) fn into_response(self) -> Response {
+        let body =
+            json!({"error": {"code": self.code, "message": self.message, "details": self.details}});
+        let mut response = axum::Json(body).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json; charset=utf-8"),
+        );
+        response
+    }
+}
+
+impl From<QueryError> for GeoservicesError {
+    fn from(error: QueryError) -> Self {
+        Self {
+            code: 400,
+            message: error.message,
+            details: error.details,
+        }
+    }
+}
+
+/// How a body is written: `f=pjson` indents it, `callback` wraps it in a JavaScript call.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Encoding {
+    pub(crate) pretty: bool,
+    pub(crate) callback: Option<String>,
+}
+
+impl Encoding {
+    /// The body as a response.
+    pub(crate) fn respond(&self, body: &Json) -> Response {
+        let json = if self.pretty {
+            serde_json::to_vec_pretty(body)
+        } else {
+            serde_json::to_vec(body)
+        };
+        let json = match json {
+            Ok(json) => json,
+            Err(error) => {
+                return GeoservicesError {
+                    code: 500,
+                    message: format!("the response could not be written: {error}"),
+                    details: Vec::new(),
+                }
+                .into_response();
+            }
+        };
+        let (content_type, bytes) = match &self.callback {
+            Some(callback) => {
+                let mut wrapped = Vec::with_capacity(json.len() + callback.len() + 2);
+                wrapped.extend_from_slice(callback.as_bytes());
+                wrapped.push(b'(');
+                wrapped.extend_from_slice(&json);
+                wrapped.push(b')');
+                ("application/javascript; charset=utf-8", wrapped)
+            }
+            None => ("application/json; charset=utf-8", json),
+        };
+        (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))],
+            bytes,
+        )
+            .into_response()
+    }
+}
