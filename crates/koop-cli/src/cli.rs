@@ -127,7 +127,8 @@ pub(crate) enum Command {
         action: CacheAction,
     },
     /// Serve layers of the `--domain` site to GIS clients: GeoJSON at
-    /// `/koordinates/{domain}/{layer}/geojson`, fetched once into the cache.
+    /// `/koordinates/{domain}/{layer}/geojson` and an ArcGIS FeatureServer at
+    /// `/koordinates/rest/services/{domain}/{layer}/FeatureServer`, fetched once into the cache.
     Serve {
         /// The address to listen on (port 0 picks a free one).
         #[arg(long, value_name = "ADDRESS", default_value = "127.0.0.1:8080")]

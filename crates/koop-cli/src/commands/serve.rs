@@ -1,6 +1,7 @@
 //! `koop serve`: Koordinates layers for GIS clients, through the cache.
 
 use anyhow::{Context, Result};
+use koop_featureserver::FeatureServerOutput;
 use koop_provider::{KoordinatesConfig, KoordinatesProvider};
 use koop_server::ServerBuilder;
 use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
@@ -53,11 +54,15 @@ pub(crate) async fn serve(global: &Global, bind: &str) -> Result<Status> {
         export_crs: global.crs,
         ..KoordinatesConfig::default()
     });
-    let router = ServerBuilder::default().provider(provider).build()?.layer(
-        TraceLayer::new_for_http()
-            .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
-            .on_response(DefaultOnResponse::new().level(Level::INFO)),
-    );
+    let router = ServerBuilder::default()
+        .provider(provider)
+        .output(FeatureServerOutput::default())
+        .build()?
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
+                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+        );
     let listener = tokio::net::TcpListener::bind(bind)
         .await
         .with_context(|| format!("cannot listen on {bind}"))?;
@@ -65,6 +70,9 @@ pub(crate) async fn serve(global: &Global, bind: &str) -> Result<Status> {
     let host = super::bare_host(&domain);
     println!("koop serve: listening on http://{address}");
     println!("  GeoJSON: http://{address}/koordinates/{host}/{{layer id}}/geojson");
+    println!(
+        "  FeatureServer: http://{address}/koordinates/rest/services/{host}/{{layer id}}/FeatureServer"
+    );
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown_signal())
         .await

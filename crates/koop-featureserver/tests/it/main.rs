@@ -7,6 +7,7 @@
 mod example;
 
 mod compare;
+mod koordinates;
 
 mod reference;
 

@@ -74,6 +74,9 @@ pub(crate) struct Table {
     pub(crate) bounds: Option<[f64; 4]>,
     /// Number of rows.
     pub(crate) count: u64,
+    /// The GeoPackage R-tree spatial index of the geometry column (`rtree_<table>_<column>`:
+    /// `id` = fid, `minx`, `maxx`, `miny`, `maxy` in the table's CRS), when there is one.
+    pub(crate) rtree: Option<String>,
 }
 
 pub(crate) fn sqlite_error(path: &Path) -> impl Fn(rusqlite::Error) -> ProviderError + '_ {
@@ -161,7 +164,20 @@ pub(crate) fn inspect(path: &Path) -> Result<Table, ProviderError> {
             |row| row.get(0),
         )
         .map_err(&error)?;
+    let rtree = geometry
+        .as_ref()
+        .map(|(column, _)| format!("rtree_{name}_{column}"))
+        .filter(|rtree| {
+            connection
+                .query_row(
+                    "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
+                    [rtree],
+                    |row| row.get::<_, i64>(0),
+                )
+                .is_ok_and(|found| found == 1)
+        });
     Ok(Table {
+        rtree,
         path: path.to_owned(),
         fid: fid.unwrap_or_else(|| "rowid".to_owned()),
         geometry: geometry.as_ref().map(|(column, _)| column.clone()),
@@ -182,6 +198,11 @@ impl Table {
     /// `"name"`, quoted for SQL.
     pub(crate) fn quoted(name: &str) -> String {
         format!("\"{}\"", name.replace('"', "\"\""))
+    }
+
+    /// The position of attribute column `name` in `columns`.
+    pub(crate) fn column_index(&self, name: &str) -> Option<usize> {
+        self.columns.iter().position(|column| column.name == name)
     }
 
     /// The fields of the table, from its declared column types.
@@ -337,16 +358,44 @@ pub(crate) fn feature_from_row(
     let geometry = geometry(blob, reprojector).map_err(|reason| {
         ProviderError::Internal(format!("feature {fid} of {}: {reason}", table.name))
     })?;
-    let mut properties = serde_json::Map::with_capacity(table.columns.len());
-    for (index, column) in table.columns.iter().enumerate() {
-        let value = row.get_ref(index + 2).map_err(&error)?;
-        properties.insert(column.name.clone(), json_value(value, column.kind));
-    }
-    Ok(geojson::Feature {
+    let properties = properties(
+        table,
+        row,
+        table.columns.iter().enumerate().map(|(i, _)| i),
+        2,
+    )?;
+    Ok(feature(fid, geometry, properties))
+}
+
+/// A feature with GeoJSON `id` `fid`.
+pub(crate) fn feature(
+    fid: i64,
+    geometry: Option<geojson::Geometry>,
+    properties: serde_json::Map<String, serde_json::Value>,
+) -> geojson::Feature {
+    geojson::Feature {
         bbox: None,
         geometry,
         id: Some(geojson::feature::Id::Number(fid.into())),
         properties: Some(properties),
         foreign_members: None,
-    })
+    }
+}
+
+/// The properties of the `columns` (indices into `table.columns`) of a row that selected them
+/// in that order from SQL column `first` on.
+pub(crate) fn properties(
+    table: &Table,
+    row: &rusqlite::Row<'_>,
+    columns: impl ExactSizeIterator<Item = usize>,
+    first: usize,
+) -> Result<serde_json::Map<String, serde_json::Value>, ProviderError> {
+    let error = sqlite_error(&table.path);
+    let mut properties = serde_json::Map::with_capacity(columns.len());
+    for (offset, index) in columns.enumerate() {
+        let column = &table.columns[index];
+        let value = row.get_ref(first + offset).map_err(&error)?;
+        properties.insert(column.name.clone(), json_value(value, column.kind));
+    }
+    Ok(properties)
 }

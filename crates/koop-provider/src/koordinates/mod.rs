@@ -10,6 +10,7 @@
 //! returns) then serves both GIS users on disk and the server, with no second export.
 
 pub(crate) mod gpkg;
+mod query;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -361,6 +362,61 @@ impl KoordinatesProvider {
     }
 }
 
+impl KoordinatesProvider {
+    /// A Geoservices query, pushed down into SQLite: counts and pages are answered whole;
+    /// other queries stream their matching rows.
+    async fn query(
+        &self,
+        state: LayerState,
+        request: &ProviderRequest,
+    ) -> Result<ProviderStream, ProviderError> {
+        let plan = query::plan(&state, request, self.config.max_record_count)?;
+        let mut metadata = state.metadata;
+        let (applied, crs) = (plan.applied, plan.crs);
+        let table = state.table.clone();
+        if plan.kind == query::Kind::Rows {
+            let (sender, mut receiver) = tokio::sync::mpsc::channel(STREAM_BUFFER);
+            tokio::task::spawn_blocking(move || {
+                let failed = sender.clone();
+                if let Err(error) =
+                    plan.run(&table, |feature| sender.blocking_send(Ok(feature)).is_ok())
+                {
+                    let _ = failed.blocking_send(Err(error));
+                }
+            });
+            return Ok(ProviderStream {
+                metadata,
+                filters_applied: applied,
+                crs,
+                count: None,
+                features: Box::pin(futures::stream::poll_fn(move |context| {
+                    receiver.poll_recv(context)
+                })),
+            });
+        }
+        let kind = plan.kind;
+        let (features, outcome) = tokio::task::spawn_blocking(move || {
+            let mut features = Vec::new();
+            let outcome = plan.run(&table, |feature| {
+                features.push(feature);
+                true
+            })?;
+            Ok::<_, ProviderError>((features, outcome))
+        })
+        .await
+        .map_err(|error| ProviderError::Internal(error.to_string()))??;
+        metadata.exceeded_transfer_limit = outcome.exceeded;
+        Ok(ProviderStream {
+            metadata,
+            filters_applied: applied,
+            crs,
+            // A count answers with it; a page's total is not known (only whether more exist).
+            count: (kind == query::Kind::Count).then_some(outcome.count),
+            features: Box::pin(futures::stream::iter(features.into_iter().map(Ok))),
+        })
+    }
+}
+
 /// The extent of `bounds` (in EPSG `srs`) in EPSG:4326: `[[xmin, ymin], [xmax, ymax]]`, from
 /// the corners and edge midpoints.
 fn extent_4326([min_x, min_y, max_x, max_y]: [f64; 4], srs: u32) -> Option<[[f64; 2]; 2]> {
@@ -417,15 +473,33 @@ impl Provider for KoordinatesProvider {
             .into_iter()
             .collect::<Result<_, _>>()?;
         Ok(ProviderData {
-            count: Some(features.len() as u64),
+            count: stream.count.or(Some(features.len() as u64)),
             features,
             metadata: stream.metadata,
-            ..ProviderData::default()
+            filters_applied: stream.filters_applied,
+            crs: stream.crs,
+            ttl: None,
         })
     }
 
+    /// The layer's features in EPSG:4326, streamed from the cached GeoPackage. Outputs that
+    /// set `method` get more: `info` answers the metadata alone (and the row count), `query`
+    /// answers a Geoservices query in SQLite (see the module documentation).
     async fn get_stream(&self, request: &ProviderRequest) -> Result<ProviderStream, ProviderError> {
         let state = self.state(request).await?;
+        match request.params.method.as_deref() {
+            Some("info") => {
+                return Ok(ProviderStream {
+                    metadata: state.metadata,
+                    filters_applied: FiltersApplied::default(),
+                    crs: None,
+                    count: Some(state.table.count),
+                    features: Box::pin(futures::stream::empty()),
+                });
+            }
+            Some("query") => return self.query(state, request).await,
+            _ => {}
+        }
         let reprojector = match state.table.srs {
             Some(srs) => Reprojector::new(srs, 4326)
                 .map_err(|error| ProviderError::Internal(error.to_string()))?,

@@ -1,0 +1,706 @@
+//! Koordinates layers of the testkit through the FeatureServer: every query parameter, answered
+//! in SQLite by the Koordinates provider, against the same query answered in memory by the
+//! output (a provider serving the same features without pushing anything down), against GDAL's
+//! reading of the cached GeoPackage, and with GDAL as the client.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use async_trait::async_trait;
+use koop_featureserver::FeatureServerOutput;
+use koop_provider::geoservices::format_date_ms;
+use koop_provider::{
+    KoordinatesConfig, KoordinatesProvider, Provider, ProviderData, ProviderError, ProviderRequest,
+    Registration,
+};
+use koop_server::ServerBuilder;
+use koop_testkit::TestServer;
+use serde_json::Value;
+
+use crate::compare::differences;
+use crate::{get_json, serve};
+
+/// The Koordinates provider's features, served from memory: the output answers every query
+/// itself. The reference for what the push-down must answer.
+struct InMemory(Arc<KoordinatesProvider>);
+
+#[async_trait]
+impl Provider for InMemory {
+    fn name(&self) -> &str {
+        "memory"
+    }
+
+    fn registration(&self) -> Registration {
+        Registration {
+            hosts: true,
+            ..Registration::new("memory")
+        }
+    }
+
+    async fn get_data(&self, request: &ProviderRequest) -> Result<ProviderData, ProviderError> {
+        let mut plain = request.clone();
+        plain.params.method = None;
+        let mut data = self.0.get_data(&plain).await?;
+        data.ttl = Some(Duration::from_secs(600));
+        Ok(data)
+    }
+}
+
+pub(crate) struct Setup {
+    pub(crate) testkit: TestServer,
+    pub(crate) cache: tempfile::TempDir,
+    pub(crate) base: String,
+}
+
+impl Setup {
+    pub(crate) async fn start() -> Result<Self> {
+        let testkit = TestServer::start().await?;
+        for layer in koop_testkit::DEMO_LAYER_IDS {
+            testkit.set_export_latency(layer, Duration::ZERO);
+        }
+        let cache = tempfile::tempdir()?;
+        let provider = Arc::new(KoordinatesProvider::new(KoordinatesConfig {
+            domains: vec![testkit.base_url()],
+            api_key: Some(testkit.api_key().to_owned()),
+            cache_dir: Some(cache.path().to_owned()),
+            ..KoordinatesConfig::default()
+        }));
+        let router = ServerBuilder::default()
+            .shared_provider(provider.clone())
+            .provider(InMemory(provider))
+            .output(FeatureServerOutput::default())
+            .build()?;
+        let base = serve(router).await?;
+        Ok(Self {
+            testkit,
+            cache,
+            base,
+        })
+    }
+
+    /// `…/FeatureServer` of `layer` through `namespace` (`koordinates` or `memory`).
+    pub(crate) fn service(&self, namespace: &str, layer: u64) -> String {
+        format!(
+            "{}/{namespace}/rest/services/{}/{layer}/FeatureServer",
+            self.base,
+            self.testkit.domain()
+        )
+    }
+
+    /// The cached GeoPackage of `layer` (fetched by an earlier request).
+    pub(crate) fn geopackage(&self, layer: u64) -> Result<PathBuf> {
+        let marker = format!("{layer}");
+        walk(self.cache.path())
+            .into_iter()
+            .find(|path| {
+                path.extension().is_some_and(|ext| ext == "gpkg")
+                    && path.to_string_lossy().contains(&marker)
+            })
+            .with_context(|| format!("layer {layer} is not cached"))
+    }
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                found.extend(walk(&path));
+            } else {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+fn gdal(program: &str, args: &[&str]) -> Result<String> {
+    let output = Command::new(program)
+        .args(args)
+        .output()
+        .with_context(|| format!("running {program} (apt-get install gdal-bin)"))?;
+    ensure!(
+        output.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(String::from_utf8(output.stdout)?)
+}
+
+fn feature_count(ogrinfo: &str) -> Option<u64> {
+    ogrinfo
+        .lines()
+        .find_map(|line| line.strip_prefix("Feature Count: "))
+        .and_then(|count| count.trim().parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gdal_pages_through_every_feature_and_copies_them_exactly() -> Result<()> {
+    let setup = Setup::start().await?;
+    let query = format!(
+        "{}/0/query?where=1%3D1&outFields=*&f=json",
+        setup.service("koordinates", 1006)
+    );
+    let source = {
+        let (_, count) = get_json(
+            &format!("{}/0/query", setup.service("koordinates", 1006)),
+            &[("returnCountOnly", "true")],
+        )
+        .await?;
+        ensure!(count["count"] == 20_000, "{count}");
+        setup.geopackage(1006)?
+    };
+    let url = format!("ESRIJSON:{query}");
+    let (url_for_info, source_for_info) = (url.clone(), source.clone());
+    let (info, reference) = tokio::task::spawn_blocking(move || -> Result<(String, String)> {
+        Ok((
+            gdal("ogrinfo", &["-ro", "-al", "-so", &url_for_info])?,
+            gdal(
+                "ogrinfo",
+                &["-ro", "-al", "-so", &source_for_info.to_string_lossy()],
+            )?,
+        ))
+    })
+    .await??;
+    assert_eq!(feature_count(&reference), Some(20_000), "{reference}");
+    assert_eq!(
+        feature_count(&info),
+        Some(20_000),
+        "GDAL pages through resultOffset past maxRecordCount 2000:\n{info}"
+    );
+
+    // ogr2ogr of the same URL to a GeoPackage: the same features and attribute values.
+    let out = tempfile::tempdir()?;
+    let copy = out.path().join("copy.gpkg");
+    let copy_path = copy.to_string_lossy().into_owned();
+    let (ours, theirs) = tokio::task::spawn_blocking(move || -> Result<(Value, Value)> {
+        gdal("ogr2ogr", &["-f", "GPKG", &copy_path, &url])?;
+        let as_json = |path: &str| -> Result<Value> {
+            Ok(serde_json::from_str(&gdal(
+                "ogr2ogr",
+                &["-f", "GeoJSON", "/vsistdout/", "-t_srs", "EPSG:4326", path],
+            )?)?)
+        };
+        Ok((as_json(&copy_path)?, as_json(&source.to_string_lossy())?))
+    })
+    .await??;
+    let ours = ours["features"]
+        .as_array()
+        .context("features of the copy")?;
+    let theirs = theirs["features"]
+        .as_array()
+        .context("features of the source")?;
+    assert_eq!(ours.len(), theirs.len());
+    let mut mismatches = Vec::new();
+    for (a, b) in ours.iter().zip(theirs) {
+        // The id field is the FeatureServer's object id: GDAL makes it the copy's fid.
+        let id = b["properties"]["id"].as_i64();
+        let same_id = a["properties"]["id"].as_i64().or_else(|| a["id"].as_i64()) == id;
+        let mut copied = a["properties"].clone();
+        let mut source = b["properties"].clone();
+        if let (Some(copied), Some(source)) = (copied.as_object_mut(), source.as_object_mut()) {
+            copied.remove("id");
+            source.remove("id");
+            // GDAL 3.6 reads esriFieldTypeDate values as text (the epoch milliseconds), later
+            // versions as date-times at midnight UTC: both must be the source's date.
+            if let Some(Value::String(observed)) = copied.get("observed").cloned() {
+                let date = match observed.parse::<i64>() {
+                    Ok(ms) => format_date_ms(ms),
+                    Err(_) => observed.replace('/', "-"),
+                };
+                copied.insert("observed".into(), Value::String(date[..10].to_owned()));
+            }
+        }
+        let position = |feature: &Value| -> Option<(f64, f64)> {
+            Some((
+                feature["geometry"]["coordinates"][0].as_f64()?,
+                feature["geometry"]["coordinates"][1].as_f64()?,
+            ))
+        };
+        let close = match (position(a), position(b)) {
+            (Some(p), Some(q)) => (p.0 - q.0).abs() < 1e-7 && (p.1 - q.1).abs() < 1e-7,
+            _ => false,
+        };
+        let differs = differences(&source, &copied, &[]);
+        if !same_id || !close || !differs.is_empty() {
+            mismatches.push(format!("{a}\n  vs {b}\n  {differs:?}"));
+        }
+    }
+    assert!(
+        mismatches.is_empty(),
+        "{} features differ, first: {}",
+        mismatches.len(),
+        mismatches[0]
+    );
+    Ok(())
+}
+
+/// The same query through the push-down (`koordinates`) and in memory (`memory`).
+async fn both(setup: &Setup, layer: u64, query: &[(&str, &str)]) -> Result<(Value, Value)> {
+    let (_, pushed) = get_json(
+        &format!("{}/0/query", setup.service("koordinates", layer)),
+        query,
+    )
+    .await?;
+    let (_, memory) = get_json(
+        &format!("{}/0/query", setup.service("memory", layer)),
+        query,
+    )
+    .await?;
+    Ok((pushed, memory))
+}
+
+const ENVELOPE: &str =
+    r#"{"xmin":174,"ymin":-42,"xmax":176,"ymax":-36,"spatialReference":{"wkid":4326}}"#;
+const ENVELOPE_3857: &str = r#"{"xmin":19369000,"ymin":-5160000,"xmax":19595000,"ymax":-4300000}"#;
+const TRIANGLE: &str =
+    r#"{"rings":[[[170,-46],[178,-38],[172,-38],[170,-46]]],"spatialReference":{"wkid":4326}}"#;
+const STATISTICS: &str = r#"[{"statisticType":"count","onStatisticField":"value","outStatisticFieldName":"n"},{"statisticType":"sum","onStatisticField":"value","outStatisticFieldName":"total"},{"statisticType":"min","onStatisticField":"observed","outStatisticFieldName":"first"},{"statisticType":"max","onStatisticField":"value","outStatisticFieldName":"top"},{"statisticType":"avg","onStatisticField":"value","outStatisticFieldName":"mean"},{"statisticType":"stddev","onStatisticField":"value","outStatisticFieldName":"sd"},{"statisticType":"var","onStatisticField":"value","outStatisticFieldName":"v"}]"#;
+
+/// Queries of every parameter, on points (1006), polygons (1002, no `idField`: a computed
+/// OBJECTID), a table (1005) and world countries (1001).
+#[allow(clippy::too_many_lines, reason = "a table of queries")]
+fn comparison_cases() -> Vec<(u64, Vec<(&'static str, &'static str)>)> {
+    vec![
+        (
+            1006,
+            vec![
+                ("where", "category='c3'"),
+                ("outFields", "*"),
+                ("resultOffset", "2000"),
+                ("resultRecordCount", "1000"),
+            ],
+        ),
+        (1006, vec![]),
+        (
+            1006,
+            vec![
+                ("resultRecordCount", "5000"),
+                ("outFields", "id"),
+                ("returnGeometry", "false"),
+            ],
+        ),
+        (
+            1006,
+            vec![
+                ("where", "value > 500 AND category IN ('c1', 'c2')"),
+                ("orderByFields", "value DESC"),
+                ("resultRecordCount", "50"),
+                ("outFields", "id,value,category"),
+            ],
+        ),
+        (
+            1006,
+            vec![
+                ("where", "name LIKE 'point 1%'"),
+                ("returnCountOnly", "true"),
+            ],
+        ),
+        (
+            1006,
+            vec![
+                ("where", "name like 'POINT 1%'"),
+                ("returnCountOnly", "true"),
+            ],
+        ),
+        (
+            1006,
+            vec![
+                ("where", "UPPER(category) = 'C5' OR id <= 3"),
+                ("returnCountOnly", "true"),
+            ],
+        ),
+        (
+            1006,
+            vec![
+                (
+                    "where",
+                    "observed BETWEEN DATE '2001-01-01' AND DATE '2001-12-31'",
+                ),
+                ("outFields", "id,observed"),
+                ("resultRecordCount", "100"),
+                ("orderByFields", "observed DESC, id"),
+            ],
+        ),
+        (
+            1006,
+            vec![
+                (
+                    "where",
+                    "observed >= TIMESTAMP '2010-06-01 00:00:00' AND NOT (category = 'c0')",
+                ),
+                ("returnCountOnly", "true"),
+            ],
+        ),
+        (
+            1006,
+            vec![
+                ("where", "NOT (category = 'c0') AND id < 100"),
+                ("returnIdsOnly", "true"),
+            ],
+        ),
+        (
+            1006,
+            vec![("where", "name IS NULL"), ("returnCountOnly", "true")],
+        ),
+        (
+            1006,
+            vec![
+                ("where", "id NOT BETWEEN 10 AND 19990"),
+                ("outFields", "id,name"),
+                ("orderByFields", "name"),
+            ],
+        ),
+        (
+            1006,
+            vec![("objectIds", "5,17,99999"), ("outFields", "id,category")],
+        ),
+        (
+            1006,
+            vec![
+                ("geometry", ENVELOPE),
+                ("geometryType", "esriGeometryEnvelope"),
+                ("outFields", "id"),
+                ("returnGeometry", "false"),
+                ("resultRecordCount", "1000"),
+            ],
+        ),
+        (
+            1006,
+            vec![("geometry", ENVELOPE), ("returnCountOnly", "true")],
+        ),
+        (
+            1006,
+            vec![
+                ("geometry", "174,-42,176,-36"),
+                ("where", "category = 'c7'"),
+                ("outFields", "id,value"),
+                ("resultOffset", "10"),
+                ("resultRecordCount", "20"),
+            ],
+        ),
+        (
+            1006,
+            vec![
+                ("geometry", ENVELOPE_3857),
+                ("inSR", "3857"),
+                ("spatialRel", "esriSpatialRelEnvelopeIntersects"),
+                ("returnCountOnly", "true"),
+            ],
+        ),
+        (
+            1006,
+            vec![
+                ("geometry", TRIANGLE),
+                ("geometryType", "esriGeometryPolygon"),
+                ("spatialRel", "esriSpatialRelWithin"),
+                ("returnCountOnly", "true"),
+            ],
+        ),
+        (
+            1006,
+            vec![
+                ("geometry", TRIANGLE),
+                ("geometryType", "esriGeometryPolygon"),
+                ("outFields", "id"),
+                ("orderByFields", "id DESC"),
+                ("resultRecordCount", "7"),
+            ],
+        ),
+        (
+            1006,
+            vec![("where", "category = 'c2'"), ("returnExtentOnly", "true")],
+        ),
+        (
+            1006,
+            vec![
+                ("where", "category = 'c2'"),
+                ("returnExtentOnly", "true"),
+                ("returnCountOnly", "true"),
+                ("outSR", "102100"),
+            ],
+        ),
+        (
+            1006,
+            vec![
+                ("outStatistics", STATISTICS),
+                ("groupByFieldsForStatistics", "category"),
+                ("where", "id < 5000"),
+            ],
+        ),
+        (
+            1006,
+            vec![
+                ("returnDistinctValues", "true"),
+                ("outFields", "category"),
+                ("orderByFields", "category"),
+                ("returnGeometry", "false"),
+            ],
+        ),
+        (
+            1006,
+            vec![
+                ("outSR", "2193"),
+                ("outFields", "id"),
+                ("resultRecordCount", "10"),
+            ],
+        ),
+        (
+            1006,
+            vec![
+                ("outSR", "102100"),
+                ("geometryPrecision", "2"),
+                ("outFields", "id,name"),
+                ("resultRecordCount", "10"),
+                ("resultOffset", "19995"),
+            ],
+        ),
+        (
+            1006,
+            vec![
+                ("f", "geojson"),
+                ("where", "category = 'c9'"),
+                ("outFields", "id,name"),
+                ("resultRecordCount", "3"),
+            ],
+        ),
+        (
+            1006,
+            vec![
+                ("f", "pjson"),
+                ("outFields", "id"),
+                ("resultRecordCount", "2"),
+            ],
+        ),
+        (1006, vec![("where", "OBJECTID = 4")]),
+        (1006, vec![("where", "nonsense = 1")]),
+        (1006, vec![("where", "id = 1; DROP TABLE points")]),
+        (
+            1006,
+            vec![
+                ("orderByFields", "value DESC"),
+                ("outFields", "id"),
+                ("resultRecordCount", "3"),
+                ("where", "1=1"),
+            ],
+        ),
+        (1002, vec![("outFields", "*"), ("resultRecordCount", "3")]),
+        (
+            1002,
+            vec![
+                ("geometry", ENVELOPE),
+                ("outFields", "name"),
+                ("returnGeometry", "false"),
+            ],
+        ),
+        (
+            1002,
+            vec![("where", "name LIKE '%a%'"), ("returnIdsOnly", "true")],
+        ),
+        (
+            1002,
+            vec![("where", "OBJECTID > 0"), ("returnCountOnly", "true")],
+        ),
+        (
+            1005,
+            vec![
+                ("where", "population_estimate > 20000"),
+                ("returnCountOnly", "true"),
+            ],
+        ),
+        (
+            1005,
+            vec![
+                ("where", "population_estimate > 20000"),
+                ("orderByFields", "population_estimate DESC"),
+                ("resultRecordCount", "5"),
+            ],
+        ),
+        (
+            1005,
+            vec![("geometry", ENVELOPE), ("returnCountOnly", "true")],
+        ),
+        (
+            1001,
+            vec![
+                ("where", "1=1"),
+                ("outFields", "*"),
+                ("resultRecordCount", "2"),
+                ("resultOffset", "100"),
+            ],
+        ),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn queries_answered_in_sqlite_match_the_output_answering_them_in_memory() -> Result<()> {
+    let setup = Setup::start().await?;
+    let cases = comparison_cases();
+    let mut failures = Vec::new();
+    for (layer, query) in &cases {
+        let (pushed, memory) = both(&setup, *layer, query).await?;
+        if pushed.get("error").is_some() != memory.get("error").is_some() {
+            failures.push(format!("{layer} {query:?}: {pushed}\n  vs {memory}"));
+            continue;
+        }
+        for difference in differences(&memory, &pushed, &[]) {
+            failures.push(format!("{layer} {query:?}: {difference}"));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} differences:\n{}",
+        failures.len(),
+        failures
+            .iter()
+            .take(30)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    Ok(())
+}
+
+/// Positions of the cached layer's features in EPSG:4326, by GDAL (PROJ), with their `id`.
+fn gdal_points_4326(path: &Path) -> Result<Vec<(i64, f64, f64)>> {
+    let json: Value = serde_json::from_str(&gdal(
+        "ogr2ogr",
+        &[
+            "-f",
+            "GeoJSON",
+            "/vsistdout/",
+            "-t_srs",
+            "EPSG:4326",
+            &path.to_string_lossy(),
+        ],
+    )?)?;
+    Ok(json["features"]
+        .as_array()
+        .context("features")?
+        .iter()
+        .filter_map(|feature| {
+            let position = &feature["geometry"]["coordinates"];
+            Some((
+                feature["properties"]["id"].as_i64()?,
+                position[0].as_f64()?,
+                position[1].as_f64()?,
+            ))
+        })
+        .collect())
+}
+
+fn gdal_sql_count(path: &Path, sql: &str) -> Result<u64> {
+    let output = gdal(
+        "ogrinfo",
+        &["-ro", "-q", "-sql", sql, &path.to_string_lossy()],
+    )?;
+    output
+        .lines()
+        .find_map(|line| {
+            line.trim()
+                .split_once(" (Integer) = ")
+                .or_else(|| line.trim().split_once(" (Integer64) = "))
+        })
+        .and_then(|(_, count)| count.trim().parse().ok())
+        .with_context(|| format!("a count in {output}"))
+}
+
+/// `true` when (x, y) is inside the ring (even-odd rule).
+fn inside(ring: &[(f64, f64)], x: f64, y: f64) -> bool {
+    let mut inside = false;
+    for pair in ring.windows(2) {
+        let ((x1, y1), (x2, y2)) = (pair[0], pair[1]);
+        if (y1 > y) != (y2 > y) && x < x1 + (y - y1) * (x2 - x1) / (y2 - y1) {
+            inside = !inside;
+        }
+    }
+    inside
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn answers_agree_with_gdal_reading_the_cached_geopackage() -> Result<()> {
+    let setup = Setup::start().await?;
+    let query = format!("{}/0/query", setup.service("koordinates", 1006));
+    let count = |clause: &'static str| {
+        let query = query.clone();
+        async move {
+            let (_, json) =
+                get_json(&query, &[("where", clause), ("returnCountOnly", "true")]).await?;
+            json["count"]
+                .as_u64()
+                .with_context(|| format!("{clause}: {json}"))
+        }
+    };
+    let c3 = count("category = 'c3'").await?;
+    let source = setup.geopackage(1006)?;
+    let dates = count("observed BETWEEN DATE '2001-01-01' AND DATE '2001-12-31'").await?;
+    let like = count("name LIKE 'point 1%' AND value >= 250.5").await?;
+    let path = source.clone();
+    let gdal_counts = tokio::task::spawn_blocking(move || -> Result<[u64; 3]> {
+        Ok([
+            gdal_sql_count(&path, "SELECT count(*) FROM points WHERE category = 'c3'")?,
+            gdal_sql_count(
+                &path,
+                "SELECT count(*) FROM points WHERE observed BETWEEN '2001-01-01' AND '2001-12-31'",
+            )?,
+            gdal_sql_count(
+                &path,
+                "SELECT count(*) FROM points WHERE name LIKE 'point 1%' AND value >= 250.5",
+            )?,
+        ])
+    });
+    let [gdal_c3, gdal_dates, gdal_like] = gdal_counts.await??;
+    let path = source.clone();
+    let points = tokio::task::spawn_blocking(move || gdal_points_4326(&path)).await??;
+    assert_eq!((c3, dates), (gdal_c3, gdal_dates), "{}", source.display());
+    assert_eq!(c3, 2000);
+    assert_eq!(like, gdal_like);
+    assert_eq!(points.len(), 20_000);
+
+    // An envelope: the R-tree candidates, tested exactly in EPSG:4326.
+    let (_, ids) = get_json(
+        &query,
+        &[("geometry", "174,-42,176,-36"), ("returnIdsOnly", "true")],
+    )
+    .await?;
+    let mut ours: Vec<i64> = serde_json::from_value(ids["objectIds"].clone())?;
+    ours.sort_unstable();
+    let expected: Vec<i64> = points
+        .iter()
+        .filter(|(_, x, y)| (174.0..=176.0).contains(x) && (-42.0..=-36.0).contains(y))
+        .map(|(id, _, _)| *id)
+        .collect();
+    assert!(expected.len() > 1000, "a real test: {}", expected.len());
+    assert_eq!(ours, expected);
+
+    // A polygon.
+    let triangle = [
+        (170.0, -46.0),
+        (178.0, -38.0),
+        (172.0, -38.0),
+        (170.0, -46.0),
+    ];
+    let (_, count) = get_json(
+        &query,
+        &[
+            (
+                "geometry",
+                r#"{"rings":[[[170,-46],[178,-38],[172,-38],[170,-46]]]}"#,
+            ),
+            ("geometryType", "esriGeometryPolygon"),
+            ("returnCountOnly", "true"),
+        ],
+    )
+    .await?;
+    let expected = points
+        .iter()
+        .filter(|(_, x, y)| inside(&triangle, *x, *y))
+        .count() as u64;
+    assert!(expected > 1000, "a real test: {expected}");
+    assert_eq!(count["count"].as_u64(), Some(expected), "{count}");
+    Ok(())
+}
