@@ -23,7 +23,8 @@ enum Task {
     Test,
     /// Check formatting and lints, then run every test.
     Ci,
-    /// Run the benchmarks (release build): mirror, large, hit; all by default.
+    /// Run the benchmarks (release build): mirror, large, hit, geojson, featureserver; all by
+    /// default.
     Bench {
         /// Arguments for the harness, e.g. `mirror` or `--large-mb 256`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]

@@ -113,19 +113,6 @@ fn esri_of_value(value: &Value) -> Json {
     }
 }
 
-/// A property as Esri JSON for a field of `field_type`: dates become epoch milliseconds (null
-/// when unreadable); other values are kept as they are.
-pub(crate) fn esri_attribute(value: Option<&Json>, field_type: FieldType) -> Json {
-    match (value, field_type) {
-        (None, _) => Json::Null,
-        (Some(value), FieldType::Date) => match Value::from_json(Some(value), FieldType::Date) {
-            Value::Date(ms) => Json::from(ms),
-            _ => Json::Null,
-        },
-        (Some(value), _) => value.clone(),
-    }
-}
-
 /// SQLite's order of values: NULL first, then numbers and dates, then text.
 fn sort_order(a: &Value, b: &Value) -> Ordering {
     fn class(value: &Value) -> u8 {

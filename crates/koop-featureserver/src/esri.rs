@@ -198,75 +198,100 @@ impl CoordinateMapper {
     }
 }
 
-fn number(value: f64) -> Json {
-    serde_json::Number::from_f64(value).map_or(Json::Null, Json::Number)
+/// A position `[x, y]`.
+type Xy = (f64, f64);
+
+/// An Esri JSON geometry (ArcGIS REST API, "Geometry objects"), in the output CRS: `{x, y}`,
+/// `{points}`, `{paths}` or `{rings}`, rings oriented as Esri wants them (exteriors clockwise,
+/// holes counterclockwise). Serializes straight into the response.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum EsriGeometry {
+    /// `{x, y}`
+    Point(Xy),
+    /// `{points}`
+    Points(Vec<Xy>),
+    /// `{paths}`
+    Paths(Vec<Vec<Xy>>),
+    /// `{rings}`
+    Rings(Vec<Vec<Xy>>),
 }
 
-fn xy_list(positions: &[Position]) -> Json {
-    Json::Array(
-        positions
-            .iter()
-            .map(|position| match position.as_slice() {
-                [x, y, ..] => Json::Array(vec![number(*x), number(*y)]),
-                _ => Json::Null,
-            })
-            .collect(),
-    )
+impl serde::Serialize for EsriGeometry {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(None)?;
+        match self {
+            Self::Point((x, y)) => {
+                map.serialize_entry("x", x)?;
+                map.serialize_entry("y", y)?;
+            }
+            Self::Points(points) => map.serialize_entry("points", points)?,
+            Self::Paths(paths) => map.serialize_entry("paths", paths)?,
+            Self::Rings(rings) => map.serialize_entry("rings", rings)?,
+        }
+        map.end()
+    }
 }
 
 /// Twice the signed area of a ring: positive when counterclockwise.
-fn signed_area(ring: &[Position]) -> f64 {
+fn signed_area(ring: &[Xy]) -> f64 {
     ring.windows(2)
-        .map(|pair| pair[0][0] * pair[1][1] - pair[1][0] * pair[0][1])
+        .map(|pair| pair[0].0 * pair[1].1 - pair[1].0 * pair[0].1)
         .sum()
 }
 
-/// A ring oriented as Esri wants it: exteriors clockwise, holes counterclockwise.
-fn oriented_ring(ring: &[Position], exterior: bool) -> Json {
-    let counterclockwise = signed_area(ring) > 0.0;
+/// `ring`, reversed when it does not turn the way Esri wants.
+fn oriented(mut ring: Vec<Xy>, exterior: bool) -> Vec<Xy> {
+    let counterclockwise = signed_area(&ring) > 0.0;
     if counterclockwise == exterior {
-        let reversed: Vec<Position> = ring.iter().rev().cloned().collect();
-        xy_list(&reversed)
-    } else {
-        xy_list(ring)
+        ring.reverse();
     }
+    ring
 }
 
-fn polygon_rings(polygon: &[Vec<Position>], rings: &mut Vec<Json>) {
-    for (index, ring) in polygon.iter().enumerate() {
-        rings.push(oriented_ring(ring, index == 0));
-    }
-}
-
-/// A GeoJSON geometry (already in the output CRS) as an Esri JSON geometry: `{x, y}`,
-/// `{points}`, `{paths}` or `{rings}`. Geometry collections have no Esri form (`None`).
-pub(crate) fn geometry(value: &GeometryValue) -> Option<Json> {
-    Some(match value {
-        GeometryValue::Point { coordinates } => match coordinates.as_slice() {
-            [x, y, ..] => json!({"x": number(*x), "y": number(*y)}),
-            _ => return None,
-        },
-        GeometryValue::MultiPoint { coordinates } => json!({"points": xy_list(coordinates)}),
-        GeometryValue::LineString { coordinates } => {
-            json!({"paths": [xy_list(coordinates)]})
-        }
-        GeometryValue::MultiLineString { coordinates } => {
-            json!({"paths": coordinates.iter().map(|line| xy_list(line)).collect::<Vec<_>>()})
-        }
-        GeometryValue::Polygon { coordinates } => {
-            let mut rings = Vec::with_capacity(coordinates.len());
-            polygon_rings(coordinates, &mut rings);
-            json!({ "rings": rings })
-        }
-        GeometryValue::MultiPolygon { coordinates } => {
-            let mut rings = Vec::new();
-            for polygon in coordinates {
-                polygon_rings(polygon, &mut rings);
+impl EsriGeometry {
+    /// A GeoJSON geometry mapped by `mapper` (to `outSR`, rounded); `None` for geometry
+    /// collections (which have no Esri form) and positions that cannot be reprojected.
+    pub(crate) fn new(value: &GeometryValue, mapper: &CoordinateMapper) -> Option<Self> {
+        let line = |positions: &[Position]| -> Option<Vec<Xy>> {
+            positions
+                .iter()
+                .map(|position| mapper.map(position.as_slice()))
+                .collect()
+        };
+        let polygon = |rings: &[Vec<Position>], out: &mut Vec<Vec<Xy>>| -> Option<()> {
+            for (index, ring) in rings.iter().enumerate() {
+                out.push(oriented(line(ring)?, index == 0));
             }
-            json!({ "rings": rings })
-        }
-        GeometryValue::GeometryCollection { .. } => return None,
-    })
+            Some(())
+        };
+        Some(match value {
+            GeometryValue::Point { coordinates } => {
+                Self::Point(mapper.map(coordinates.as_slice())?)
+            }
+            GeometryValue::MultiPoint { coordinates } => Self::Points(line(coordinates)?),
+            GeometryValue::LineString { coordinates } => Self::Paths(vec![line(coordinates)?]),
+            GeometryValue::MultiLineString { coordinates } => Self::Paths(
+                coordinates
+                    .iter()
+                    .map(|path| line(path))
+                    .collect::<Option<_>>()?,
+            ),
+            GeometryValue::Polygon { coordinates } => {
+                let mut rings = Vec::with_capacity(coordinates.len());
+                polygon(coordinates, &mut rings)?;
+                Self::Rings(rings)
+            }
+            GeometryValue::MultiPolygon { coordinates } => {
+                let mut rings = Vec::new();
+                for rings_of_one in coordinates {
+                    polygon(rings_of_one, &mut rings)?;
+                }
+                Self::Rings(rings)
+            }
+            GeometryValue::GeometryCollection { .. } => return None,
+        })
+    }
 }
 
 /// A running extent.
@@ -381,7 +406,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn polygons_follow_esri_ring_order() {
+    fn polygons_follow_esri_ring_order() -> Result<(), ReprojectError> {
         // A counterclockwise exterior with a clockwise hole, as RFC 7946 wants them.
         let exterior = [[0.0, 0.0], [4.0, 0.0], [4.0, 4.0], [0.0, 4.0], [0.0, 0.0]];
         let hole = [[1.0, 1.0], [1.0, 2.0], [2.0, 2.0], [2.0, 1.0], [1.0, 1.0]];
@@ -391,21 +416,26 @@ mod tests {
                 hole.iter().copied().map(Position::from).collect(),
             ],
         };
-        let esri = geometry(&polygon).expect("a polygon");
-        let rings = esri["rings"].as_array().expect("rings");
-        let area = |ring: &Json| -> f64 {
-            let points: Vec<Position> = ring
-                .as_array()
-                .expect("positions")
-                .iter()
-                .map(|p| {
-                    Position::from([p[0].as_f64().unwrap_or(0.0), p[1].as_f64().unwrap_or(0.0)])
-                })
-                .collect();
-            signed_area(&points)
+        let identity = CoordinateMapper::new(4326, 4326, None)?;
+        let Some(EsriGeometry::Rings(rings)) = EsriGeometry::new(&polygon, &identity) else {
+            panic!("a polygon has rings");
         };
-        assert!(area(&rings[0]) < 0.0, "exterior clockwise: {esri}");
-        assert!(area(&rings[1]) > 0.0, "hole counterclockwise: {esri}");
+        assert!(
+            signed_area(&rings[0]) < 0.0,
+            "exterior clockwise: {rings:?}"
+        );
+        assert!(
+            signed_area(&rings[1]) > 0.0,
+            "hole counterclockwise: {rings:?}"
+        );
+        let json = serde_json::to_value(EsriGeometry::Rings(rings)).expect("JSON");
+        assert_eq!(json["rings"][0][1], json!([0.0, 4.0]));
+        let point = GeometryValue::new_point([174.5, -41.25]);
+        assert_eq!(
+            serde_json::to_value(EsriGeometry::new(&point, &identity)).expect("JSON"),
+            json!({"x": 174.5, "y": -41.25})
+        );
+        Ok(())
     }
 
     #[test]

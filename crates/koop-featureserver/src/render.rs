@@ -2,11 +2,12 @@
 
 use geojson::Feature;
 use koop_provider::FieldType;
-use koop_provider::geoservices::{Format, OutFields, Query};
+use koop_provider::geoservices::{Format, OutFields, Query, Value};
+use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 use serde_json::{Map, Value as Json, json};
 
-use crate::engine::{Answer, Engine, esri_attribute};
-use crate::esri::{self, CoordinateMapper, Extent, FieldStyle};
+use crate::engine::{Answer, Engine};
+use crate::esri::{self, CoordinateMapper, EsriGeometry, Extent, FieldStyle};
 use crate::layer::Layer;
 
 /// The extent of a query answer; ArcGIS gives `NaN` bounds when nothing matched.
@@ -79,9 +80,11 @@ fn header(layer: &Layer, query: &Query) -> Map<String, Json> {
     body
 }
 
-/// Renders features one by one, in `outSR` and `geometryPrecision`.
-struct FeatureWriter<'a> {
+/// Renders features one by one, in `outSR` and `geometryPrecision`, straight into the
+/// response (no intermediate JSON tree).
+pub(crate) struct FeatureWriter<'a> {
     layer: &'a Layer,
+    /// Output fields: name, type, and whether it is the computed object id.
     names: Vec<(String, FieldType, bool)>,
     mapper: CoordinateMapper,
     return_geometry: bool,
@@ -106,63 +109,189 @@ impl<'a> FeatureWriter<'a> {
             return_geometry: query.return_geometry,
         })
     }
+}
 
-    fn attributes(&self, feature: &Feature, esri: bool) -> Map<String, Json> {
-        let mut attributes = Map::with_capacity(self.names.len());
-        for (name, field_type, computed) in &self.names {
-            if *computed && !esri {
+/// A feature's attributes: Esri JSON (dates as epoch milliseconds, the computed object id
+/// included) or GeoJSON properties (as the provider gave them).
+struct Attributes<'a> {
+    writer: &'a FeatureWriter<'a>,
+    feature: &'a Feature,
+    esri: bool,
+}
+
+impl Serialize for Attributes<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        for (name, field_type, computed) in &self.writer.names {
+            if *computed {
                 // In GeoJSON the computed object id is the feature's `id`.
+                if self.esri {
+                    map.serialize_entry(name, &Engine::object_id(self.writer.layer, self.feature))?;
+                }
                 continue;
             }
-            let value = if *computed {
-                Engine::object_id(self.layer, feature).map_or(Json::Null, Json::from)
-            } else if esri {
-                esri_attribute(feature.property(name), *field_type)
+            let value = self.feature.property(name);
+            if self.esri && *field_type == FieldType::Date {
+                map.serialize_entry(name, &esri_date(value))?;
             } else {
-                feature.property(name).cloned().unwrap_or(Json::Null)
-            };
-            attributes.insert(name.clone(), value);
+                map.serialize_entry(name, &value)?;
+            }
         }
-        attributes
+        map.end()
     }
+}
 
-    fn geometry(&self, feature: &Feature) -> Option<geojson::GeometryValue> {
-        if !self.return_geometry {
-            return None;
-        }
-        self.mapper.geometry(&feature.geometry.as_ref()?.value)
-    }
+/// `{"attributes": …, "geometry": …}`
+struct EsriFeature<'a> {
+    writer: &'a FeatureWriter<'a>,
+    feature: &'a Feature,
+}
 
-    fn esri(&self, feature: &Feature) -> Json {
-        let mut object = Map::with_capacity(2);
-        object.insert(
-            "attributes".into(),
-            Json::Object(self.attributes(feature, true)),
-        );
-        if self.return_geometry {
+impl Serialize for EsriFeature<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry(
+            "attributes",
+            &Attributes {
+                writer: self.writer,
+                feature: self.feature,
+                esri: true,
+            },
+        )?;
+        if self.writer.return_geometry {
             let geometry = self
-                .geometry(feature)
-                .and_then(|geometry| esri::geometry(&geometry));
-            object.insert("geometry".into(), geometry.unwrap_or(Json::Null));
+                .feature
+                .geometry
+                .as_ref()
+                .and_then(|geometry| EsriGeometry::new(&geometry.value, &self.writer.mapper));
+            map.serialize_entry("geometry", &geometry)?;
         }
-        Json::Object(object)
+        map.end()
     }
+}
 
-    fn geojson(&self, feature: &Feature) -> Json {
-        let mut object = Map::with_capacity(4);
-        object.insert("type".into(), json!("Feature"));
-        if let Some(id) = Engine::object_id(self.layer, feature) {
-            object.insert("id".into(), json!(id));
+/// `{"type": "Feature", "id", "properties", "geometry"}`
+struct GeoJsonFeature<'a> {
+    writer: &'a FeatureWriter<'a>,
+    feature: &'a Feature,
+}
+
+impl Serialize for GeoJsonFeature<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("type", "Feature")?;
+        if let Some(id) = Engine::object_id(self.writer.layer, self.feature) {
+            map.serialize_entry("id", &id)?;
         }
-        object.insert(
-            "properties".into(),
-            Json::Object(self.attributes(feature, false)),
-        );
-        let geometry = self
-            .geometry(feature)
-            .and_then(|geometry| serde_json::to_value(geojson::Geometry::new(geometry)).ok());
-        object.insert("geometry".into(), geometry.unwrap_or(Json::Null));
-        Json::Object(object)
+        map.serialize_entry(
+            "properties",
+            &Attributes {
+                writer: self.writer,
+                feature: self.feature,
+                esri: false,
+            },
+        )?;
+        let geometry = if self.writer.return_geometry {
+            self.feature
+                .geometry
+                .as_ref()
+                .and_then(|geometry| self.writer.mapper.geometry(&geometry.value))
+                .map(geojson::Geometry::new)
+        } else {
+            None
+        };
+        map.serialize_entry("geometry", &geometry)?;
+        map.end()
+    }
+}
+
+/// The features of a response, as Esri JSON or GeoJSON.
+struct FeatureList<'a> {
+    writer: &'a FeatureWriter<'a>,
+    features: &'a [Feature],
+    geojson: bool,
+}
+
+impl Serialize for FeatureList<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut list = serializer.serialize_seq(Some(self.features.len()))?;
+        for feature in self.features {
+            if self.geojson {
+                list.serialize_element(&GeoJsonFeature {
+                    writer: self.writer,
+                    feature,
+                })?;
+            } else {
+                list.serialize_element(&EsriFeature {
+                    writer: self.writer,
+                    feature,
+                })?;
+            }
+        }
+        list.end()
+    }
+}
+
+/// A page of features: the header's members, then the features, written as they are
+/// serialized.
+pub(crate) struct FeaturePage<'a> {
+    header: Map<String, Json>,
+    writer: FeatureWriter<'a>,
+    features: Vec<Feature>,
+    exceeded: bool,
+    geojson: bool,
+}
+
+impl Serialize for FeaturePage<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let list = FeatureList {
+            writer: &self.writer,
+            features: &self.features,
+            geojson: self.geojson,
+        };
+        let mut map = serializer.serialize_map(None)?;
+        if self.geojson {
+            map.serialize_entry("type", "FeatureCollection")?;
+            map.serialize_entry("features", &list)?;
+            if self.exceeded {
+                map.serialize_entry("properties", &json!({ "exceededTransferLimit": true }))?;
+            }
+            return map.end();
+        }
+        for (key, value) in &self.header {
+            map.serialize_entry(key, value)?;
+        }
+        map.serialize_entry("features", &list)?;
+        map.serialize_entry("exceededTransferLimit", &self.exceeded)?;
+        if let Some(name) = self.writer.layer.geometry_type_name() {
+            map.serialize_entry("geometryType", name)?;
+        }
+        map.end()
+    }
+}
+
+/// A response body: a small JSON document, or a page of features serialized as it is written.
+pub(crate) enum Body<'a> {
+    /// Counts, ids, extents, statistics, distinct values.
+    Json(Json),
+    /// Features.
+    Page(Box<FeaturePage<'a>>),
+}
+
+impl Serialize for Body<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Json(json) => json.serialize(serializer),
+            Self::Page(page) => page.serialize(serializer),
+        }
+    }
+}
+
+/// A date attribute as epoch milliseconds (null when unreadable).
+fn esri_date(value: Option<&Json>) -> Option<i64> {
+    match Value::from_json(value, FieldType::Date) {
+        Value::Date(ms) => Some(ms),
+        _ => None,
     }
 }
 
@@ -171,13 +300,13 @@ impl<'a> FeatureWriter<'a> {
 /// # Errors
 ///
 /// A message when the features' CRS cannot be reprojected to `outSR`.
-pub(crate) fn render(
+pub(crate) fn render<'a>(
     answer: Answer,
-    layer: &Layer,
+    layer: &'a Layer,
     query: &Query,
     source_crs: u32,
-) -> Result<Json, String> {
-    Ok(match answer {
+) -> Result<Body<'a>, String> {
+    Ok(Body::Json(match answer {
         Answer::Count(count) => json!({ "count": count }),
         Answer::CountExtent(count, extent) => {
             json!({"count": count, "extent": extent_json(extent, query.out_sr)})
@@ -229,42 +358,13 @@ pub(crate) fn render(
             Json::Object(body)
         }
         Answer::Features { features, exceeded } => {
-            let writer = FeatureWriter::new(layer, query, source_crs)?;
-            if query.format == Format::GeoJson {
-                let mut body = Map::new();
-                body.insert("type".into(), json!("FeatureCollection"));
-                body.insert(
-                    "features".into(),
-                    Json::Array(
-                        features
-                            .iter()
-                            .map(|feature| writer.geojson(feature))
-                            .collect(),
-                    ),
-                );
-                if exceeded {
-                    body.insert(
-                        "properties".into(),
-                        json!({ "exceededTransferLimit": true }),
-                    );
-                }
-                return Ok(Json::Object(body));
-            }
-            let mut body = header(layer, query);
-            body.insert(
-                "features".into(),
-                Json::Array(
-                    features
-                        .iter()
-                        .map(|feature| writer.esri(feature))
-                        .collect(),
-                ),
-            );
-            body.insert("exceededTransferLimit".into(), json!(exceeded));
-            if let Some(name) = layer.geometry_type_name() {
-                body.insert("geometryType".into(), json!(name));
-            }
-            Json::Object(body)
+            return Ok(Body::Page(Box::new(FeaturePage {
+                header: header(layer, query),
+                writer: FeatureWriter::new(layer, query, source_crs)?,
+                features,
+                exceeded,
+                geojson: query.format == Format::GeoJson,
+            })));
         }
-    })
+    }))
 }

@@ -4,7 +4,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use koop_provider::ProviderError;
 use koop_provider::geoservices::QueryError;
-use serde_json::{Value as Json, json};
+use serde_json::json;
 
 /// A Geoservices error: answered with HTTP 200 and `{"error": {"code", "message", "details"}}`,
 /// as ArcGIS clients expect (and the reference Koop answers).
@@ -89,14 +89,16 @@ pub(crate) struct Encoding {
 
 impl Encoding {
     /// The body as a response.
-    pub(crate) fn respond(&self, body: &Json) -> Response {
-        let json = if self.pretty {
-            serde_json::to_vec_pretty(body)
+    pub(crate) fn respond(&self, body: &impl serde::Serialize) -> Response {
+        // Pages of features run to hundreds of kilobytes: start big rather than regrow.
+        let mut json = Vec::with_capacity(16 * 1024);
+        let written = if self.pretty {
+            serde_json::to_writer_pretty(&mut json, body)
         } else {
-            serde_json::to_vec(body)
+            serde_json::to_writer(&mut json, body)
         };
-        let json = match json {
-            Ok(json) => json,
+        let json = match written {
+            Ok(()) => json,
             Err(error) => {
                 return GeoservicesError {
                     code: 500,

@@ -97,6 +97,112 @@ pub(crate) fn open(path: &Path) -> Result<Connection, ProviderError> {
     .map_err(sqlite_error(path))
 }
 
+/// Connections open at once per GeoPackage, for pages and counts: more would not run faster on
+/// a few cores, and each holds a page cache.
+const POOLED_CONNECTIONS: usize = 4;
+
+/// Page cache of a pooled connection, in KiB (SQLite's `cache_size` takes negative KiB): enough
+/// for the pages one page of features or one R-tree search touches.
+const POOLED_CACHE_KIB: i64 = 4 * 1024;
+
+#[derive(Debug, Default)]
+struct PoolState {
+    idle: Vec<Connection>,
+    open: usize,
+}
+
+/// Read-only connections to one GeoPackage, reused across requests: each keeps its parsed
+/// schema, its prepared statements and its page cache, so a query does not pay for opening the
+/// file and re-reading its pages. At most [`POOLED_CONNECTIONS`] are open; further callers wait
+/// for one, which bounds memory (4 × 4 MiB of page cache) under any load.
+#[derive(Debug)]
+pub(crate) struct ConnectionPool {
+    path: PathBuf,
+    state: std::sync::Mutex<PoolState>,
+    returned: std::sync::Condvar,
+}
+
+/// A connection borrowed from a [`ConnectionPool`]; it goes back when dropped.
+pub(crate) struct PooledConnection<'a> {
+    pool: &'a ConnectionPool,
+    connection: Option<Connection>,
+}
+
+impl std::ops::Deref for PooledConnection<'_> {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        self.connection
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("a pooled connection is present until dropped"))
+    }
+}
+
+impl Drop for PooledConnection<'_> {
+    fn drop(&mut self) {
+        if let Some(connection) = self.connection.take() {
+            self.pool.lock().idle.push(connection);
+            self.pool.returned.notify_one();
+        }
+    }
+}
+
+impl ConnectionPool {
+    /// A pool for the GeoPackage at `path`; nothing is opened yet.
+    pub(crate) fn new(path: &Path) -> Self {
+        Self {
+            path: path.to_owned(),
+            state: std::sync::Mutex::new(PoolState::default()),
+            returned: std::sync::Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, PoolState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// An idle connection, a new one, or (when [`POOLED_CONNECTIONS`] are busy) the next one
+    /// returned. Blocking.
+    pub(crate) fn get(&self) -> Result<PooledConnection<'_>, ProviderError> {
+        let mut state = self.lock();
+        loop {
+            if let Some(connection) = state.idle.pop() {
+                return Ok(PooledConnection {
+                    pool: self,
+                    connection: Some(connection),
+                });
+            }
+            if state.open < POOLED_CONNECTIONS {
+                state.open += 1;
+                drop(state);
+                let opened = open(&self.path).and_then(|connection| {
+                    connection
+                        .pragma_update(None, "cache_size", -POOLED_CACHE_KIB)
+                        .map_err(sqlite_error(&self.path))?;
+                    Ok(connection)
+                });
+                return match opened {
+                    Ok(connection) => Ok(PooledConnection {
+                        pool: self,
+                        connection: Some(connection),
+                    }),
+                    Err(error) => {
+                        self.lock().open -= 1;
+                        self.returned.notify_one();
+                        Err(error)
+                    }
+                };
+            }
+            state = self
+                .returned
+                .wait(state)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+}
+
 /// Reads the first feature or attribute table of the GeoPackage. Blocking.
 pub(crate) fn inspect(path: &Path) -> Result<Table, ProviderError> {
     let connection = open(path)?;

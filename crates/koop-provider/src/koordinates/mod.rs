@@ -88,6 +88,8 @@ impl std::fmt::Debug for KoordinatesConfig {
 #[derive(Debug, Clone)]
 pub(crate) struct LayerState {
     pub(crate) table: Arc<Table>,
+    /// Connections to the table's GeoPackage, for queries.
+    pub(crate) connections: Arc<gpkg::ConnectionPool>,
     pub(crate) metadata: Metadata,
     pub(crate) checked: Instant,
 }
@@ -352,6 +354,7 @@ impl KoordinatesProvider {
                 fields,
             };
             Ok(LayerState {
+                connections: Arc::new(gpkg::ConnectionPool::new(&table.path)),
                 table: Arc::new(table),
                 metadata,
                 checked: Instant::now(),
@@ -373,14 +376,14 @@ impl KoordinatesProvider {
         let plan = query::plan(&state, request, self.config.max_record_count)?;
         let mut metadata = state.metadata;
         let (applied, crs) = (plan.applied, plan.crs);
-        let table = state.table.clone();
+        let (table, connections) = (state.table.clone(), state.connections.clone());
         if plan.kind == query::Kind::Rows {
             let (sender, mut receiver) = tokio::sync::mpsc::channel(STREAM_BUFFER);
             tokio::task::spawn_blocking(move || {
                 let failed = sender.clone();
-                if let Err(error) =
-                    plan.run(&table, |feature| sender.blocking_send(Ok(feature)).is_ok())
-                {
+                if let Err(error) = plan.run(&table, &connections, |feature| {
+                    sender.blocking_send(Ok(feature)).is_ok()
+                }) {
                     let _ = failed.blocking_send(Err(error));
                 }
             });
@@ -397,7 +400,7 @@ impl KoordinatesProvider {
         let kind = plan.kind;
         let (features, outcome) = tokio::task::spawn_blocking(move || {
             let mut features = Vec::new();
-            let outcome = plan.run(&table, |feature| {
+            let outcome = plan.run(&table, &connections, |feature| {
                 features.push(feature);
                 true
             })?;

@@ -361,11 +361,12 @@ pub(crate) struct Outcome {
 }
 
 impl Plan {
-    /// Runs the plan on `table`, handing each resulting feature to `send` until it returns
+    /// Runs the plan on `table` (with a connection of `connections`), handing each resulting feature to `send` until it returns
     /// `false`. Blocking.
     pub(crate) fn run(
         &self,
         table: &Table,
+        connections: &gpkg::ConnectionPool,
         mut send: impl FnMut(geojson::Feature) -> bool,
     ) -> Result<Outcome, ProviderError> {
         if let Some(count) = self.known_count {
@@ -374,7 +375,16 @@ impl Plan {
                 exceeded: false,
             });
         }
-        let connection = gpkg::open(&table.path)?;
+        // Pages and counts are short: they borrow a pooled connection. Streams of rows last as
+        // long as their reader, so they open their own rather than hold one of the pool's.
+        let (pooled, own);
+        let connection: &rusqlite::Connection = if self.kind == Kind::Rows {
+            own = gpkg::open(&table.path)?;
+            &own
+        } else {
+            pooled = connections.get()?;
+            &pooled
+        };
         let error = sqlite_error(&table.path);
         let mut statement = connection.prepare_cached(&self.sql).map_err(&error)?;
         let mut rows = statement
@@ -473,6 +483,7 @@ mod tests {
             ..Metadata::default()
         };
         Ok(LayerState {
+            connections: Arc::new(gpkg::ConnectionPool::new(&path)),
             table: Arc::new(table),
             metadata,
             checked: Instant::now(),
@@ -491,7 +502,7 @@ mod tests {
 
     fn run(plan: &Plan, table: &Table) -> anyhow::Result<(Vec<geojson::Feature>, Outcome)> {
         let mut features = Vec::new();
-        let outcome = plan.run(table, |feature| {
+        let outcome = plan.run(table, &gpkg::ConnectionPool::new(&table.path), |feature| {
             features.push(feature);
             true
         })?;
