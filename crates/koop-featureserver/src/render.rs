@@ -106,7 +106,8 @@ impl<'a> FeatureWriter<'a> {
             names,
             mapper: CoordinateMapper::new(source_crs, query.out_sr, query.precision)
                 .map_err(|error| error.to_string())?,
-            return_geometry: query.return_geometry,
+            // Tables have no geometry to return.
+            return_geometry: query.return_geometry && !layer.is_table(),
         })
     }
 }

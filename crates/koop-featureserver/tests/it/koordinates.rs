@@ -704,3 +704,69 @@ async fn answers_agree_with_gdal_reading_the_cached_geopackage() -> Result<()> {
     assert_eq!(count["count"].as_u64(), Some(expected), "{count}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn koordinates_layers_are_described_from_their_schema() -> Result<()> {
+    let setup = Setup::start().await?;
+    let (_, layer) = get_json(&format!("{}/3", setup.service("koordinates", 1006)), &[]).await?;
+    assert_eq!(layer["id"], 3, "the layer id asked for");
+    assert_eq!(layer["name"], "NZ Survey Points (generated)");
+    assert_eq!(layer["geometryType"], "esriGeometryPoint");
+    assert_eq!(layer["objectIdField"], "id", "the layer's primary key");
+    assert_eq!(layer["maxRecordCount"], 2000);
+    let fields: Vec<(&str, &str)> = layer["fields"]
+        .as_array()
+        .context("fields")?
+        .iter()
+        .filter_map(|field| Some((field["name"].as_str()?, field["type"].as_str()?)))
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            ("id", "esriFieldTypeOID"),
+            ("category", "esriFieldTypeString"),
+            ("value", "esriFieldTypeDouble"),
+            ("name", "esriFieldTypeString"),
+            ("observed", "esriFieldTypeDate"),
+        ]
+    );
+    let extent = &layer["extent"];
+    assert!(
+        extent["xmin"].as_f64().is_some_and(|x| x > 165.0)
+            && extent["ymax"].as_f64().is_some_and(|y| y < -33.0),
+        "{extent}"
+    );
+
+    // Without a usable primary key the object id is computed.
+    let (_, islands) = get_json(&format!("{}/0", setup.service("koordinates", 1002)), &[]).await?;
+    assert_eq!(islands["objectIdField"], "OBJECTID");
+    assert_eq!(islands["fields"][0]["type"], "esriFieldTypeOID");
+    assert_eq!(islands["geometryType"], "esriGeometryPolygon");
+
+    // A table is listed as a table.
+    let (_, service) = get_json(&setup.service("koordinates", 1005), &[]).await?;
+    assert_eq!(service["layers"], serde_json::json!([]));
+    assert_eq!(service["tables"][0]["type"], "Table", "{service}");
+    let (_, rows) = get_json(
+        &format!("{}/0/query", setup.service("koordinates", 1005)),
+        &[("resultRecordCount", "2"), ("orderByFields", "id DESC")],
+    )
+    .await?;
+    assert_eq!(rows["features"][0]["attributes"]["id"], 3190, "{rows}");
+    assert!(
+        rows["features"][0].get("geometry").is_none(),
+        "a table has no geometry: {rows}"
+    );
+
+    // A grid is not a feature layer.
+    let (_, grid) = get_json(
+        &format!("{}/0/query", setup.service("koordinates", 1003)),
+        &[],
+    )
+    .await?;
+    assert_eq!(grid["error"]["code"], 400, "{grid}");
+    let (_, unknown) =
+        get_json(&format!("{}/0", setup.service("koordinates", 999_999)), &[]).await?;
+    assert_eq!(unknown["error"]["code"], 404, "{unknown}");
+    Ok(())
+}

@@ -6,6 +6,7 @@
 #[path = "../../../koop-server/examples/geojson_file_provider.rs"]
 mod example;
 
+mod auth;
 mod compare;
 mod koordinates;
 
