@@ -16,8 +16,12 @@
 //!   `create_key`; entries expire after their `ttl` (Koop's own memory cache never expires them)
 //!   and the cache is bounded. Pass-through providers (no `ttl`) are not cached.
 //! - [`GeoJsonValidator`]: RFC 7946 checks outside production, each problem logged once.
+//! - [`geoservices`]: the Geoservices query model (`where` parsed with sqlparser and checked
+//!   against the fields, geometry filters, every query parameter), shared by the FeatureServer
+//!   output and by providers that answer queries themselves.
 //! - [`KoordinatesProvider`]: Koordinates layers through koop's cache, read from the cached
-//!   GeoPackage and reprojected to EPSG:4326 ([`Reprojector`]).
+//!   GeoPackage and reprojected to EPSG:4326 ([`Reprojector`]); Geoservices queries are
+//!   answered in SQLite on that GeoPackage.
 //!
 //! # Example
 //!

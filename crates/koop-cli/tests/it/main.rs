@@ -414,7 +414,7 @@ async fn metadata_prints_edits_and_writes_oai_dc() -> Result<()> {
 }
 
 #[tokio::test]
-async fn serve_answers_geojson_and_stops_cleanly_on_sigint() -> Result<()> {
+async fn serve_answers_geojson_and_featureserver_and_stops_cleanly_on_sigint() -> Result<()> {
     use tokio::io::AsyncBufReadExt;
 
     let server = TestServer::start().await?;
@@ -444,6 +444,23 @@ async fn serve_answers_geojson_and_stops_cleanly_on_sigint() -> Result<()> {
     assert_eq!(response.status(), 404);
     let response = reqwest::get(format!("{base}/status")).await?;
     assert_eq!(response.status(), 200);
+    // The same layer as an ArcGIS feature service.
+    let count: Value = reqwest::get(format!(
+        "{base}/koordinates/rest/services/{host}/1001/FeatureServer/0/query?where=1%3D1&returnCountOnly=true"
+    ))
+    .await?
+    .json()
+    .await?;
+    assert_eq!(count, serde_json::json!({"count": 177}));
+    let announced = lines.next_line().await?.unwrap_or_default();
+    let announced = format!(
+        "{announced}\n{}",
+        lines.next_line().await?.unwrap_or_default()
+    );
+    assert!(
+        announced.contains("/koordinates/rest/services/"),
+        "koop serve says where the FeatureServer is: {announced}"
+    );
 
     let pid = child.id().context("pid")?;
     let signalled = tokio::process::Command::new("kill")

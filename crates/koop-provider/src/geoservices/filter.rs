@@ -466,38 +466,6 @@ impl Predicate {
         matches!(self, Self::Constant(true))
     }
 
-    /// The fields the predicate reads.
-    pub fn columns(&self) -> Vec<&str> {
-        fn operand<'a>(operand: &'a Operand, names: &mut Vec<&'a str>) {
-            if let Operand::Column(column) = operand {
-                names.push(&column.name);
-            }
-        }
-        fn walk<'a>(predicate: &'a Predicate, names: &mut Vec<&'a str>) {
-            match predicate {
-                Predicate::Constant(_) => {}
-                Predicate::And(a, b) | Predicate::Or(a, b) => {
-                    walk(a, names);
-                    walk(b, names);
-                }
-                Predicate::Not(a) => walk(a, names),
-                Predicate::Compare { left, right, .. } => {
-                    operand(left, names);
-                    operand(right, names);
-                }
-                Predicate::In { operand: o, .. }
-                | Predicate::Like { operand: o, .. }
-                | Predicate::IsNull { operand: o, .. }
-                | Predicate::Between { operand: o, .. } => operand(o, names),
-            }
-        }
-        let mut names = Vec::new();
-        walk(self, &mut names);
-        names.sort_unstable();
-        names.dedup();
-        names
-    }
-
     /// Evaluates the predicate with `attribute` giving each column's value (SQL three-valued
     /// logic: `None` is "unknown", which a `WHERE` does not keep).
     pub fn eval(&self, attribute: &dyn Fn(&Column) -> Value) -> Option<bool> {

@@ -130,35 +130,6 @@ impl GeometryFilter {
                 .is_some_and(|envelope| envelope.intersects(&self.envelope)),
         }
     }
-
-    /// Whether the filter on a feature's envelope alone decides the match (point layers and
-    /// envelope relations), so an R-tree answer needs no exact test.
-    pub fn envelope_decides(&self, feature_is_point: bool) -> bool {
-        match self.relation {
-            SpatialRel::EnvelopeIntersects => true,
-            SpatialRel::Intersects | SpatialRel::Within => {
-                feature_is_point
-                    && matches!(&self.geometry, Geometry::Polygon(polygon) if is_rectangle(polygon))
-            }
-            SpatialRel::Contains => false,
-        }
-    }
-}
-
-/// `true` for an axis-aligned rectangle (an envelope), as `Rect::to_polygon` makes.
-#[allow(
-    clippy::float_cmp,
-    reason = "corners of a rectangle are copies of its bounds, exactly equal"
-)]
-fn is_rectangle(polygon: &Polygon<f64>) -> bool {
-    polygon.interiors().is_empty()
-        && polygon.exterior().0.len() == 5
-        && polygon.bounding_rect().is_some_and(|rect| {
-            polygon.exterior().0.iter().all(|c| {
-                (c.x == rect.min().x || c.x == rect.max().x)
-                    && (c.y == rect.min().y || c.y == rect.max().y)
-            })
-        })
 }
 
 fn positions(value: &serde_json::Value, what: &str) -> Result<Vec<Coord<f64>>, String> {
@@ -257,7 +228,6 @@ mod tests {
             let filter = filter.expect("an envelope");
             assert!(filter.matches(&Geometry::Point(Point::new(174.7633, -36.8485))));
             assert!(!filter.matches(&Geometry::Point(Point::new(172.6362, -43.5321))));
-            assert!(filter.envelope_decides(true));
         }
     }
 

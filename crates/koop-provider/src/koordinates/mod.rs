@@ -8,6 +8,12 @@
 //! Coordinates are reprojected to EPSG:4326 with proj4rs as RFC 7946 requires, rather than
 //! exported in 4326: one cached export (in the layer's usual CRS, the same file `koop get`
 //! returns) then serves both GIS users on disk and the server, with no second export.
+//!
+//! Outputs that say what they want in `RouteParams::method` get more than every feature:
+//! `info` is answered with the metadata alone, and `query` (a Geoservices query from the
+//! FeatureServer output) is answered by SQLite on the cached GeoPackage: bound-parameter SQL for
+//! `where`, ordering, paging and counts, the GeoPackage R-tree for geometry filters (see the
+//! `query` module). These answers are not cached (no `ttl`): they cost milliseconds.
 
 pub(crate) mod gpkg;
 mod query;
