@@ -455,13 +455,13 @@ async fn sample_peak<T>(pid: u32, done: impl std::future::Future<Output = T>) ->
     }
 }
 
-async fn geojson(args: &Args, work: &Path) -> Result<bool> {
-    println!(
-        "
-geojson: koop serve streaming a layer of {} points",
-        args.points
-    );
-    let layer_id = 30_000;
+/// A test server with one layer of `args.points` points, the layer fetched into a new cache
+/// (the benchmarks measure serving, not the export), and `koop serve` on that cache.
+async fn serve_points(
+    args: &Args,
+    work: &Path,
+    layer_id: u64,
+) -> Result<(TestServer, tempfile::TempDir, Served)> {
     let server = TestServer::start_with(TestServerConfig {
         layers: vec![TestLayer::generated(
             layer_id,
@@ -472,9 +472,19 @@ geojson: koop serve streaming a layer of {} points",
     })
     .await?;
     let cache = tempfile::tempdir_in(work)?;
-    // Fetch the layer into the cache first: the benchmark measures serving, not the export.
     run_koop(&server, cache.path(), &["get", &layer_id.to_string()]).await?;
-    let mut koop_serve = start_serve(&server, cache.path()).await?;
+    let koop_serve = start_serve(&server, cache.path()).await?;
+    Ok((server, cache, koop_serve))
+}
+
+async fn geojson(args: &Args, work: &Path) -> Result<bool> {
+    println!(
+        "
+geojson: koop serve streaming a layer of {} points",
+        args.points
+    );
+    let layer_id = 30_000;
+    let (server, _cache, mut koop_serve) = serve_points(args, work, layer_id).await?;
     let url = format!(
         "{}/koordinates/{}/{layer_id}/geojson",
         koop_serve.base,
@@ -612,18 +622,7 @@ featureserver: koop serve answering FeatureServer queries on a layer of {} point
         args.points
     );
     let layer_id = 30_001;
-    let server = TestServer::start_with(TestServerConfig {
-        layers: vec![TestLayer::generated(
-            layer_id,
-            "Bench points",
-            GeneratedContent::Points { count: args.points },
-        )],
-        ..TestServerConfig::default()
-    })
-    .await?;
-    let cache = tempfile::tempdir_in(work)?;
-    run_koop(&server, cache.path(), &["get", &layer_id.to_string()]).await?;
-    let mut koop_serve = start_serve(&server, cache.path()).await?;
+    let (server, _cache, mut koop_serve) = serve_points(args, work, layer_id).await?;
     let query = format!(
         "{}/koordinates/rest/services/{}/{layer_id}/FeatureServer/0/query",
         koop_serve.base,

@@ -98,19 +98,6 @@ pub(crate) fn geometry_type_name(geometry_type: GeometryType) -> &'static str {
     }
 }
 
-/// The geometry type of a GeoJSON geometry.
-pub(crate) fn geometry_type_of(value: &GeometryValue) -> Option<GeometryType> {
-    Some(match value {
-        GeometryValue::Point { .. } => GeometryType::Point,
-        GeometryValue::MultiPoint { .. } => GeometryType::MultiPoint,
-        GeometryValue::LineString { .. } => GeometryType::LineString,
-        GeometryValue::MultiLineString { .. } => GeometryType::MultiLineString,
-        GeometryValue::Polygon { .. } => GeometryType::Polygon,
-        GeometryValue::MultiPolygon { .. } => GeometryType::MultiPolygon,
-        GeometryValue::GeometryCollection { .. } => return None,
-    })
-}
-
 /// Maps output coordinates: reprojection to `outSR`, then rounding to `geometryPrecision`
 /// decimals. Z and M values are dropped (`hasZ` and `hasM` are false).
 pub(crate) struct CoordinateMapper {

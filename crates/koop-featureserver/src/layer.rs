@@ -157,7 +157,7 @@ impl Layer {
                 .into_iter()
                 .chain(held)
                 .find_map(|feature| feature.geometry.as_ref())
-                .and_then(|geometry| esri::geometry_type_of(&geometry.value))
+                .and_then(|geometry| GeometryType::of(&geometry.value))
         });
         let extent = metadata.extent.map(Extent::from_metadata).or_else(|| {
             let mut extent = None;

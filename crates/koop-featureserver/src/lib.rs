@@ -299,6 +299,20 @@ async fn sample(fetched: &mut Fetched) -> Option<geojson::Feature> {
     }
 }
 
+/// Asks the provider, and describes its layer.
+async fn fetch_layer(
+    context: &OutputContext,
+    request: &ProviderRequest,
+    max_record_count: u32,
+) -> Result<(Fetched, Layer), GeoservicesError> {
+    let mut fetched = Fetched::fetch(context, request)
+        .await
+        .map_err(|error| GeoservicesError::from_provider(&error, request.token.is_some()))?;
+    let sample = sample(&mut fetched).await;
+    let layer = Layer::describe(&fetched, sample.as_ref(), max_record_count);
+    Ok((fetched, layer))
+}
+
 async fn describe(
     operation: Operation,
     context: &OutputContext,
@@ -308,12 +322,7 @@ async fn describe(
     let encoding = info_encoding(&request)?;
     let id = layer_id(&request)?;
     request.params.method = Some("info".to_owned());
-    let had_token = request.token.is_some();
-    let mut fetched = Fetched::fetch(context, &request)
-        .await
-        .map_err(|error| GeoservicesError::from_provider(&error, had_token))?;
-    let sample = sample(&mut fetched).await;
-    let layer = Layer::describe(&fetched, sample.as_ref(), max_record_count);
+    let (_, layer) = fetch_layer(context, &request, max_record_count).await?;
     let body = match operation {
         Operation::Server => info::server_info(&layer, id),
         Operation::Layers => info::layers(&layer, id),
@@ -330,11 +339,7 @@ async fn query(
     layer_id(&request)?;
     request.params.method = Some("query".to_owned());
     let had_token = request.token.is_some();
-    let mut fetched = Fetched::fetch(context, &request)
-        .await
-        .map_err(|error| GeoservicesError::from_provider(&error, had_token))?;
-    let sample = sample(&mut fetched).await;
-    let layer = Layer::describe(&fetched, sample.as_ref(), max_record_count);
+    let (mut fetched, layer) = fetch_layer(context, &request, max_record_count).await?;
     let query = Query::parse(&request.query, &layer.schema)?;
     let internal = |message: String| GeoservicesError {
         code: 500,

@@ -105,6 +105,22 @@ pub enum GeometryType {
     MultiPolygon,
 }
 
+impl GeometryType {
+    /// The type of a GeoJSON geometry; `None` for geometry collections.
+    pub fn of(value: &geojson::GeometryValue) -> Option<Self> {
+        use geojson::GeometryValue;
+        Some(match value {
+            GeometryValue::Point { .. } => Self::Point,
+            GeometryValue::MultiPoint { .. } => Self::MultiPoint,
+            GeometryValue::LineString { .. } => Self::LineString,
+            GeometryValue::MultiLineString { .. } => Self::MultiLineString,
+            GeometryValue::Polygon { .. } => Self::Polygon,
+            GeometryValue::MultiPolygon { .. } => Self::MultiPolygon,
+            GeometryValue::GeometryCollection { .. } => return None,
+        })
+    }
+}
+
 /// The `metadata` object of a provider's GeoJSON (Koop provider specification, "Adding provider
 /// metadata to the GeoJSON").
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

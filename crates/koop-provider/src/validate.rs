@@ -91,18 +91,6 @@ impl GeoJsonValidator {
     }
 }
 
-fn geometry_type_of(value: &GeometryValue) -> Option<GeometryType> {
-    Some(match value {
-        GeometryValue::Point { .. } => GeometryType::Point,
-        GeometryValue::MultiPoint { .. } => GeometryType::MultiPoint,
-        GeometryValue::LineString { .. } => GeometryType::LineString,
-        GeometryValue::MultiLineString { .. } => GeometryType::MultiLineString,
-        GeometryValue::Polygon { .. } => GeometryType::Polygon,
-        GeometryValue::MultiPolygon { .. } => GeometryType::MultiPolygon,
-        GeometryValue::GeometryCollection { .. } => return None,
-    })
-}
-
 /// Twice the signed area of a ring (shoelace): positive when counterclockwise.
 fn signed_area(ring: &[geojson::Position]) -> f64 {
     ring.windows(2)
@@ -220,7 +208,7 @@ pub fn feature_problems(metadata: &Metadata, geographic: bool, feature: &Feature
     if let Some(geometry) = &feature.geometry {
         check_geometry(&geometry.value, geographic, &mut problems);
         if let (Some(declared), Some(actual)) =
-            (metadata.geometry_type, geometry_type_of(&geometry.value))
+            (metadata.geometry_type, GeometryType::of(&geometry.value))
             && declared != actual
         {
             problems.push(format!(
