@@ -390,5 +390,5 @@ async fn query(
         pretty: query.format == geoservices::Format::PrettyJson,
         callback: query.callback.clone(),
     };
-    Ok(encoding.respond(&body))
+    Ok(encoding.respond_sized(&body, body.expected_bytes()))
 }

@@ -279,6 +279,16 @@ pub(crate) enum Body<'a> {
     Page(Box<FeaturePage<'a>>),
 }
 
+impl Body<'_> {
+    /// About how many bytes the body takes: 256 per feature of a page.
+    pub(crate) fn expected_bytes(&self) -> usize {
+        match self {
+            Self::Json(_) => 4 * 1024,
+            Self::Page(page) => 4 * 1024 + page.features.len() * 256,
+        }
+    }
+}
+
 impl Serialize for Body<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self {

@@ -90,8 +90,13 @@ pub(crate) struct Encoding {
 impl Encoding {
     /// The body as a response.
     pub(crate) fn respond(&self, body: &impl serde::Serialize) -> Response {
-        // Pages of features run to hundreds of kilobytes: start big rather than regrow.
-        let mut json = Vec::with_capacity(16 * 1024);
+        self.respond_sized(body, 4 * 1024)
+    }
+
+    /// The body as a response, written into a buffer of `expected` bytes (pages of features run
+    /// to hundreds of kilobytes: sizing the buffer once saves regrowing and copying it).
+    pub(crate) fn respond_sized(&self, body: &impl serde::Serialize, expected: usize) -> Response {
+        let mut json = Vec::with_capacity(expected);
         let written = if self.pretty {
             serde_json::to_writer_pretty(&mut json, body)
         } else {
