@@ -7,7 +7,10 @@
 //! with [`FiltersApplied`](crate::FiltersApplied) saying which steps it took (and
 //! [`ProviderData::count`](crate::ProviderData) for `returnCountOnly`,
 //! [`Metadata::exceeded_transfer_limit`](crate::Metadata) when it paged); the output skips
-//! exactly those steps.
+//! exactly those steps. Such answers depend on the query: a provider that gives them from
+//! `get_data` with a `ttl` must put the query parameters in its
+//! [`create_key`](crate::Provider::create_key), or cached answers would be given to other
+//! queries. (The Koordinates provider answers from `get_stream`, which is never cached.)
 
 pub use filter::{Case, Column, CompareOp, Operand, Predicate, SqlParam, WhereField, like};
 pub use geometry::{GeometryFilter, SpatialRel, esri_geometry};

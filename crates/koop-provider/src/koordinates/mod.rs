@@ -481,8 +481,13 @@ impl Provider for KoordinatesProvider {
             .await
             .into_iter()
             .collect::<Result<_, _>>()?;
+        // The count of matching features: the provider's, or every feature when nothing was
+        // filtered (a page's length is not the number of features that match).
+        let count = stream
+            .count
+            .or_else(|| (!stream.filters_applied.any()).then_some(features.len() as u64));
         Ok(ProviderData {
-            count: stream.count.or(Some(features.len() as u64)),
+            count,
             features,
             metadata: stream.metadata,
             filters_applied: stream.filters_applied,
