@@ -256,6 +256,8 @@ async fn both(setup: &Setup, layer: u64, query: &[(&str, &str)]) -> Result<(Valu
 
 const ENVELOPE: &str =
     r#"{"xmin":174,"ymin":-42,"xmax":176,"ymax":-36,"spatialReference":{"wkid":4326}}"#;
+/// A point in Auckland, on the North Island.
+const AUCKLAND: &str = r#"{"x":174.7633,"y":-36.8485,"spatialReference":{"wkid":4326}}"#;
 const ENVELOPE_3857: &str = r#"{"xmin":19369000,"ymin":-5160000,"xmax":19595000,"ymax":-4300000}"#;
 const TRIANGLE: &str =
     r#"{"rings":[[[170,-46],[178,-38],[172,-38],[170,-46]]],"spatialReference":{"wkid":4326}}"#;
@@ -489,6 +491,24 @@ fn comparison_cases() -> Vec<(u64, Vec<(&'static str, &'static str)>)> {
             ],
         ),
         (1002, vec![("outFields", "*"), ("resultRecordCount", "3")]),
+        (
+            1002,
+            vec![
+                ("geometry", AUCKLAND),
+                ("geometryType", "esriGeometryPoint"),
+                ("spatialRel", "esriSpatialRelContains"),
+                ("outFields", "name"),
+                ("returnGeometry", "false"),
+            ],
+        ),
+        (
+            1002,
+            vec![
+                ("geometry", "174.7633,-36.8485"),
+                ("geometryType", "esriGeometryPoint"),
+                ("returnIdsOnly", "true"),
+            ],
+        ),
         (
             1002,
             vec![
@@ -739,6 +759,25 @@ async fn koordinates_layers_are_described_from_their_schema() -> Result<()> {
 
     // Without a usable primary key the object id is computed.
     let (_, islands) = get_json(&format!("{}/0", setup.service("koordinates", 1002)), &[]).await?;
+    // A point filter: the one polygon that contains Auckland; none contains a point at sea.
+    let contains = |point: &'static str| {
+        let url = format!("{}/0/query", setup.service("koordinates", 1002));
+        async move {
+            let (_, json) = get_json(
+                &url,
+                &[
+                    ("geometry", point),
+                    ("geometryType", "esriGeometryPoint"),
+                    ("spatialRel", "esriSpatialRelContains"),
+                    ("returnCountOnly", "true"),
+                ],
+            )
+            .await?;
+            json["count"].as_u64().with_context(|| format!("{json}"))
+        }
+    };
+    assert_eq!(contains(AUCKLAND).await?, 1);
+    assert_eq!(contains("165.0,-39.0").await?, 0, "the Tasman Sea");
     assert_eq!(islands["objectIdField"], "OBJECTID");
     assert_eq!(islands["fields"][0]["type"], "esriFieldTypeOID");
     assert_eq!(islands["geometryType"], "esriGeometryPolygon");
