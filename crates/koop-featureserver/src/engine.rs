@@ -134,6 +134,8 @@ struct Group {
 }
 
 enum State {
+    /// The provider counted: the answer is known, no feature is needed.
+    Counted(u64),
     Count(u64),
     CountExtent(u64, Option<Extent>),
     Extent(Option<Extent>),
@@ -194,13 +196,8 @@ impl<'a> Engine<'a> {
         } else {
             Some(Reprojector::new(crs, 4326).map_err(|error| error.to_string())?)
         };
-        let source = if applied.projection {
-            query.out_sr
-        } else {
-            crs
-        };
         let to_out =
-            CoordinateMapper::new(source, query.out_sr, None).map_err(|error| error.to_string())?;
+            CoordinateMapper::new(crs, query.out_sr, None).map_err(|error| error.to_string())?;
         let filtered =
             applied.all || (applied.where_clause && (applied.geometry || query.geometry.is_none()));
         let page = query.page_size(layer.max_record_count);
@@ -208,7 +205,7 @@ impl<'a> Engine<'a> {
             State::CountExtent(0, None)
         } else if query.count_only {
             match count {
-                Some(count) if filtered => State::Count(count),
+                Some(count) if filtered => State::Counted(count),
                 _ => State::Count(0),
             }
         } else if query.ids_only {
@@ -253,9 +250,7 @@ impl<'a> Engine<'a> {
                 }
             }
         };
-        let provider_counted =
-            query.count_only && !query.extent_only && count.is_some() && filtered;
-        let mut engine = Self {
+        Ok(Self {
             query,
             layer,
             applied,
@@ -263,16 +258,12 @@ impl<'a> Engine<'a> {
             to_out,
             provider_exceeded: exceeded && (applied.limit || applied.all),
             state,
-        };
-        if provider_counted {
-            engine.applied.all = true;
-        }
-        Ok(engine)
+        })
     }
 
     /// `false` when no features are needed (the provider already answered).
     pub(crate) fn needs_features(&self) -> bool {
-        !(matches!(self.state, State::Count(_)) && self.applied.all)
+        !matches!(self.state, State::Counted(_))
     }
 
     /// The object id of a feature: its `idField`, or the computed hash.
@@ -295,10 +286,7 @@ impl<'a> Engine<'a> {
     }
 
     fn field_type(&self, name: &str) -> FieldType {
-        self.layer
-            .schema
-            .field(name)
-            .map_or(FieldType::String, |(_, field_type)| field_type)
+        self.layer.field_type(name)
     }
 
     /// Whether the feature passes the filters the provider did not apply.
@@ -440,6 +428,7 @@ impl<'a> Engine<'a> {
         let order_by = &self.query.order_by;
         let statistics = &self.query.statistics;
         match &mut self.state {
+            State::Counted(_) => return false,
             State::Count(count) => *count += 1,
             State::CountExtent(count, extent) => {
                 *count += 1;
@@ -514,7 +503,7 @@ impl<'a> Engine<'a> {
     pub(crate) fn finish(self) -> Answer {
         let order_by = &self.query.order_by;
         match self.state {
-            State::Count(count) => Answer::Count(count),
+            State::Counted(count) | State::Count(count) => Answer::Count(count),
             State::CountExtent(count, extent) => Answer::CountExtent(count, extent),
             State::Extent(extent) => Answer::Extent(extent),
             State::Ids(ids) => Answer::Ids(ids),

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use futures::StreamExt;
-use koop_provider::geoservices::Schema;
+use koop_provider::geoservices::{COMPUTED_OBJECT_ID, Schema};
 use koop_provider::{
     FieldType, FiltersApplied, GeometryType, Metadata, ProviderData, ProviderError,
     ProviderRequest, ProviderStream, infer_fields,
@@ -13,9 +13,6 @@ use koop_provider::{
 use koop_server::OutputContext;
 
 use crate::esri::{self, Extent, FieldStyle};
-
-/// The name of a computed object id field.
-pub(crate) const OBJECTID: &str = "OBJECTID";
 
 /// Where a response's features come from.
 pub(crate) enum Features {
@@ -74,26 +71,34 @@ impl Fetched {
         }
     }
 
+    /// The extent of the features held in memory (for descriptions of layers whose metadata
+    /// gives none; queries never need it).
+    pub(crate) fn feature_extent(&self) -> Option<Extent> {
+        let mut extent = None;
+        for geometry in self
+            .held()
+            .iter()
+            .filter_map(|feature| feature.geometry.as_ref())
+        {
+            Extent::include(&mut extent, &geometry.value);
+        }
+        extent
+    }
+
     /// The first feature of a stream, for providers that declare too little metadata; it is
     /// put back in front of the stream.
     pub(crate) async fn peek(&mut self) -> Option<geojson::Feature> {
         let Features::Stream(stream) = &mut self.features else {
             return None;
         };
-        let first = match stream.features.next().await {
-            Some(Ok(feature)) => feature,
-            Some(Err(error)) => {
-                let rest =
-                    std::mem::replace(&mut stream.features, Box::pin(futures::stream::empty()));
-                stream.features = Box::pin(futures::stream::once(async { Err(error) }).chain(rest));
-                return None;
-            }
-            None => return None,
+        let mut features =
+            std::mem::replace(&mut stream.features, Box::pin(futures::stream::empty())).peekable();
+        let first = match std::pin::Pin::new(&mut features).peek().await {
+            Some(Ok(feature)) => Some(feature.clone()),
+            _ => None,
         };
-        let rest = std::mem::replace(&mut stream.features, Box::pin(futures::stream::empty()));
-        let head = first.clone();
-        stream.features = Box::pin(futures::stream::once(async { Ok(head) }).chain(rest));
-        Some(first)
+        stream.features = Box::pin(features);
+        first
     }
 }
 
@@ -104,7 +109,8 @@ pub(crate) struct Layer {
     pub(crate) schema: Schema,
     /// Geometry type; `None` for tables.
     pub(crate) geometry_type: Option<GeometryType>,
-    /// Extent in EPSG:4326, when known.
+    /// Extent in EPSG:4326, from the metadata (descriptions also compute it from the features
+    /// held in memory).
     pub(crate) extent: Option<Extent>,
     /// `maxRecordCount`.
     pub(crate) max_record_count: u32,
@@ -159,14 +165,10 @@ impl Layer {
                 .find_map(|feature| feature.geometry.as_ref())
                 .and_then(|geometry| GeometryType::of(&geometry.value))
         });
-        let extent = metadata.extent.map(Extent::from_metadata).or_else(|| {
-            let mut extent = None;
-            for geometry in held.iter().filter_map(|feature| feature.geometry.as_ref()) {
-                Extent::include(&mut extent, &geometry.value);
-            }
-            extent
-        });
-        let object_id = id_field.cloned().unwrap_or_else(|| OBJECTID.to_owned());
+        let extent = metadata.extent.map(Extent::from_metadata);
+        let object_id = id_field
+            .cloned()
+            .unwrap_or_else(|| COMPUTED_OBJECT_ID.to_owned());
         Self {
             display_field: metadata
                 .display_field
@@ -186,6 +188,13 @@ impl Layer {
             description: metadata.description.clone(),
             time_info: metadata.time_info.clone(),
         }
+    }
+
+    /// The type of field `name` (any case; the computed object id is an Integer).
+    pub(crate) fn field_type(&self, name: &str) -> FieldType {
+        self.schema
+            .field(name)
+            .map_or(FieldType::String, |(_, field_type)| field_type)
     }
 
     /// `true` for a table (no geometry).

@@ -322,7 +322,10 @@ async fn describe(
     let encoding = info_encoding(&request)?;
     let id = layer_id(&request)?;
     request.params.method = Some("info".to_owned());
-    let (_, layer) = fetch_layer(context, &request, max_record_count).await?;
+    let (fetched, mut layer) = fetch_layer(context, &request, max_record_count).await?;
+    if layer.extent.is_none() {
+        layer.extent = fetched.feature_extent();
+    }
     let body = match operation {
         Operation::Server => info::server_info(&layer, id),
         Operation::Layers => info::layers(&layer, id),
@@ -380,12 +383,7 @@ async fn query(
         }
     }
     let answer = engine.finish();
-    let source_crs = if fetched.applied.projection {
-        query.out_sr
-    } else {
-        fetched.crs
-    };
-    let body = render::render(answer, &layer, &query, source_crs).map_err(internal)?;
+    let body = render::render(answer, &layer, &query, fetched.crs).map_err(internal)?;
     let encoding = Encoding {
         pretty: query.format == geoservices::Format::PrettyJson,
         callback: query.callback.clone(),

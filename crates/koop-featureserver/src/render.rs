@@ -52,15 +52,6 @@ fn fields_json(layer: &Layer, query: &Query) -> Vec<Json> {
     }
 }
 
-fn field_type(layer: &Layer, name: &str) -> FieldType {
-    layer
-        .schema
-        .fields
-        .iter()
-        .find(|field| field.name == name)
-        .map_or(FieldType::Integer, |field| field.field_type)
-}
-
 /// The header every feature response starts with.
 fn header(layer: &Layer, query: &Query) -> Map<String, Json> {
     let mut body = Map::new();
@@ -97,7 +88,7 @@ impl<'a> FeatureWriter<'a> {
             .map(|name| {
                 let computed =
                     name == layer.schema.object_id && !layer.schema.object_id_is_attribute;
-                let field_type = field_type(layer, &name);
+                let field_type = layer.field_type(&name);
                 (name, field_type, computed)
             })
             .collect();

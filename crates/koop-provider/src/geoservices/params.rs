@@ -60,12 +60,15 @@ pub struct Statistic {
     pub out_name: String,
 }
 
+/// The name of the object id a FeatureServer computes for layers without an `idField`.
+pub const COMPUTED_OBJECT_ID: &str = "OBJECTID";
+
 /// The fields a query can name: the layer's, and its object id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Schema {
     /// The layer's fields.
     pub fields: Vec<Field>,
-    /// The object id field's name: the provider's `idField`, or `OBJECTID`.
+    /// The object id field's name: the provider's `idField`, or [`COMPUTED_OBJECT_ID`].
     pub object_id: String,
     /// `true` when the object id is one of `fields` (the provider's `idField`); `false` when it
     /// is computed (a hash of the feature).

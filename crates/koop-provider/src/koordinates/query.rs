@@ -8,7 +8,8 @@
 //! - `geometry` filters read candidates from the GeoPackage R-tree (`rtree_<table>_<column>`)
 //!   with the filter's envelope in the layer's CRS, then test each candidate exactly in
 //!   EPSG:4326.
-//! - `returnCountOnly` is `count(*)` (the row count of `gpkg_contents` when nothing filters).
+//! - `returnCountOnly` is `count(*)` (the table's row count, read when the layer was opened,
+//!   when nothing filters).
 //! - `outFields` and `returnGeometry` choose the columns read; `outSR` is applied while reading.
 //!
 //! What cannot be pushed down is left to the output and said in `filtersApplied`: a `where`
@@ -22,7 +23,7 @@ use rusqlite::types::{ToSqlOutput, ValueRef};
 use super::LayerState;
 use super::gpkg::{self, Table, sqlite_error};
 use crate::crs::{Reprojector, normalise_epsg};
-use crate::geoservices::{GeometryFilter, OutFields, Query, Schema, SqlParam};
+use crate::geoservices::{COMPUTED_OBJECT_ID, GeometryFilter, OutFields, Query, Schema, SqlParam};
 use crate::model::{FiltersApplied, ProviderError, ProviderRequest};
 
 /// What a pushed-down query produces.
@@ -72,7 +73,7 @@ pub(crate) fn schema(state: &LayerState) -> Schema {
     Schema {
         fields: state.metadata.fields.clone(),
         object_id_is_attribute: id_field.is_some(),
-        object_id: id_field.unwrap_or_else(|| "OBJECTID".to_owned()),
+        object_id: id_field.unwrap_or_else(|| COMPUTED_OBJECT_ID.to_owned()),
     }
 }
 
