@@ -52,7 +52,7 @@ impl KoordinatesConnection {
         match self.layer_details(id).await {
             Err(error) if error.is_not_found() => match self.table_details(id).await {
                 Err(error) if error.is_not_found() => Err(Error::NotFound {
-                    domain: self.domain().to_owned(),
+                    domain: self.domain().clone(),
                     resource: Resource::LayerOrTable(id),
                 }),
                 other => other,
@@ -164,7 +164,7 @@ impl KoordinatesConnection {
                 .get(header::LOCATION)
                 .and_then(|value| value.to_str().ok())
                 .ok_or_else(|| Error::Rejected {
-                    domain: self.domain().to_owned(),
+                    domain: self.domain().clone(),
                     resource: Resource::Exports,
                     status: status.as_u16(),
                     message: "the export was created but the response has neither a body nor a Location header".to_owned(),
@@ -245,7 +245,7 @@ impl KoordinatesConnection {
             .download_url
             .as_deref()
             .ok_or_else(|| Error::Rejected {
-                domain: self.domain().to_owned(),
+                domain: self.domain().clone(),
                 resource: resource.clone(),
                 status: 0,
                 message: format!(
@@ -254,7 +254,7 @@ impl KoordinatesConnection {
                 ),
             })?;
         let url = self.base_url().join(link).map_err(|_| Error::ForeignLink {
-            domain: self.domain().to_owned(),
+            domain: self.domain().clone(),
             resource: resource.clone(),
             url: link.to_owned(),
         })?;
@@ -270,7 +270,7 @@ impl KoordinatesConnection {
         let response = match self.execute(&call).await {
             Err(Error::Rejected { status: 416, .. }) => {
                 return Err(Error::RangeNotSatisfiable {
-                    domain: self.domain().to_owned(),
+                    domain: self.domain().clone(),
                     export_id: export.id,
                     offset,
                 });
@@ -280,7 +280,7 @@ impl KoordinatesConnection {
         Ok(ExportDownload::new(
             response,
             offset,
-            self.domain().to_owned(),
+            self.domain().clone(),
             export.id,
         ))
     }

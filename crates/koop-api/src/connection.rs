@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use backon::Retryable;
 use bytes::Bytes;
+use koop_types::Domain;
 use reqwest::header::{self, HeaderMap, HeaderValue};
 use reqwest::{Method, Response, StatusCode};
 use serde::Serialize;
@@ -56,7 +57,7 @@ pub struct KoordinatesConnection {
 }
 
 struct Inner {
-    domain: String,
+    domain: Domain,
     api_version: String,
     base_url: Url,
     api_key: ApiKey,
@@ -125,9 +126,18 @@ impl ConnectionBuilder {
     }
 
     /// The Koordinates site: a host name with an optional port, such as `data.linz.govt.nz`
-    /// (default `ttgroup.koordinates.com`). `https://data.linz.govt.nz/` is accepted too.
-    pub fn domain(mut self, domain: impl Into<String>) -> Self {
-        self.domain = domain.into();
+    /// (default `ttgroup.koordinates.com`), read as [`Domain::parse`] reads it when the connection
+    /// is built; `https://data.linz.govt.nz/` is accepted too. A [`Domain`] named with `http://`
+    /// needs [`ConnectionBuilder::plain_http`] as well.
+    pub fn domain(mut self, domain: impl AsRef<str>) -> Self {
+        domain.as_ref().clone_into(&mut self.domain);
+        self
+    }
+
+    /// The Koordinates site, already read; plain HTTP when it was named with `http://`.
+    pub fn site(mut self, domain: &Domain) -> Self {
+        self.domain = domain.origin();
+        self.plain_http = domain.is_plain_http();
         self
     }
 
@@ -194,14 +204,14 @@ impl ConnectionBuilder {
                 .all(|c| c.is_ascii_alphanumeric() || c == '.')
         {
             return Err(Error::InvalidDomain {
-                domain: domain.clone(),
+                domain: domain.to_string(),
                 reason: format!("API version {:?} is not like \"1.x\"", self.api_version),
             });
         }
         let scheme = if self.plain_http { "http" } else { "https" };
         let base_url = Url::parse(&format!("{scheme}://{domain}/services/api/v{api_version}/"))
             .map_err(|error| Error::InvalidDomain {
-                domain: domain.clone(),
+                domain: domain.to_string(),
                 reason: error.to_string(),
             })?;
 
@@ -232,46 +242,19 @@ impl ConnectionBuilder {
     }
 }
 
-/// Reduces `input` to `host[:port]`, accepting a URL with an `https://` scheme (or `http://`
-/// when plain HTTP was asked for) and no path.
-fn normalise_domain(input: &str, plain_http: bool) -> Result<String> {
-    let invalid = |reason: &str| Error::InvalidDomain {
+/// Reads `input` as a [`Domain`]; `http://` only when plain HTTP was asked for.
+fn normalise_domain(input: &str, plain_http: bool) -> Result<Domain> {
+    let domain = Domain::parse(input).map_err(|error| Error::InvalidDomain {
         domain: input.to_owned(),
-        reason: reason.to_owned(),
-    };
-    let trimmed = input.trim().trim_end_matches('/');
-    if trimmed.is_empty() {
-        return Err(invalid("it is empty"));
+        reason: error.reason,
+    })?;
+    if domain.is_plain_http() && !plain_http {
+        return Err(Error::InvalidDomain {
+            domain: input.to_owned(),
+            reason: "plain http is refused; use https, or enable plain HTTP explicitly for a loopback test server".to_owned(),
+        });
     }
-    let url = if trimmed.contains("://") {
-        let url = Url::parse(trimmed).map_err(|error| invalid(&error.to_string()))?;
-        match url.scheme() {
-            "https" => {}
-            "http" if plain_http => {}
-            "http" => {
-                return Err(invalid(
-                    "plain http is refused; use https, or enable plain HTTP explicitly for a loopback test server",
-                ));
-            }
-            _ => return Err(invalid("the scheme must be https")),
-        }
-        url
-    } else {
-        Url::parse(&format!("https://{trimmed}/")).map_err(|error| invalid(&error.to_string()))?
-    };
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(invalid("it must not contain user information"));
-    }
-    if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
-        return Err(invalid(
-            "give only the host name, e.g. data.linz.govt.nz, without a path",
-        ));
-    }
-    let host = url.host_str().ok_or_else(|| invalid("it has no host"))?;
-    Ok(match url.port() {
-        Some(port) => format!("{host}:{port}"),
-        None => host.to_owned(),
-    })
+    Ok(domain.with_plain_http(plain_http))
 }
 
 /// One request as the retry loop replays it.
@@ -328,8 +311,8 @@ impl KoordinatesConnection {
         ConnectionBuilder::default()
     }
 
-    /// The site, as `host[:port]`, e.g. `data.linz.govt.nz`.
-    pub fn domain(&self) -> &str {
+    /// The site, e.g. `data.linz.govt.nz`.
+    pub fn domain(&self) -> &Domain {
         &self.inner.domain
     }
 
@@ -451,7 +434,9 @@ impl KoordinatesConnection {
             let response = request.send().await.map_err(|source| {
                 if is_dns_failure(&source) {
                     Error::UnknownHost {
-                        domain: url.host_str().unwrap_or(&self.inner.domain).to_owned(),
+                        domain: url
+                            .host_str()
+                            .map_or_else(|| self.inner.domain.to_string(), str::to_owned),
                         source,
                     }
                 } else {
@@ -787,17 +772,19 @@ mod tests {
     #[test]
     fn domains_are_normalised_and_checked() {
         assert_eq!(
-            normalise_domain("data.linz.govt.nz", false).expect("plain host"),
+            normalise_domain("data.linz.govt.nz", false)
+                .expect("plain host")
+                .as_str(),
             "data.linz.govt.nz"
         );
         assert_eq!(
-            normalise_domain("https://data.linz.govt.nz/", false).expect("url"),
+            normalise_domain("https://data.linz.govt.nz/", false)
+                .expect("url")
+                .as_str(),
             "data.linz.govt.nz"
         );
-        assert_eq!(
-            normalise_domain("127.0.0.1:8080", true).expect("port"),
-            "127.0.0.1:8080"
-        );
+        let plain = normalise_domain("http://127.0.0.1:8080", true).expect("port");
+        assert!(plain.is_plain_http() && plain.as_str() == "127.0.0.1:8080");
         assert!(normalise_domain("http://data.linz.govt.nz", false).is_err());
         assert!(normalise_domain("data.linz.govt.nz/services/api", false).is_err());
         assert!(normalise_domain("", false).is_err());

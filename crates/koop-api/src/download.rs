@@ -6,6 +6,8 @@ use percent_encoding::percent_decode_str;
 use reqwest::header;
 use reqwest::{Response, StatusCode};
 
+use koop_types::Domain;
+
 use crate::error::{Error, Resource, Result};
 
 /// The body of an export download, streamed chunk by chunk; memory use does not grow with the
@@ -16,7 +18,7 @@ pub struct ExportDownload {
     offset: u64,
     total_size: Option<u64>,
     filename: Option<String>,
-    domain: String,
+    domain: Domain,
     export_id: u64,
 }
 
@@ -24,7 +26,7 @@ impl ExportDownload {
     pub(crate) fn new(
         response: Response,
         requested_offset: u64,
-        domain: String,
+        domain: Domain,
         export_id: u64,
     ) -> Self {
         let headers = response.headers();

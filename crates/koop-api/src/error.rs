@@ -5,6 +5,8 @@
 //! key travels only in a header marked sensitive.
 
 use std::fmt;
+
+use koop_types::Domain;
 use std::time::Duration;
 
 /// `Result` with this crate's [`Error`].
@@ -92,7 +94,7 @@ pub enum Error {
     )]
     Unauthorized {
         /// The Koordinates domain.
-        domain: String,
+        domain: Domain,
         /// What the server said.
         message: String,
     },
@@ -103,7 +105,7 @@ pub enum Error {
     )]
     Forbidden {
         /// The Koordinates domain.
-        domain: String,
+        domain: Domain,
         /// What was asked for.
         resource: Resource,
         /// What the server said.
@@ -114,7 +116,7 @@ pub enum Error {
     #[error("{resource} was not found on {domain} (404); check the id and the domain")]
     NotFound {
         /// The Koordinates domain.
-        domain: String,
+        domain: Domain,
         /// What was asked for.
         resource: Resource,
     },
@@ -126,7 +128,7 @@ pub enum Error {
     )]
     RateLimited {
         /// The Koordinates domain.
-        domain: String,
+        domain: Domain,
         /// The server's `Retry-After`, when it sent one.
         retry_after: Option<Duration>,
         /// Attempts made.
@@ -137,7 +139,7 @@ pub enum Error {
     #[error("{domain} failed with HTTP {status} for {resource}: {message}; try again later")]
     Server {
         /// The Koordinates domain.
-        domain: String,
+        domain: Domain,
         /// What was asked for.
         resource: Resource,
         /// HTTP status code.
@@ -152,7 +154,7 @@ pub enum Error {
     #[error("{domain} rejected the request for {resource} (HTTP {status}): {message}")]
     Rejected {
         /// The Koordinates domain.
-        domain: String,
+        domain: Domain,
         /// What was asked for.
         resource: Resource,
         /// HTTP status code.
@@ -165,7 +167,7 @@ pub enum Error {
     #[error("{domain} will not export this request: {}; change the CRS, extent or format", reasons.join("; "))]
     InvalidExport {
         /// The Koordinates domain.
-        domain: String,
+        domain: Domain,
         /// The reasons the server gave, `item: reason` per item.
         reasons: Vec<String>,
     },
@@ -176,7 +178,7 @@ pub enum Error {
     )]
     Decode {
         /// The Koordinates domain.
-        domain: String,
+        domain: Domain,
         /// What was being decoded.
         what: String,
         /// The first characters of the body (the API key redacted).
@@ -202,7 +204,7 @@ pub enum Error {
     #[error("could not reach {domain} for {resource}; check the network and the domain")]
     Transport {
         /// The Koordinates domain.
-        domain: String,
+        domain: Domain,
         /// What was asked for.
         resource: Resource,
         /// The HTTP client's error.
@@ -231,7 +233,7 @@ pub enum Error {
     )]
     ForeignLink {
         /// The Koordinates domain.
-        domain: String,
+        domain: Domain,
         /// What was asked for.
         resource: Resource,
         /// The link.
@@ -244,7 +246,7 @@ pub enum Error {
     )]
     RangeNotSatisfiable {
         /// The Koordinates domain.
-        domain: String,
+        domain: Domain,
         /// Export id.
         export_id: u64,
         /// The requested offset, in bytes.

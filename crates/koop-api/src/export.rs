@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use koop_types::Epsg;
 use serde::{Deserialize, Serialize};
 
 use crate::layer::{LayerKind, License};
@@ -97,7 +98,7 @@ impl Default for Delivery {
 /// ```
 /// use koop_api::{ExportFormat, ExportRequest, LayerKind};
 ///
-/// let request = ExportRequest::new("EPSG:2193")
+/// let request = ExportRequest::new(koop_types::Epsg::NZTM2000)
 ///     .with_item("https://data.linz.govt.nz/services/api/v1.x/layers/50787/")
 ///     .with_format(&LayerKind::Vector, &ExportFormat::GeoPackage);
 /// let json = serde_json::to_value(&request).unwrap();
@@ -106,8 +107,8 @@ impl Default for Delivery {
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExportRequest {
-    /// Output CRS, e.g. `EPSG:2193`.
-    pub crs: String,
+    /// Output CRS, sent as `EPSG:2193`.
+    pub crs: Epsg,
     /// Format per layer kind: `{"vector": "application/x-ogc-gpkg", "grid": "image/tiff;subtype=geotiff"}`.
     pub formats: BTreeMap<String, String>,
     /// The layers to export.
@@ -121,10 +122,10 @@ pub struct ExportRequest {
 }
 
 impl ExportRequest {
-    /// A request in `crs` (an authority code such as `EPSG:2193`) with no items yet.
-    pub fn new(crs: impl Into<String>) -> Self {
+    /// A request in `crs` with no items yet.
+    pub fn new(crs: Epsg) -> Self {
         Self {
-            crs: crs.into(),
+            crs,
             formats: BTreeMap::new(),
             items: Vec::new(),
             extent: None,

@@ -30,7 +30,7 @@
 //! println!("{} is a {} layer at version {:?}", layer.title,
 //!     layer.kind.as_ref().map_or("?", LayerKind::as_str), layer.version_id());
 //!
-//! let request = ExportRequest::new("EPSG:2193")
+//! let request = ExportRequest::new(koop_api::Epsg::NZTM2000)
 //!     .with_item(&layer.url)
 //!     .with_format(&LayerKind::Vector, &ExportFormat::GeoPackage);
 //! let export = connection.create_export(&request).await?;
@@ -49,6 +49,7 @@ pub use export::{
     Delivery, Export, ExportFormat, ExportItem, ExportRequest, ExportState, ExportValidation,
     ValidationItem,
 };
+pub use koop_types::{Domain, Epsg};
 pub use layer::{
     Category, Crs, Field, FieldType, GeometryType, Group, ItemId, ItemType, LayerData,
     LayerDetails, LayerKind, LayerVersion, License, Linked, MetadataLinks, OfferedFormat,

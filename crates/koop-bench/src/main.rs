@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use clap::Parser;
 use koop_testkit::{GeneratedContent, TestLayer, TestServer, TestServerConfig};
 
@@ -136,37 +136,14 @@ fn mb(bytes: u64) -> f64 {
 
 /// Creates an export of `layer_id` (latency 0) and returns its download URL.
 async fn download_url(server: &TestServer, layer_id: u64) -> Result<String> {
-    let client = reqwest::Client::builder().build()?;
-    let key = format!("key {}", server.api_key());
-    let body = serde_json::json!({
-        "crs": "EPSG:2193",
-        "formats": {"vector": "application/x-ogc-gpkg"},
-        "items": [{"item": format!("{}layers/{layer_id}/", server.api_url())}],
-    });
-    let export: serde_json::Value = client
-        .post(format!("{}exports/", server.api_url()))
-        .header("Authorization", &key)
-        .json(&body)
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
+    let export = server
+        .raw_client()
+        .finished_export(layer_id, "vector", koop_testkit::GEOPACKAGE_MIME)
         .await?;
-    let url = export["url"].as_str().context("export url")?.to_owned();
-    for _ in 0..1000 {
-        let export: serde_json::Value = client
-            .get(&url)
-            .header("Authorization", &key)
-            .send()
-            .await?
-            .json()
-            .await?;
-        if let Some(download) = export["download_url"].as_str() {
-            return Ok(download.to_owned());
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    bail!("the export of layer {layer_id} never completed")
+    export["download_url"]
+        .as_str()
+        .map(str::to_owned)
+        .with_context(|| format!("the export of layer {layer_id} has no download URL: {export}"))
 }
 
 /// Bytes per second of one stream downloading `urls` one after another.

@@ -1,5 +1,6 @@
 //! Entry keys: what makes two cached files differ.
 
+use koop_types::{Domain, Epsg};
 use serde::{Deserialize, Serialize};
 
 /// Identifies one cache entry: a layer's data at one version, in one format, CRS and extent,
@@ -13,7 +14,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct EntryKey {
     /// Koordinates domain, e.g. `data.linz.govt.nz`.
-    pub domain: String,
+    pub domain: Domain,
     /// Layer id.
     pub layer_id: u64,
     /// The layer version the entry is filed under.
@@ -23,8 +24,8 @@ pub struct EntryKey {
     pub data_version: u64,
     /// Export format MIME type, e.g. `application/x-ogc-gpkg`.
     pub format: String,
-    /// Output CRS, e.g. `EPSG:2193`.
-    pub crs: String,
+    /// Output CRS, written `EPSG:2193`.
+    pub crs: Epsg,
     /// Crop extent as compact JSON (a GeoJSON geometry), if any.
     pub extent: Option<String>,
 }
@@ -35,11 +36,11 @@ impl EntryKey {
         let mut hasher = blake3::Hasher::new();
         for part in [
             "koop-cache/1",
-            &self.domain,
+            self.domain.as_str(),
             &self.layer_id.to_string(),
             &self.data_version.to_string(),
             &self.format,
-            &self.crs,
+            &self.crs.to_string(),
             self.extent.as_deref().unwrap_or(""),
         ] {
             hasher.update(&(part.len() as u64).to_le_bytes());
@@ -69,14 +70,17 @@ impl EntryKey {
 mod tests {
     use super::*;
 
+    /// BLAKE3 of the test key's parts, computed outside koop (Python's `blake3` package).
+    const PINNED_FINGERPRINT: &str = "2a2db4c39e86558a";
+
     fn key() -> EntryKey {
         EntryKey {
-            domain: "data.linz.govt.nz".into(),
+            domain: Domain::parse("data.linz.govt.nz").expect("a domain"),
             layer_id: 50772,
             version_id: 400_001,
             data_version: 400_001,
             format: "application/x-ogc-gpkg".into(),
-            crs: "EPSG:2193".into(),
+            crs: Epsg::NZTM2000,
             extent: None,
         }
     }
@@ -97,11 +101,11 @@ mod tests {
                 ..base.clone()
             },
             EntryKey {
-                domain: "ttgroup.koordinates.com".into(),
+                domain: Domain::parse("ttgroup.koordinates.com").expect("a domain"),
                 ..base.clone()
             },
             EntryKey {
-                crs: "EPSG:4326".into(),
+                crs: Epsg::WGS84,
                 ..base.clone()
             },
             EntryKey {
@@ -117,5 +121,7 @@ mod tests {
         }
         assert_eq!(base.stem(), format!("50772_400001_{}", base.fingerprint()));
         assert_eq!(base.fingerprint().len(), 16);
+        // Pinned: entries written before the domain and CRS had their own types keep their names.
+        assert_eq!(base.fingerprint(), PINNED_FINGERPRINT);
     }
 }

@@ -30,12 +30,12 @@
 //! # let dir = tempfile::tempdir().unwrap();
 //! let cache = Cache::open(Some(dir.path().to_owned()))?;
 //! let key = EntryKey {
-//!     domain: "data.linz.govt.nz".into(),
+//!     domain: koop_types::Domain::parse("data.linz.govt.nz").unwrap(),
 //!     layer_id: 50772,
 //!     version_id: 413_899,
 //!     data_version: 413_899,
 //!     format: "application/x-ogc-gpkg".into(),
-//!     crs: "EPSG:2193".into(),
+//!     crs: koop_types::Epsg::NZTM2000,
 //!     extent: None,
 //! };
 //! assert!(cache.get(&key)?.is_none());

@@ -152,7 +152,7 @@ impl Cache {
     pub fn gc(&self, policy: &GcPolicy) -> Result<GcReport> {
         let mut report = GcReport::default();
         let now = jiff::Timestamp::now();
-        let mut by_layer: BTreeMap<(String, u64), Vec<CacheEntry>> = BTreeMap::new();
+        let mut by_layer: BTreeMap<(koop_types::Domain, u64), Vec<CacheEntry>> = BTreeMap::new();
         for entry in self.list()? {
             by_layer
                 .entry((

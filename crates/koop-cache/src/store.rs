@@ -3,6 +3,8 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
+use koop_types::Domain;
+
 use crate::error::{Error, Result};
 use crate::fsutil::{link_or_copy, rename_durable, sync_dir, write_atomic};
 use crate::guards::{EntryLock, Staging};
@@ -218,7 +220,7 @@ impl Cache {
     /// # Errors
     ///
     /// [`Error::Io`] when the root cannot be listed.
-    pub fn entries_of_layer(&self, domain: &str, layer_id: u64) -> Result<Vec<CacheEntry>> {
+    pub fn entries_of_layer(&self, domain: &Domain, layer_id: u64) -> Result<Vec<CacheEntry>> {
         let prefix = format!("{layer_id}_");
         let mut entries: Vec<CacheEntry> = self
             .file_names()?
@@ -229,7 +231,7 @@ impl Cache {
             })
             .filter_map(|name| self.read_entry(&self.root.join(name)))
             .filter(|entry| {
-                entry.manifest.key.domain == domain && entry.manifest.key.layer_id == layer_id
+                entry.manifest.key.domain == *domain && entry.manifest.key.layer_id == layer_id
             })
             .collect();
         entries.sort_by(|a, b| {
@@ -245,7 +247,7 @@ impl Cache {
     /// # Errors
     ///
     /// [`Error::Io`] when the root cannot be listed.
-    pub fn newest(&self, domain: &str, layer_id: u64) -> Result<Option<CacheEntry>> {
+    pub fn newest(&self, domain: &Domain, layer_id: u64) -> Result<Option<CacheEntry>> {
         Ok(self.entries_of_layer(domain, layer_id)?.into_iter().next())
     }
 

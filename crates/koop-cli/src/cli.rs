@@ -23,7 +23,7 @@ pub(crate) struct Global {
     /// The Koordinates site, e.g. data.linz.govt.nz [default: ttgroup.koordinates.com, or the
     /// site of the layer URLs given]. `http://host:port` uses plain HTTP (loopback test servers).
     #[arg(long, global = true, value_name = "DOMAIN")]
-    pub(crate) domain: Option<String>,
+    pub(crate) domain: Option<koop::Domain>,
 
     /// The environment variable holding the API key.
     #[arg(
@@ -38,9 +38,9 @@ pub(crate) struct Global {
     #[arg(long, global = true, value_name = "DIR")]
     pub(crate) cache_dir: Option<PathBuf>,
 
-    /// The CRS to export in, as an EPSG code.
-    #[arg(long, global = true, value_name = "EPSG", default_value_t = koop::DEFAULT_CRS_EPSG)]
-    pub(crate) crs: u32,
+    /// The CRS to export in, as an EPSG code (2193 or EPSG:2193).
+    #[arg(long, global = true, value_name = "EPSG", default_value_t = koop::DEFAULT_CRS)]
+    pub(crate) crs: koop::Epsg,
 
     /// Answer from the cache alone: no request, no API key needed.
     #[arg(long, global = true)]

@@ -6,8 +6,8 @@ use std::fmt;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct LayerRef {
     pub(crate) id: u64,
-    /// `host[:port]` of a URL, e.g. `data.linz.govt.nz`.
-    pub(crate) host: Option<String>,
+    /// The site of a URL, e.g. `data.linz.govt.nz`.
+    pub(crate) host: Option<koop::Domain>,
 }
 
 /// Why a text is not a layer reference.
@@ -40,6 +40,7 @@ pub(crate) fn parse_layer_ref(text: &str) -> Result<LayerRef, NotALayer> {
         Some(port) => format!("{host}:{port}"),
         None => host.to_owned(),
     };
+    let host = koop::Domain::parse(&host).map_err(|_| not_a_layer())?;
     let segments: Vec<&str> = url
         .path_segments()
         .map(|segments| segments.filter(|segment| !segment.is_empty()).collect())
@@ -115,7 +116,7 @@ mod tests {
                 parse_layer_ref(url),
                 Ok(LayerRef {
                     id: 50772,
-                    host: Some(host.to_owned())
+                    host: Some(koop::Domain::parse(host).expect("a domain"))
                 }),
                 "{url}"
             );

@@ -6,7 +6,7 @@ use std::io::IsTerminal;
 use std::sync::Mutex;
 
 use indicatif::ProgressStyle;
-use koop::{ExportEvent, FetchOutcome, LayerEvent, Observer};
+use koop::{FetchOutcome, LayerEvent, Observer};
 use tracing::Span;
 use tracing_indicatif::span_ext::IndicatifSpanExt;
 
@@ -129,22 +129,21 @@ impl Observer for Reporter {
                     span.pb_set_message(&format!("{layer_id} waiting for a download slot"));
                 });
             }
-            LayerEvent::Export(event) => self.export_event(layer_id, event),
             LayerEvent::Finished { outcome, bytes } => {
                 if outcome == FetchOutcome::Downloaded {
                     tracing::info!("layer {layer_id}: downloaded {}", human_bytes(bytes));
                 }
                 self.finish(layer_id);
             }
-            _ => {}
+            other => self.export_event(layer_id, other),
         }
     }
 }
 
 impl Reporter {
-    fn export_event(&self, layer_id: u64, event: ExportEvent) {
+    fn export_event(&self, layer_id: u64, event: LayerEvent) {
         match event {
-            ExportEvent::Created { export_id } => {
+            LayerEvent::Created { export_id, .. } => {
                 tracing::info!("layer {layer_id}: export {export_id} created");
                 self.with_bar(layer_id, |span| {
                     span.pb_set_style(&style(
@@ -154,11 +153,11 @@ impl Reporter {
                     span.pb_set_message(&format!("{layer_id} export {export_id}"));
                 });
             }
-            ExportEvent::Processing { progress, .. } => {
+            LayerEvent::Processing { progress, .. } => {
                 let percent = progress.map_or(0, percent);
                 self.with_bar(layer_id, |span| span.pb_set_position(percent));
             }
-            ExportEvent::Complete { export_id, .. } => {
+            LayerEvent::Complete { export_id, .. } => {
                 tracing::info!("layer {layer_id}: export {export_id} complete");
                 self.with_bar(layer_id, |span| {
                     span.pb_set_style(&style(
@@ -168,7 +167,7 @@ impl Reporter {
                     span.pb_set_message(&format!("{layer_id} export {export_id}"));
                 });
             }
-            ExportEvent::Downloading { received, total } => {
+            LayerEvent::Downloading { received, total } => {
                 self.with_bar(layer_id, |span| {
                     if let Some(total) = total {
                         span.pb_set_length(total);
@@ -176,13 +175,13 @@ impl Reporter {
                     span.pb_set_position(received);
                 });
             }
-            ExportEvent::Resuming { offset, attempt } => {
+            LayerEvent::Resuming { offset, attempt } => {
                 tracing::warn!(
                     "layer {layer_id}: download broke after {}; resuming (attempt {attempt})",
                     human_bytes(offset)
                 );
             }
-            ExportEvent::Extracting { entry } => {
+            LayerEvent::Extracting { entry } => {
                 self.with_bar(layer_id, |span| {
                     span.pb_set_message(&format!("{layer_id} extracting {entry}"));
                 });

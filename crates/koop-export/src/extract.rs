@@ -19,7 +19,7 @@ use tokio_util::compat::TokioAsyncReadCompatExt;
 
 use crate::error::{Error, Result};
 use crate::mosaic;
-use crate::spec::{ExportEvent, Progress};
+use crate::observe::{LayerEvent, Observer};
 
 /// Bytes inflated, hashed and written at a time.
 const BLOCK: usize = 1 << 20;
@@ -121,7 +121,7 @@ pub async fn extract(
     dir: &Path,
     mosaic_name: &str,
     max_file_bytes: u64,
-    progress: &dyn Progress,
+    observer: &dyn Observer,
 ) -> Result<Extraction> {
     // async_zip can panic on some malformed archives (an unwrap on a missing ZIP64 field):
     // a hostile ZIP must end in an error, not bring the process down.
@@ -132,7 +132,7 @@ pub async fn extract(
         dir,
         mosaic_name,
         max_file_bytes,
-        progress,
+        observer,
     ))
     .catch_unwind()
     .await
@@ -153,15 +153,15 @@ async fn extract_checked(
     dir: &Path,
     mosaic_name: &str,
     max_file_bytes: u64,
-    progress: &dyn Progress,
+    observer: &dyn Observer,
 ) -> Result<Extraction> {
     let (mut archive, members) = open_checked(layer_id, zip_path, max_file_bytes).await?;
     let (extension, layer_members) = layer_members(layer_id, format, &members)?;
     let layer = if let [index] = layer_members[..] {
         let path = dir.join(format!("layer.{extension}"));
-        progress.event(
+        observer.layer_event(
             layer_id,
-            ExportEvent::Extracting {
+            LayerEvent::Extracting {
                 entry: members[index].clone(),
             },
         );
@@ -188,7 +188,7 @@ async fn extract_checked(
             max_file_bytes,
         };
         mosaic
-            .extract(&mut archive, &members, &layer_members, progress)
+            .extract(&mut archive, &members, &layer_members, observer)
             .await?
     };
     let metadata_xml = match members_with(&members, &["xml"]).first() {
@@ -309,7 +309,7 @@ impl Mosaic {
         archive: &mut Archive,
         members: &[String],
         tiles: &[usize],
-        progress: &dyn Progress,
+        observer: &dyn Observer,
     ) -> Result<ExtractedLayer> {
         let layer_id = self.layer_id;
         let mut files = Vec::new();
@@ -328,9 +328,9 @@ impl Mosaic {
                     .await
                     .map_err(Error::io(layer_id, "creating", parent))?;
             }
-            progress.event(
+            observer.layer_event(
                 layer_id,
-                ExportEvent::Extracting {
+                LayerEvent::Extracting {
                     entry: name.clone(),
                 },
             );

@@ -8,7 +8,8 @@ use tokio::io::{AsyncSeekExt, AsyncWriteExt, BufWriter};
 
 use crate::error::{Error, Result};
 use crate::extract::{Extraction, extract};
-use crate::spec::{ExportEvent, ExportOptions, ExportSpec, Progress};
+use crate::observe::{LayerEvent, Observer};
+use crate::spec::{ExportOptions, ExportSpec};
 
 /// Progress is reported about every this many bytes of a download.
 const REPORT_EVERY: u64 = 1 << 20;
@@ -73,12 +74,12 @@ impl Exporter {
         &self,
         details: &LayerDetails,
         spec: &ExportSpec,
-        progress: &dyn Progress,
+        observer: &dyn Observer,
     ) -> Result<Export> {
         let layer_id = details.layer_id().unwrap_or_default();
         let api = |source| Error::Api { layer_id, source };
         let request = spec.request(details);
-        progress.event(layer_id, ExportEvent::Validating);
+        observer.layer_event(layer_id, LayerEvent::Validating);
         let validation = self
             .connection
             .validate_export(&request)
@@ -98,10 +99,14 @@ impl Exporter {
             Err(source) => return Err(api(source)),
         };
         tracing::debug!(layer_id, export_id = export.id, state = %export.state, "export created");
-        progress.event(
+        observer.layer_event(
             layer_id,
-            ExportEvent::Created {
+            LayerEvent::Created {
                 export_id: export.id,
+                size_estimate: validation
+                    .size_estimate_zipped
+                    .filter(|bytes| *bytes > 0)
+                    .or(export.size_estimate_zipped),
             },
         );
         Ok(export)
@@ -119,7 +124,7 @@ impl Exporter {
         &self,
         layer_id: u64,
         export: Export,
-        progress: &dyn Progress,
+        observer: &dyn Observer,
     ) -> Result<Export> {
         let started = Instant::now();
         let mut export = export;
@@ -127,9 +132,9 @@ impl Exporter {
         loop {
             match &export.state {
                 ExportState::Complete => {
-                    progress.event(
+                    observer.layer_event(
                         layer_id,
-                        ExportEvent::Complete {
+                        LayerEvent::Complete {
                             export_id: export.id,
                             size_estimate: export.size_estimate_zipped,
                         },
@@ -145,9 +150,9 @@ impl Exporter {
                     });
                 }
             }
-            progress.event(
+            observer.layer_event(
                 layer_id,
-                ExportEvent::Processing {
+                LayerEvent::Processing {
                     export_id: export.id,
                     progress: export.progress,
                 },
@@ -190,7 +195,7 @@ impl Exporter {
         layer_id: u64,
         export: &Export,
         zip_path: &Path,
-        progress: &dyn Progress,
+        observer: &dyn Observer,
     ) -> Result<u64> {
         let io = |action| Error::io(layer_id, action, zip_path);
         let file = tokio::fs::File::create(zip_path)
@@ -208,7 +213,7 @@ impl Exporter {
                     &mut file,
                     &mut received,
                     &mut total,
-                    progress,
+                    observer,
                 )
                 .await
             {
@@ -230,9 +235,9 @@ impl Exporter {
                         attempt,
                         "download broke, resuming: {source}"
                     );
-                    progress.event(
+                    observer.layer_event(
                         layer_id,
-                        ExportEvent::Resuming {
+                        LayerEvent::Resuming {
                             offset: received,
                             attempt,
                         },
@@ -273,7 +278,7 @@ impl Exporter {
         file: &mut BufWriter<tokio::fs::File>,
         received: &mut u64,
         total: &mut Option<u64>,
-        progress: &dyn Progress,
+        observer: &dyn Observer,
     ) -> std::result::Result<(), DownloadFailure> {
         let io = |action| {
             move |source| {
@@ -318,9 +323,9 @@ impl Exporter {
             *received += chunk.len() as u64;
             if *received - reported >= REPORT_EVERY {
                 reported = *received;
-                progress.event(
+                observer.layer_event(
                     layer_id,
-                    ExportEvent::Downloading {
+                    LayerEvent::Downloading {
                         received: *received,
                         total: *total,
                     },
@@ -341,7 +346,7 @@ impl Exporter {
         zip_path: &Path,
         dir: &Path,
         mosaic_name: &str,
-        progress: &dyn Progress,
+        observer: &dyn Observer,
     ) -> Result<Extraction> {
         extract(
             layer_id,
@@ -350,7 +355,7 @@ impl Exporter {
             dir,
             mosaic_name,
             self.options.max_file_bytes,
-            progress,
+            observer,
         )
         .await
     }
@@ -369,15 +374,15 @@ impl Exporter {
         spec: &ExportSpec,
         dir: &Path,
         mosaic_name: &str,
-        progress: &dyn Progress,
+        observer: &dyn Observer,
     ) -> Result<Extraction> {
         let layer_id = details.layer_id().unwrap_or_default();
-        let export = self.create(details, spec, progress).await?;
-        let export = self.wait(layer_id, export, progress).await?;
+        let export = self.create(details, spec, observer).await?;
+        let export = self.wait(layer_id, export, observer).await?;
         let zip = dir.join("export.zip");
-        self.download(layer_id, &export, &zip, progress).await?;
+        self.download(layer_id, &export, &zip, observer).await?;
         let extraction = self
-            .extract(layer_id, spec, &zip, dir, mosaic_name, progress)
+            .extract(layer_id, spec, &zip, dir, mosaic_name, observer)
             .await?;
         tokio::fs::remove_file(&zip)
             .await

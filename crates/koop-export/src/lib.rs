@@ -16,7 +16,7 @@
 //!    with BLAKE3 while writing. A raster delivered as many tiles becomes a directory of tiles
 //!    plus a GDAL VRT mosaic, so it still opens from one path.
 //!
-//! Progress is reported as [`ExportEvent`]s. Files are written only under the directory the
+//! Progress is reported to an [`Observer`] as [`LayerEvent`]s. Files are written only under the directory the
 //! caller gives; the caller owns cleanup (koop-cache's staging directory removes itself when
 //! dropped, so an error or a Ctrl-C leaves nothing behind).
 //!
@@ -27,16 +27,16 @@
 //!
 //! ```no_run
 //! use koop_api::KoordinatesConnection;
-//! use koop_export::{ExportOptions, ExportSpec, Exporter, NoProgress, DEFAULT_CRS_EPSG};
+//! use koop_export::{ExportOptions, ExportSpec, Exporter, Quiet, DEFAULT_CRS};
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let connection = KoordinatesConnection::new(None, Some("data.linz.govt.nz"), None)?;
 //! let details = connection.layer_details(50787).await?;
-//! let spec = ExportSpec::for_layer(&details, DEFAULT_CRS_EPSG, None)?;
+//! let spec = ExportSpec::for_layer(&details, DEFAULT_CRS, None)?;
 //! let exporter = Exporter::new(connection, ExportOptions::default());
 //! let dir = std::path::Path::new("/tmp/geodetic-marks");
 //! std::fs::create_dir_all(dir)?;
-//! let extraction = exporter.run(&details, &spec, dir, "mosaic", &NoProgress).await?;
+//! let extraction = exporter.run(&details, &spec, dir, "mosaic", &Quiet).await?;
 //! println!("{:?}", extraction.layer);
 //! # Ok(())
 //! # }
@@ -46,10 +46,12 @@
 pub use error::{Error, Result};
 pub use extract::{ExtractedFile, ExtractedLayer, Extraction, extract, is_safe_entry_name};
 pub use job::Exporter;
-pub use spec::{DEFAULT_CRS_EPSG, ExportEvent, ExportOptions, ExportSpec, NoProgress, Progress};
+pub use observe::{FetchOutcome, LayerEvent, Observer, Quiet};
+pub use spec::{DEFAULT_CRS, ExportOptions, ExportSpec};
 
 mod error;
 mod extract;
 mod job;
 mod mosaic;
+mod observe;
 mod spec;

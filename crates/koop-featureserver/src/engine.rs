@@ -11,8 +11,8 @@ use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
 
 use geojson::Feature;
-use koop_provider::geoservices::{OutFields, Query, Statistic, StatisticType, Value};
-use koop_provider::{FieldType, FiltersApplied, Reprojector};
+use koop_geoservices::{OutFields, Query, Reprojector, Statistic, StatisticType, Value};
+use koop_provider::{Epsg, FieldType, FiltersApplied};
 use serde_json::{Map, Value as Json};
 
 use crate::esri::{CoordinateMapper, Extent};
@@ -187,17 +187,17 @@ impl<'a> Engine<'a> {
         query: &'a Query,
         layer: &'a Layer,
         applied: FiltersApplied,
-        crs: u32,
+        crs: Epsg,
         count: Option<u64>,
         exceeded: bool,
     ) -> Result<Self, String> {
-        let to_4326 = if crs == 4326 {
+        let to_4326 = if crs == Epsg::WGS84 {
             None
         } else {
-            Some(Reprojector::new(crs, 4326).map_err(|error| error.to_string())?)
+            Some(Reprojector::new(crs, Epsg::WGS84).map_err(|error| error.to_string())?)
         };
         let to_out =
-            CoordinateMapper::new(crs, query.out_sr, None).map_err(|error| error.to_string())?;
+            CoordinateMapper::new(crs, query.out_epsg, None).map_err(|error| error.to_string())?;
         let filtered =
             applied.all || (applied.where_clause && (applied.geometry || query.geometry.is_none()));
         let page = query.page_size(layer.max_record_count);

@@ -2,7 +2,8 @@
 //! API ("Geometry objects", "Field data types") and the reference Koop responses show them.
 
 use geojson::{GeometryValue, Position};
-use koop_provider::{FieldType, GeometryType, ReprojectError, Reprojector, normalise_epsg};
+use koop_geoservices::{ReprojectError, Reprojector, epsg_of_wkid};
+use koop_provider::{Epsg, FieldType, GeometryType};
 use serde_json::{Map, Value as Json, json};
 
 /// `esriFieldType…` of a Koop field type.
@@ -85,7 +86,7 @@ pub(crate) fn statistic_field(name: &str, date: bool) -> Json {
 
 /// `{"wkid": asked, "latestWkid": current}`: 102100 is reported with its latest id 3857.
 pub(crate) fn spatial_reference(wkid: u32) -> Json {
-    json!({"wkid": wkid, "latestWkid": normalise_epsg(wkid)})
+    json!({"wkid": wkid, "latestWkid": epsg_of_wkid(wkid).map_or(wkid, Epsg::code)})
 }
 
 /// `esriGeometry…` of a geometry type.
@@ -106,10 +107,10 @@ pub(crate) struct CoordinateMapper {
 }
 
 impl CoordinateMapper {
-    /// From EPSG `source` to EPSG `target`, rounded to `precision` decimals.
+    /// From `source` to `target`, rounded to `precision` decimals.
     pub(crate) fn new(
-        source: u32,
-        target: u32,
+        source: Epsg,
+        target: Epsg,
         precision: Option<u32>,
     ) -> Result<Self, ReprojectError> {
         Ok(Self {
@@ -403,7 +404,7 @@ mod tests {
                 hole.iter().copied().map(Position::from).collect(),
             ],
         };
-        let identity = CoordinateMapper::new(4326, 4326, None)?;
+        let identity = CoordinateMapper::new(Epsg::WGS84, Epsg::WGS84, None)?;
         let Some(EsriGeometry::Rings(rings)) = EsriGeometry::new(&polygon, &identity) else {
             panic!("a polygon has rings");
         };
@@ -427,12 +428,12 @@ mod tests {
 
     #[test]
     fn coordinates_are_reprojected_and_rounded() -> Result<(), ReprojectError> {
-        let mapper = CoordinateMapper::new(4326, 3857, Some(1))?;
+        let mapper = CoordinateMapper::new(Epsg::WGS84, Epsg::WEB_MERCATOR, Some(1))?;
         let (x, y) = mapper.map(&[174.7633, -36.8485]).expect("in range");
         // The reference Koop answer for Auckland in EPSG:3857.
         assert!((x - 19_454_561.6).abs() < 0.051, "{x}");
         assert!((y - -4_418_010.6).abs() < 0.051, "{y}");
-        let mapper = CoordinateMapper::new(4326, 4326, Some(1))?;
+        let mapper = CoordinateMapper::new(Epsg::WGS84, Epsg::WGS84, Some(1))?;
         assert_eq!(
             mapper.map(&[174.7633, -36.8485, 12.0]),
             Some((174.8, -36.8))

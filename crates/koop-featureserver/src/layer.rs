@@ -5,9 +5,9 @@
 use std::sync::Arc;
 
 use futures::StreamExt;
-use koop_provider::geoservices::{COMPUTED_OBJECT_ID, Schema};
+use koop_geoservices::{COMPUTED_OBJECT_ID, Schema};
 use koop_provider::{
-    FieldType, FiltersApplied, GeometryType, Metadata, ProviderData, ProviderError,
+    Epsg, FieldType, FiltersApplied, GeometryType, Metadata, ProviderData, ProviderError,
     ProviderRequest, ProviderStream, infer_fields,
 };
 use koop_server::OutputContext;
@@ -29,7 +29,7 @@ pub(crate) struct Fetched {
     /// What the provider already applied.
     pub(crate) applied: FiltersApplied,
     /// EPSG code of the coordinates (4326 unless the provider says otherwise).
-    pub(crate) crs: u32,
+    pub(crate) crs: Epsg,
     /// The provider's count of matching features, when it counted.
     pub(crate) count: Option<u64>,
     /// The features.
@@ -47,7 +47,7 @@ impl Fetched {
             Ok(Self {
                 metadata: stream.metadata.clone(),
                 applied: stream.filters_applied,
-                crs: stream.crs.unwrap_or(4326),
+                crs: stream.crs.unwrap_or(Epsg::WGS84),
                 count: stream.count,
                 features: Features::Stream(Box::new(stream)),
             })
@@ -56,7 +56,7 @@ impl Fetched {
             Ok(Self {
                 metadata: data.metadata.clone(),
                 applied: data.filters_applied,
-                crs: data.crs.unwrap_or(4326),
+                crs: data.crs.unwrap_or(Epsg::WGS84),
                 count: data.count,
                 features: Features::Data(data),
             })

@@ -49,7 +49,7 @@
 //!
 //! ```no_run
 //! use koop_featureserver::FeatureServerOutput;
-//! use koop_provider::{KoordinatesConfig, KoordinatesProvider};
+//! use koop_provider_koordinates::{KoordinatesConfig, KoordinatesProvider};
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let router = koop_server::ServerBuilder::default()
@@ -70,7 +70,7 @@ use std::sync::Arc;
 
 use axum::response::Response;
 use futures::StreamExt;
-use koop_provider::geoservices::{self, Query};
+use koop_geoservices::Query;
 use koop_provider::{Credentials, Method, ProviderRequest};
 use koop_server::{Output, OutputContext, OutputHandler, OutputRoute};
 
@@ -196,7 +196,7 @@ fn info_encoding(request: &ProviderRequest) -> Result<Encoding, GeoservicesError
     };
     Ok(Encoding {
         pretty,
-        callback: geoservices::callback(&request.query)?,
+        callback: koop_geoservices::callback(&request.query)?,
     })
 }
 
@@ -385,7 +385,7 @@ async fn query(
     let answer = engine.finish();
     let body = render::render(answer, &layer, &query, fetched.crs).map_err(internal)?;
     let encoding = Encoding {
-        pretty: query.format == geoservices::Format::PrettyJson,
+        pretty: query.format == koop_geoservices::Format::PrettyJson,
         callback: query.callback.clone(),
     };
     Ok(encoding.respond_sized(&body, body.expected_bytes()))

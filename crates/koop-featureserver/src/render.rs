@@ -1,8 +1,8 @@
 //! Query answers as Esri JSON or GeoJSON (ArcGIS REST API, "Query (Feature Service/Layer)").
 
 use geojson::Feature;
-use koop_provider::FieldType;
-use koop_provider::geoservices::{Format, OutFields, Query, Value};
+use koop_geoservices::{Format, OutFields, Query, Value};
+use koop_provider::{Epsg, FieldType};
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 use serde_json::{Map, Value as Json, json};
 
@@ -82,7 +82,7 @@ pub(crate) struct FeatureWriter<'a> {
 }
 
 impl<'a> FeatureWriter<'a> {
-    fn new(layer: &'a Layer, query: &Query, source_crs: u32) -> Result<Self, String> {
+    fn new(layer: &'a Layer, query: &Query, source_crs: Epsg) -> Result<Self, String> {
         let names = out_field_names(layer, query)
             .into_iter()
             .map(|name| {
@@ -95,7 +95,7 @@ impl<'a> FeatureWriter<'a> {
         Ok(Self {
             layer,
             names,
-            mapper: CoordinateMapper::new(source_crs, query.out_sr, query.precision)
+            mapper: CoordinateMapper::new(source_crs, query.out_epsg, query.precision)
                 .map_err(|error| error.to_string())?,
             // Tables have no geometry to return.
             return_geometry: query.return_geometry && !layer.is_table(),
@@ -306,7 +306,7 @@ pub(crate) fn render<'a>(
     answer: Answer,
     layer: &'a Layer,
     query: &Query,
-    source_crs: u32,
+    source_crs: Epsg,
 ) -> Result<Body<'a>, String> {
     Ok(Body::Json(match answer {
         Answer::Count(count) => json!({ "count": count }),
@@ -325,8 +325,8 @@ pub(crate) fn render<'a>(
                     let date = statistic.field_type == FieldType::Date
                         && matches!(
                             statistic.kind,
-                            koop_provider::geoservices::StatisticType::Min
-                                | koop_provider::geoservices::StatisticType::Max
+                            koop_geoservices::StatisticType::Min
+                                | koop_geoservices::StatisticType::Max
                         );
                     esri::statistic_field(&statistic.out_name, date)
                 })

@@ -2,8 +2,8 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use koop_geoservices::QueryError;
 use koop_provider::ProviderError;
-use koop_provider::geoservices::QueryError;
 use serde_json::json;
 
 /// A Geoservices error: answered with HTTP 200 and `{"error": {"code", "message", "details"}}`,
@@ -36,18 +36,24 @@ impl GeoservicesError {
     /// The error for a provider's error; `had_token` tells an invalid token (498) from a
     /// missing one (499).
     pub(crate) fn from_provider(error: &ProviderError, had_token: bool) -> Self {
-        let text = error.to_string();
+        let text = error.message().to_owned();
         let (code, message) = match error {
-            ProviderError::InvalidQuery(query) => return Self::from(query.clone()),
-            ProviderError::BadRequest(_) => (400, text.clone()),
-            ProviderError::Unauthorized(_) if had_token => (498, "Invalid token.".to_owned()),
-            ProviderError::Unauthorized(_) => (499, "Token Required".to_owned()),
-            ProviderError::Forbidden(_) => (
+            ProviderError::InvalidQuery { message, details } => {
+                return Self {
+                    code: 400,
+                    message: message.clone(),
+                    details: details.clone(),
+                };
+            }
+            ProviderError::BadRequest { .. } => (400, text.clone()),
+            ProviderError::Unauthorized { .. } if had_token => (498, "Invalid token.".to_owned()),
+            ProviderError::Unauthorized { .. } => (499, "Token Required".to_owned()),
+            ProviderError::Forbidden { .. } => (
                 403,
                 "You do not have permissions to access this resource or perform this operation."
                     .to_owned(),
             ),
-            ProviderError::NotFound(_) => (404, text.clone()),
+            ProviderError::NotFound { .. } => (404, text.clone()),
             _ => (500, text.clone()),
         };
         Self {

@@ -19,7 +19,7 @@ pub enum Error {
     )]
     NoMetadata {
         /// Koordinates domain.
-        domain: String,
+        domain: koop_api::Domain,
         /// Layer id.
         layer_id: u64,
     },

@@ -47,7 +47,7 @@ impl DublinCoreMetadata {
             .dc_metadata(&details)
             .await?
             .ok_or_else(|| Error::NoMetadata {
-                domain: connection.domain().to_owned(),
+                domain: connection.domain().clone(),
                 layer_id,
             })?;
         Self::from_raw_xml(&xml)

@@ -1,13 +1,17 @@
 //! The data cache in front of `get_data`: keyed by `create_key`, entries expire after their
 //! `ttl`, and the cache is bounded by entries and bytes (least recently used goes first).
 //!
-//! Koop's own memory cache never expires entries; this one does.
+//! Koop's own memory cache never expires entries; this one does. Time is tokio's clock
+//! ([`tokio::time::Instant`]), so tests can pause and advance it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::model::{ProviderData, ProviderError, ProviderRequest};
+use tokio::time::Instant;
+
+use crate::error::ProviderError;
+use crate::model::{ProviderData, ProviderRequest};
 use crate::provider::Provider;
 use crate::validate::GeoJsonValidator;
 

@@ -1,4 +1,4 @@
-//! The Koop provider model in Rust, and the Koordinates provider.
+//! The Koop provider model in Rust.
 //!
 //! Koop ("add support for any remote API or datasource") lets a *provider* turn a data source
 //! into GeoJSON with a `metadata` object, and *outputs* (GeoJSON, FeatureServer) serve any
@@ -16,12 +16,12 @@
 //!   `create_key`; entries expire after their `ttl` (Koop's own memory cache never expires them)
 //!   and the cache is bounded. Pass-through providers (no `ttl`) are not cached.
 //! - [`GeoJsonValidator`]: RFC 7946 checks outside production, each problem logged once.
-//! - [`geoservices`]: the Geoservices query model (`where` parsed with sqlparser and checked
-//!   against the fields, geometry filters, every query parameter), shared by the FeatureServer
-//!   output and by providers that answer queries themselves.
-//! - [`KoordinatesProvider`]: Koordinates layers through koop's cache, read from the cached
-//!   GeoPackage and reprojected to EPSG:4326 ([`Reprojector`]); Geoservices queries are
-//!   answered in SQLite on that GeoPackage.
+//! - [`ProviderError`]: what failed, one line for the client, with the cause's whole chain kept
+//!   for the server's log.
+//!
+//! The crate is the model alone: it knows no data source, no HTTP framework and no query
+//! language. The Geoservices query model is `koop-geoservices`; the Koordinates provider is
+//! `koop-provider-koordinates`.
 //!
 //! # Example
 //!
@@ -66,22 +66,19 @@
 #![deny(missing_docs)]
 
 pub use cache::{DataCache, get_data_cached};
-pub use crs::{ReprojectError, Reprojector, normalise_epsg};
+pub use error::{Cause, ProviderError};
 pub use infer::{infer_fields, is_iso_date};
-pub use koordinates::{KoordinatesConfig, KoordinatesProvider, field_type};
+pub use koop_types::Epsg;
 pub use model::{
     Credentials, Field, FieldType, FiltersApplied, GeometryType, Metadata, Method, ProviderData,
-    ProviderError, ProviderRequest, ProviderRoute, ProviderStream, Registration, RouteHandler,
-    RouteParams, Token,
+    ProviderRequest, ProviderRoute, ProviderStream, Registration, RouteHandler, RouteParams, Token,
 };
 pub use provider::{Provider, default_key};
 pub use validate::{GeoJsonValidator, feature_problems};
 
 mod cache;
-mod crs;
-pub mod geoservices;
+mod error;
 mod infer;
-mod koordinates;
 mod model;
 mod provider;
 mod validate;

@@ -10,7 +10,10 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
+use koop_types::Epsg;
 use serde::{Deserialize, Serialize};
+
+use crate::error::ProviderError;
 
 /// Route parameters of a request, as Koop names them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -38,6 +41,8 @@ pub struct ProviderRequest {
     /// Where the request was sent, `http://host:port` (from the `Host` and
     /// `X-Forwarded-Proto` headers), for absolute URLs in responses.
     pub base_url: Option<String>,
+    /// The request's path, without its query (which may hold a token), for logs.
+    pub path: String,
 }
 
 impl ProviderRequest {
@@ -212,7 +217,7 @@ pub struct ProviderData {
     /// Filters the provider applied itself.
     pub filters_applied: FiltersApplied,
     /// EPSG code of the coordinates when not EPSG:4326 (RFC 7946 wants 4326).
-    pub crs: Option<u32>,
+    pub crs: Option<Epsg>,
     /// The number of features matching the request before paging, when the provider paged
     /// itself (so outputs can tell whether more exist).
     pub count: Option<u64>,
@@ -235,7 +240,7 @@ impl ProviderData {
         }
         if let Some(crs) = self.crs {
             document["crs"] =
-                serde_json::json!({"type": "name", "properties": {"name": format!("EPSG:{crs}")}});
+                serde_json::json!({"type": "name", "properties": {"name": crs.to_string()}});
         }
         document
     }
@@ -249,7 +254,7 @@ pub struct ProviderStream {
     /// Filters the provider applied itself.
     pub filters_applied: FiltersApplied,
     /// EPSG code of the coordinates when not EPSG:4326 (as [`ProviderData::crs`]).
-    pub crs: Option<u32>,
+    pub crs: Option<Epsg>,
     /// The number of features matching the request before paging, when the provider counted
     /// them itself (as [`ProviderData::count`]).
     pub count: Option<u64>,
@@ -371,57 +376,6 @@ impl Registration {
             disable_id_param: false,
             version: "0.0.0".to_owned(),
             routes: Vec::new(),
-        }
-    }
-}
-
-/// What a provider can fail with; each maps to an HTTP status.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum ProviderError {
-    /// 400: the request is wrong.
-    #[error("{0}")]
-    BadRequest(String),
-    /// 400: a Geoservices query parameter is wrong (a provider that parses queries itself
-    /// reports it with the message and details outputs show).
-    #[error("{0}")]
-    InvalidQuery(crate::geoservices::QueryError),
-    /// 401: a token is required.
-    #[error("{0}")]
-    Unauthorized(String),
-    /// 403: the token does not allow this.
-    #[error("{0}")]
-    Forbidden(String),
-    /// 404: no such layer, or not served here.
-    #[error("{0}")]
-    NotFound(String),
-    /// 501: the provider does not do this (e.g. `authenticate`).
-    #[error("{0}")]
-    NotSupported(String),
-    /// 502: the remote source failed.
-    #[error("{0}")]
-    Upstream(String),
-    /// 503: the server is not set up for this (e.g. no API key for the domain), or the remote
-    /// source is rate limiting.
-    #[error("{0}")]
-    Unavailable(String),
-    /// 500: anything else.
-    #[error("{0}")]
-    Internal(String),
-}
-
-impl ProviderError {
-    /// The HTTP status of the error.
-    pub fn status(&self) -> u16 {
-        match self {
-            Self::BadRequest(_) | Self::InvalidQuery(_) => 400,
-            Self::Unauthorized(_) => 401,
-            Self::Forbidden(_) => 403,
-            Self::NotFound(_) => 404,
-            Self::NotSupported(_) => 501,
-            Self::Upstream(_) => 502,
-            Self::Unavailable(_) => 503,
-            Self::Internal(_) => 500,
         }
     }
 }

@@ -2,8 +2,9 @@
 
 use async_trait::async_trait;
 
+use crate::error::ProviderError;
 use crate::model::{
-    Credentials, ProviderData, ProviderError, ProviderRequest, ProviderStream, Registration, Token,
+    Credentials, ProviderData, ProviderRequest, ProviderStream, Registration, Token,
 };
 
 /// A data source served by koop: the Rust form of a Koop provider's Model.
@@ -95,7 +96,7 @@ pub trait Provider: Send + Sync + 'static {
     ///
     /// [`ProviderError::Unauthorized`] for bad credentials; [`ProviderError::NotSupported`].
     async fn authenticate(&self, _credentials: &Credentials) -> Result<Token, ProviderError> {
-        Err(ProviderError::NotSupported(format!(
+        Err(ProviderError::not_supported(format!(
             "the {} provider does not issue tokens",
             self.name()
         )))

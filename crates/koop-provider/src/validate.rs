@@ -77,7 +77,7 @@ impl GeoJsonValidator {
         if !self.enabled {
             return;
         }
-        let geographic = data.crs.is_none_or(|crs| crs == 4326);
+        let geographic = data.crs.is_none_or(|crs| crs == koop_types::Epsg::WGS84);
         for feature in &data.features {
             self.report(key, feature_problems(&data.metadata, geographic, feature));
         }

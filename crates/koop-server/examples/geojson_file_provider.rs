@@ -42,22 +42,22 @@ impl Provider for GeoJsonFileProvider {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
         {
-            return Err(ProviderError::NotFound(format!(
+            return Err(ProviderError::not_found(format!(
                 "no GeoJSON file named {id:?}"
             )));
         }
         let path = self.dir.join(format!("{id}.geojson"));
         let text = tokio::fs::read_to_string(&path)
             .await
-            .map_err(|_| ProviderError::NotFound(format!("no GeoJSON file {}", path.display())))?;
+            .map_err(|_| ProviderError::not_found(format!("no GeoJSON file named {id:?}")))?;
         let collection: geojson::FeatureCollection = text
             .parse::<geojson::GeoJson>()
             .and_then(geojson::FeatureCollection::try_from)
             .map_err(|error| {
-                ProviderError::Internal(format!(
-                    "{} is not a FeatureCollection: {error}",
-                    path.display()
-                ))
+                ProviderError::internal(
+                    format!("{id}.geojson is not a FeatureCollection: {error}"),
+                    None,
+                )
             })?;
         let fields = infer_fields(&collection.features);
         Ok(ProviderData {

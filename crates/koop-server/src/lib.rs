@@ -15,16 +15,26 @@
 //! # Example
 //!
 //! ```no_run
-//! use koop_provider::{KoordinatesConfig, KoordinatesProvider};
+//! use async_trait::async_trait;
+//! use koop_provider::{Metadata, Provider, ProviderData, ProviderError, ProviderRequest};
+//!
+//! struct Empty;
+//!
+//! #[async_trait]
+//! impl Provider for Empty {
+//!     fn name(&self) -> &str {
+//!         "empty"
+//!     }
+//!
+//!     async fn get_data(&self, _request: &ProviderRequest) -> Result<ProviderData, ProviderError> {
+//!         Ok(ProviderData { metadata: Metadata::default(), ..ProviderData::default() })
+//!     }
+//! }
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! let provider = KoordinatesProvider::new(KoordinatesConfig {
-//!     domains: vec!["data.linz.govt.nz".into()],
-//!     ..KoordinatesConfig::default()
-//! });
-//! let router = koop_server::ServerBuilder::default().provider(provider).build()?;
+//! let router = koop_server::ServerBuilder::default().provider(Empty).build()?;
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
-//! // GET /koordinates/data.linz.govt.nz/50772/geojson
+//! // GET /empty/anything/geojson
 //! axum::serve(listener, router).await?;
 //! # Ok(())
 //! # }
@@ -32,7 +42,7 @@
 #![deny(missing_docs)]
 
 pub use geojson::GeoJsonOutput;
-pub use output::{Output, OutputContext, OutputHandler, OutputRoute, error_response};
+pub use output::{Output, OutputContext, OutputHandler, OutputRoute, error_response, log_failure};
 pub use server::{ServerBuilder, ServerError};
 
 mod geojson;

@@ -41,14 +41,18 @@ impl OutputContext {
         &self,
         request: &ProviderRequest,
     ) -> Result<Arc<ProviderData>, ProviderError> {
-        self.provider.authorize(request).await?;
-        get_data_cached(
-            self.provider.as_ref(),
-            request,
-            &self.cache,
-            &self.validator,
-        )
-        .await
+        let result = async {
+            self.provider.authorize(request).await?;
+            get_data_cached(
+                self.provider.as_ref(),
+                request,
+                &self.cache,
+                &self.validator,
+            )
+            .await
+        }
+        .await;
+        result.inspect_err(|error| log_failure(request, error))
     }
 
     /// Authorizes the request, then streams the provider's features: from its `get_stream`
@@ -64,6 +68,12 @@ impl OutputContext {
         &self,
         request: &ProviderRequest,
     ) -> Result<ProviderStream, ProviderError> {
+        self.stream(request)
+            .await
+            .inspect_err(|error| log_failure(request, error))
+    }
+
+    async fn stream(&self, request: &ProviderRequest) -> Result<ProviderStream, ProviderError> {
         if !self.provider.prefers_stream() {
             // Read through the data cache, then stream what it holds.
             let data = self.get_data(request).await?;
@@ -89,6 +99,16 @@ impl OutputContext {
             }));
         }
         Ok(stream)
+    }
+}
+
+/// Logs a provider's failure with the request path: the whole chain at `warn` for the server's
+/// faults and the upstream's (5xx), at `debug` for the client's (4xx).
+pub fn log_failure(request: &ProviderRequest, error: &ProviderError) {
+    if error.status() >= 500 {
+        tracing::warn!(path = %request.path, status = error.status(), "{}", error.chain());
+    } else {
+        tracing::debug!(path = %request.path, status = error.status(), "{}", error.chain());
     }
 }
 
@@ -134,9 +154,10 @@ pub trait Output: Send + Sync + 'static {
     fn routes(&self) -> Vec<OutputRoute>;
 }
 
-/// A JSON error with the HTTP status of `error`: `{"error": {"code": 404, "message": "…"}}`.
+/// A JSON error with the HTTP status of `error`: `{"error": {"code": 404, "message": "…"}}`, the
+/// message alone (never the cause's chain, which may name local paths).
 pub fn error_response(error: &ProviderError) -> Response {
     let status = StatusCode::from_u16(error.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let body = serde_json::json!({"error": {"code": error.status(), "message": error.to_string()}});
+    let body = serde_json::json!({"error": {"code": error.status(), "message": error.message()}});
     (status, axum::Json(body)).into_response()
 }

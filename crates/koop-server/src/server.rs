@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery};
+use axum::extract::{OriginalUri, Path, RawQuery};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
@@ -136,6 +136,7 @@ fn body_fields(headers: &HeaderMap, body: &[u8]) -> BTreeMap<String, String> {
 
 /// The framework-independent request of an HTTP request.
 fn provider_request(
+    path: &str,
     params: &HashMap<String, String>,
     query: Option<&str>,
     headers: &HeaderMap,
@@ -173,6 +174,7 @@ fn provider_request(
         });
     ProviderRequest {
         base_url,
+        path: path.to_owned(),
         params: RouteParams {
             host: params.get("host").cloned(),
             id: params.get("id").cloned(),
@@ -188,12 +190,17 @@ type Handler = Arc<dyn Fn(ProviderRequest) -> BoxFuture<'static, Response> + Sen
 
 fn method_router(methods: &[Method], handler: &Handler) -> MethodRouter {
     let make = |handler: Handler| {
-        move |Path(params): Path<HashMap<String, String>>,
+        move |OriginalUri(uri): OriginalUri,
+              Path(params): Path<HashMap<String, String>>,
               RawQuery(query): RawQuery,
               headers: HeaderMap,
               body: Bytes| {
             let handler = handler.clone();
-            async move { handler(provider_request(&params, query.as_deref(), &headers, &body)).await }
+            async move {
+                let request =
+                    provider_request(uri.path(), &params, query.as_deref(), &headers, &body);
+                handler(request).await
+            }
         }
     };
     let mut router = MethodRouter::new();
@@ -367,6 +374,7 @@ mod tests {
             "application/x-www-form-urlencoded".parse().expect("header"),
         );
         let request = provider_request(
+            "/test/sample/FeatureServer/0/query",
             &params,
             Some("f=json&where=1%3D1"),
             &headers,
@@ -377,6 +385,7 @@ mod tests {
         assert_eq!(request.query("outFields"), Some("name"));
         assert_eq!(request.token.as_deref(), Some("abc"));
         assert_eq!(request.base_url, None, "no Host header");
+        assert_eq!(request.path, "/test/sample/FeatureServer/0/query");
 
         headers.insert(
             header::CONTENT_TYPE,
@@ -384,6 +393,7 @@ mod tests {
         );
         headers.insert(header::HOST, "127.0.0.1:8080".parse().expect("header"));
         let request = provider_request(
+            "/test/sample/FeatureServer/0/query",
             &params,
             None,
             &headers,
@@ -396,7 +406,7 @@ mod tests {
             header::HOST,
             "evil.example/<script>".parse().expect("header"),
         );
-        let request = provider_request(&params, None, &headers, b"");
+        let request = provider_request("/", &params, None, &headers, b"");
         assert_eq!(
             request.base_url, None,
             "a Host that is not a host name is ignored"

@@ -8,6 +8,9 @@ pub struct RequestFaults {
     pub rate_limit: Option<RateLimitFault>,
     /// Answer chosen API requests with a 5xx status.
     pub server_error: Option<ServerErrorFault>,
+    /// Answer every request to `exports/` with 401 `Invalid API key.`, as for a key that expired
+    /// (or was revoked) after the layer details were read.
+    pub refuse_key_for_exports: bool,
 }
 
 /// 429 Too Many Requests for the next `count` API requests.

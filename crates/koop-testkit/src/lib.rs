@@ -16,7 +16,7 @@
 //! - the API key check (401 with a JSON error), request counters ([`Counters`]), a log of every
 //!   request with its `Authorization` header, version bumps ([`TestServer::bump_version`]), and
 //!   opt-in faults ([`RequestFaults`], [`ExportFaults`]): 429 with `Retry-After`, 5xx on the k-th
-//!   request, exports ending `error` or `cancelled` or never completing, a connection dropped after
+//!   request, 401 for exports (a key that expired), exports ending `error` or `cancelled` or never completing, a connection dropped after
 //!   N bytes, truncated, path-traversal, empty or corrupted ZIPs, and a redirect of the download to
 //!   a second listener on another origin (standing in for presigned object storage).
 //!
@@ -58,6 +58,9 @@ pub use geopackage::{GeneratedContent, GeneratedInfo, LayerSchema, inspect as in
 pub use state::{BumpKind, Counters, Listener, RecordedRequest};
 
 pub mod data;
+pub mod fixtures;
+pub mod http;
+pub mod logs;
 
 mod artifacts;
 mod bodies;
@@ -92,6 +95,12 @@ pub enum TestkitError {
     /// No such layer.
     #[error("koop-testkit has no layer {0}")]
     UnknownLayer(u64),
+    /// An HTTP request of a test helper failed.
+    #[error("koop-testkit's HTTP client failed")]
+    Http(#[from] reqwest::Error),
+    /// A test helper met an answer it did not expect.
+    #[error("koop-testkit: {0}")]
+    Unexpected(String),
 }
 
 /// Settings of a [`TestServer`].
@@ -200,6 +209,19 @@ impl TestServer {
     /// The domain to give a client: `127.0.0.1:PORT` (plain HTTP).
     pub fn domain(&self) -> String {
         self.api_addr.to_string()
+    }
+
+    /// The site as a [`koop_types::Domain`]: `127.0.0.1:PORT`, reached over plain HTTP.
+    pub fn site(&self) -> koop_types::Domain {
+        // `http://` and a socket address always read as a domain.
+        koop_types::Domain::parse(&self.base_url())
+            .unwrap_or_else(|_| unreachable!("a loopback socket address is a domain"))
+    }
+
+    /// A client of this server that speaks raw HTTP with its key, for tests that check what the
+    /// server answers without going through koop.
+    pub fn raw_client(&self) -> http::RawClient {
+        http::RawClient::new(self)
     }
 
     /// `http://127.0.0.1:PORT2`, the second listener ("object storage").

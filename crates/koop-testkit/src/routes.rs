@@ -180,6 +180,15 @@ async fn api_guard(
             );
         }
     }
+    let refused = state.lock().request_faults.refuse_key_for_exports
+        && request.uri().path().contains("/exports/");
+    if refused {
+        bump(&state.counters.unauthorized);
+        return json_response(
+            StatusCode::UNAUTHORIZED,
+            &json!({"detail": "Invalid API key."}),
+        );
+    }
     let expected = format!("key {}", state.api_key);
     match request.headers().get(header::AUTHORIZATION) {
         Some(value) if value.as_bytes() == expected.as_bytes() => next.run(request).await,

@@ -26,7 +26,7 @@ pub enum Error {
     )]
     NotCached {
         /// Koordinates domain.
-        domain: String,
+        domain: koop_types::Domain,
         /// Layer id.
         layer_id: u64,
         /// The cache root.
@@ -44,7 +44,7 @@ pub enum Error {
     #[error("layer {layer_id} on {domain} has no version; it may be a draft or not a layer")]
     NoVersion {
         /// Koordinates domain.
-        domain: String,
+        domain: koop_types::Domain,
         /// Layer id.
         layer_id: u64,
     },
@@ -55,7 +55,7 @@ pub enum Error {
     )]
     VersionKeptChanging {
         /// Koordinates domain.
-        domain: String,
+        domain: koop_types::Domain,
         /// Layer id.
         layer_id: u64,
         /// Exports attempted.

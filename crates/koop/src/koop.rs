@@ -7,28 +7,16 @@ use std::time::Duration;
 use koop_api::{ConnectionBuilder, KoordinatesConnection, LayerDetails, LayerKind};
 use koop_cache::{Cache, CacheEntry, EntryKey, EntryLock, LayerInfo, StagedFile, StagedLayer};
 use koop_export::{
-    DEFAULT_CRS_EPSG, ExportEvent, ExportOptions, ExportSpec, Exporter, ExtractedLayer, Progress,
+    DEFAULT_CRS, ExportOptions, ExportSpec, Exporter, ExtractedLayer, FetchOutcome, LayerEvent,
+    Observer, Quiet,
 };
+use koop_types::{Domain, Epsg};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::{Error, Result};
 
 /// How many times a fetch starts over when the layer's data changes during its export.
 const VERSION_ATTEMPTS: u32 = 3;
-
-/// How a layer was obtained.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FetchOutcome {
-    /// The version was in the cache: one API request, no export.
-    Cached,
-    /// The version changed only metadata; the cached data of its data version was linked under
-    /// its name: no export, no download.
-    Linked,
-    /// Exported and downloaded.
-    Downloaded,
-    /// Answered from the cache alone, without any request (offline).
-    Offline,
-}
 
 /// A layer on disk.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,65 +29,6 @@ pub struct FetchedLayer {
     pub entry: CacheEntry,
 }
 
-/// What happens while a layer is fetched, for progress bars and logs.
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub enum LayerEvent {
-    /// The layer details arrived.
-    Details {
-        /// Title.
-        title: String,
-        /// Kind (`vector`, `grid`, …).
-        kind: String,
-        /// Current version.
-        version_id: u64,
-    },
-    /// Another task or process is fetching the same data; waiting for it.
-    WaitingForOtherFetch,
-    /// Waiting for a free export slot (mirroring).
-    QueuedForExport,
-    /// Waiting for a free download slot (mirroring).
-    QueuedForDownload,
-    /// A step of the export job.
-    Export(ExportEvent),
-    /// Done.
-    Finished {
-        /// How.
-        outcome: FetchOutcome,
-        /// Bytes of the layer on disk.
-        bytes: u64,
-    },
-}
-
-/// Receives [`LayerEvent`]s. Implemented for every `Fn(u64, LayerEvent)` (layer id, event).
-pub trait Observer: Send + Sync {
-    /// Called for each event of layer `layer_id`; must be quick.
-    fn layer_event(&self, layer_id: u64, event: LayerEvent);
-}
-
-impl<F: Fn(u64, LayerEvent) + Send + Sync> Observer for F {
-    fn layer_event(&self, layer_id: u64, event: LayerEvent) {
-        self(layer_id, event);
-    }
-}
-
-/// An [`Observer`] that ignores every event.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Quiet;
-
-impl Observer for Quiet {
-    fn layer_event(&self, _layer_id: u64, _event: LayerEvent) {}
-}
-
-/// Passes export events on as [`LayerEvent::Export`].
-struct ExportEvents<'a>(&'a dyn Observer);
-
-impl Progress for ExportEvents<'_> {
-    fn event(&self, layer_id: u64, event: ExportEvent) {
-        self.0.layer_event(layer_id, LayerEvent::Export(event));
-    }
-}
-
 /// Gets Koordinates layers onto disk exactly once.
 ///
 /// A `Koop` holds a [`KoordinatesConnection`] (one pooled HTTP client), a [`Cache`] and an
@@ -107,10 +36,10 @@ impl Progress for ExportEvents<'_> {
 #[derive(Debug, Clone)]
 pub struct Koop {
     connection: Option<KoordinatesConnection>,
-    domain: String,
+    domain: Domain,
     cache: Cache,
     exporter: Option<Exporter>,
-    crs_epsg: u32,
+    crs: Epsg,
     extent: Option<serde_json::Value>,
     offline: bool,
 }
@@ -124,7 +53,7 @@ pub struct KoopBuilder {
     cache: Option<Cache>,
     cache_dir: Option<PathBuf>,
     export_options: ExportOptions,
-    crs_epsg: Option<u32>,
+    crs: Option<Epsg>,
     extent: Option<serde_json::Value>,
     offline: bool,
 }
@@ -149,8 +78,9 @@ impl KoopBuilder {
         self
     }
 
-    /// The Koordinates site (default `ttgroup.koordinates.com`).
-    pub fn domain(mut self, domain: impl Into<String>) -> Self {
+    /// The Koordinates site (default `ttgroup.koordinates.com`), as a host name or URL (see
+    /// [`koop_api::ConnectionBuilder::domain`]).
+    pub fn domain(mut self, domain: impl AsRef<str>) -> Self {
         self.connection_builder = self.connection_builder.domain(domain);
         self
     }
@@ -182,9 +112,9 @@ impl KoopBuilder {
         self
     }
 
-    /// The CRS to export in, as an EPSG code (default 2193, NZTM2000).
-    pub fn crs(mut self, epsg: u32) -> Self {
-        self.crs_epsg = Some(epsg);
+    /// The CRS to export in (default EPSG:2193, NZTM2000).
+    pub fn crs(mut self, crs: Epsg) -> Self {
+        self.crs = Some(crs);
         self
     }
 
@@ -240,7 +170,7 @@ impl KoopBuilder {
             domain,
             cache,
             exporter,
-            crs_epsg: self.crs_epsg.unwrap_or(DEFAULT_CRS_EPSG),
+            crs: self.crs.unwrap_or(DEFAULT_CRS),
             extent: self.extent,
             offline: self.offline,
         })
@@ -264,7 +194,7 @@ impl Koop {
     }
 
     /// The Koordinates domain.
-    pub fn domain(&self) -> &str {
+    pub fn domain(&self) -> &Domain {
         &self.domain
     }
 
@@ -396,11 +326,10 @@ impl Koop {
                 return Ok(fetched);
             }
             let staging = self.cache.staging(&key)?;
-            let progress = ExportEvents(observer);
             let export = {
                 let _permit = limits.export(layer_id, observer).await;
-                let export = exporter.create(&details, &spec, &progress).await?;
-                let export = exporter.wait(layer_id, export, &progress).await?;
+                let export = exporter.create(&details, &spec, observer).await?;
+                let export = exporter.wait(layer_id, export, observer).await?;
                 // An export is of the layer, not of a version: file it only under the version
                 // whose data it holds.
                 let now = self.layer_details(layer_id).await?;
@@ -416,18 +345,9 @@ impl Koop {
             };
             let _permit = limits.download(layer_id, observer).await;
             let zip = staging.path().join("export.zip");
-            exporter
-                .download(layer_id, &export, &zip, &progress)
-                .await?;
+            exporter.download(layer_id, &export, &zip, observer).await?;
             let extraction = exporter
-                .extract(
-                    layer_id,
-                    &spec,
-                    &zip,
-                    staging.path(),
-                    &key.stem(),
-                    &progress,
-                )
+                .extract(layer_id, &spec, &zip, staging.path(), &key.stem(), observer)
                 .await?;
             tokio::fs::remove_file(&zip).await.ok();
             let info = LayerInfo {
@@ -466,7 +386,7 @@ impl Koop {
 
     /// The cache key and export spec of a layer's current version.
     fn key_for(&self, layer_id: u64, details: &LayerDetails) -> Result<(EntryKey, ExportSpec)> {
-        let spec = ExportSpec::for_layer(details, self.crs_epsg, self.extent.clone())?;
+        let spec = ExportSpec::for_layer(details, self.crs, self.extent.clone())?;
         let no_version = || Error::NoVersion {
             domain: self.domain.clone(),
             layer_id,
@@ -479,7 +399,7 @@ impl Koop {
             version_id,
             data_version,
             format: spec.format.to_string(),
-            crs: spec.crs.clone(),
+            crs: spec.crs,
             extent: self.extent.as_ref().map(ToString::to_string),
         };
         Ok((key, spec))
@@ -546,7 +466,7 @@ impl Koop {
 
     fn fetch_offline(&self, layer_id: u64, observer: &dyn Observer) -> Result<FetchedLayer> {
         let extent = self.extent.as_ref().map(ToString::to_string);
-        let crs = format!("EPSG:{}", self.crs_epsg);
+        let crs = self.crs;
         let entry = self
             .cache
             .entries_of_layer(&self.domain, layer_id)?

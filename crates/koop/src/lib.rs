@@ -23,7 +23,7 @@
 //! // Reusable, with options.
 //! let koop = koop::Koop::builder()
 //!     .domain("data.linz.govt.nz")
-//!     .crs(4326)
+//!     .crs(koop::Epsg::WGS84)
 //!     .build()?;
 //! let fetched = koop.fetch_layer(51571, &koop::Quiet).await?;
 //! println!("{} ({:?})", fetched.path.display(), fetched.outcome);
@@ -33,17 +33,16 @@
 #![deny(missing_docs)]
 
 pub use error::{Error, Result};
-pub use koop::{
-    FetchOutcome, FetchedLayer, Koop, KoopBuilder, LayerEvent, Observer, Quiet, get_layer_from_id,
-};
+pub use koop::{FetchedLayer, Koop, KoopBuilder, get_layer_from_id};
 pub use koop_api::{
     ExportFormat, ExportState, KoordinatesConnection, LayerDetails, LayerKind, RetryPolicy,
 };
 pub use koop_cache::{
     CACHE_DIR_ENV, Cache, CacheEntry, GcPolicy, GcReport, Manifest, VerifyReport,
 };
-pub use koop_export::{DEFAULT_CRS_EPSG, ExportEvent, ExportOptions};
+pub use koop_export::{DEFAULT_CRS, ExportOptions, FetchOutcome, LayerEvent, Observer, Quiet};
 pub use koop_metadata::{DublinCoreMetadata, Element as DublinCoreElement};
+pub use koop_types::{Domain, Epsg};
 pub use mirror::{LayerResult, MirrorOptions, MirrorSummary};
 pub use {koop_api, koop_cache, koop_export, koop_metadata};
 

@@ -11,7 +11,9 @@ use futures::stream::{FuturesUnordered, Stream, StreamExt};
 use tokio::sync::Semaphore;
 
 use crate::error::{Error, Result};
-use crate::koop::{FetchOutcome, FetchedLayer, Koop, Limits, Lookup, Observer};
+use koop_export::{FetchOutcome, Observer};
+
+use crate::koop::{FetchedLayer, Koop, Limits, Lookup};
 
 /// How much a mirror run does at once.
 ///

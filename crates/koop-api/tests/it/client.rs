@@ -53,7 +53,7 @@ fn all_text(error: &Error) -> String {
 }
 
 fn gpkg_request(layer_url: &str) -> ExportRequest {
-    ExportRequest::new("EPSG:2193")
+    ExportRequest::new(koop_api::Epsg::NZTM2000)
         .with_item(layer_url)
         .with_format(&LayerKind::Vector, &ExportFormat::GeoPackage)
 }
@@ -343,7 +343,7 @@ async fn an_invalid_export_gives_the_server_reasons() -> Result<()> {
     let server = TestServer::start().await?;
     let connection = connect(&server)?;
     let cloud = format!("{}layers/1007/", server.api_url());
-    let request = ExportRequest::new("EPSG:2193")
+    let request = ExportRequest::new(koop_api::Epsg::NZTM2000)
         .with_item(&cloud)
         .with_format(&LayerKind::PointCloud, &ExportFormat::GeoPackage);
     let validation = connection.validate_export(&request).await?;
@@ -427,7 +427,7 @@ async fn the_download_redirect_to_storage_never_carries_the_key() -> Result<()> 
     );
     let connection = connect(&server)?;
     let details = connection.layer_details(1003).await?;
-    let request = ExportRequest::new("EPSG:2193")
+    let request = ExportRequest::new(koop_api::Epsg::NZTM2000)
         .with_item(&details.url)
         .with_format(&LayerKind::Grid, &ExportFormat::GeoTiff);
     let mut export = connection.create_export(&request).await?;

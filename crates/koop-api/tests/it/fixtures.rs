@@ -1,4 +1,4 @@
-//! Every layer, version and export body in `../shared/fixtures/koordinates/` decodes.
+//! Every layer, version and export body in `koop-testkit/fixtures/koordinates/` decodes.
 //!
 //! The folder is read, and each JSON body is classified by its shape, so a fixture added later
 //! is covered without a code change.
@@ -14,7 +14,7 @@ use koop_api::{
 use serde_json::Value;
 
 fn fixtures_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/koordinates")
+    koop_testkit::fixtures::koordinates()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -88,7 +88,7 @@ fn read(name: &str) -> Result<Value> {
 fn every_layer_version_and_export_body_decodes() -> Result<()> {
     let mut decoded: BTreeMap<Shape, Vec<String>> = BTreeMap::new();
     let mut entries: Vec<_> = std::fs::read_dir(fixtures_dir())
-        .context("the shared fixtures folder")?
+        .context("the Koordinates fixtures folder")?
         .collect::<Result<_, _>>()?;
     entries.sort_by_key(std::fs::DirEntry::file_name);
     for entry in entries {

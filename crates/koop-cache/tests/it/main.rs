@@ -9,12 +9,12 @@ use koop_cache::{Cache, EntryKey, Error, GcPolicy, LayerInfo, StagedFile, Staged
 
 fn key(version_id: u64, data_version: u64) -> EntryKey {
     EntryKey {
-        domain: "data.linz.govt.nz".into(),
+        domain: koop_types::Domain::parse("data.linz.govt.nz").expect("a domain"),
         layer_id: 50772,
         version_id,
         data_version,
         format: "application/x-ogc-gpkg".into(),
-        crs: "EPSG:2193".into(),
+        crs: koop_types::Epsg::NZTM2000,
         extent: None,
     }
 }
@@ -156,7 +156,7 @@ fn a_metadata_only_version_shares_the_bytes_of_its_data() -> Result<()> {
     assert_eq!(cache.get(&metadata_only)?, Some(linked));
     assert_eq!(
         cache
-            .newest("data.linz.govt.nz", 50772)?
+            .newest(&koop_types::Domain::parse("data.linz.govt.nz")?, 50772)?
             .map(|e| e.manifest.key.version_id),
         Some(105)
     );

@@ -10,7 +10,7 @@ use futures::StreamExt;
 use koop::{FetchedLayer, Koop, LayerResult, MirrorOptions, MirrorSummary};
 use serde_json::{Value, json};
 
-use super::{bare_host, domain_for, koop};
+use super::{domain_for, koop};
 use crate::Status;
 use crate::cli::{Concurrency, Global};
 use crate::ids::{LayerRef, NotALayer, parse_layer_ref, parse_list};
@@ -54,8 +54,8 @@ fn result_json(result: &LayerResult) -> Value {
 }
 
 /// The layers of `refs` that belong to `domain`, and an error for each that does not.
-fn on_domain(refs: Vec<LayerRef>, domain: &str) -> (Vec<u64>, Vec<(u64, String)>) {
-    let host = bare_host(domain);
+fn on_domain(refs: Vec<LayerRef>, domain: &koop::Domain) -> (Vec<u64>, Vec<(u64, String)>) {
+    let host = domain;
     let mut ids = Vec::new();
     let mut wrong = Vec::new();
     for layer in refs {

@@ -4,7 +4,7 @@ use anyhow::Result;
 use koop::{Cache, CacheEntry, LayerDetails};
 use serde_json::json;
 
-use super::{bare_host, domain_for, koop};
+use super::{domain_for, koop};
 use crate::Status;
 use crate::cli::Global;
 use crate::ids::parse_layer_ref;
@@ -36,7 +36,7 @@ fn cache_lines(entries: &[CacheEntry], current_version: Option<u64>) -> Vec<Stri
         .collect()
 }
 
-fn print_details(details: &LayerDetails, domain: &str, entries: &[CacheEntry]) {
+fn print_details(details: &LayerDetails, domain: &koop::Domain, entries: &[CacheEntry]) {
     let data = details.data.as_ref();
     println!("{}", details.title);
     let kind = details.kind.as_ref().map_or("?", koop::LayerKind::as_str);
@@ -102,9 +102,7 @@ pub(crate) async fn info(global: &Global, id: &str, json: bool) -> Result<Status
             println!("{}", newest.manifest.title);
             println!(
                 "  layer      {} ({}) on {} — offline: from the cache",
-                layer.id,
-                newest.manifest.kind,
-                bare_host(&domain)
+                layer.id, newest.manifest.kind, domain
             );
             for (index, line) in cache_lines(&entries, None).iter().enumerate() {
                 println!("  {:<10} {line}", if index == 0 { "cache" } else { "" });

@@ -8,7 +8,7 @@ mod metadata;
 mod serve;
 
 use anyhow::{Context, Result, bail};
-use koop::Koop;
+use koop::{Domain, Koop};
 
 use crate::Status;
 use crate::cli::{CacheAction, Cli, Command, Global};
@@ -63,51 +63,39 @@ pub(crate) async fn run(cli: Cli, bars: bool) -> Result<Status> {
 }
 
 /// The domain to use: `--domain`, else the one site the layer URLs name, else the default.
-pub(crate) fn domain_for(global: &Global, layers: &[&LayerRef]) -> Result<String> {
+pub(crate) fn domain_for(global: &Global, layers: &[&LayerRef]) -> Result<Domain> {
     if let Some(domain) = &global.domain {
         return Ok(domain.clone());
     }
-    let mut hosts: Vec<&str> = layers
+    let mut hosts: Vec<&Domain> = layers
         .iter()
-        .filter_map(|layer| layer.host.as_deref())
+        .filter_map(|layer| layer.host.as_ref())
         .collect();
     hosts.sort_unstable();
     hosts.dedup();
     match hosts.as_slice() {
-        [] => Ok(koop::koop_api::DEFAULT_DOMAIN.to_owned()),
-        [host] => Ok((*host).to_owned()),
+        [] => Ok(Domain::parse(koop::koop_api::DEFAULT_DOMAIN)?),
+        [host] => Ok((*host).clone()),
         many => bail!(
             "the layer URLs name several sites ({}); mirror one site at a time, or pass --domain",
-            many.join(", ")
+            many.iter()
+                .map(|domain| domain.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     }
 }
 
-/// `host[:port]` of a domain as given (`http://127.0.0.1:8080` → `127.0.0.1:8080`).
-pub(crate) fn bare_host(domain: &str) -> &str {
-    let domain = domain
-        .strip_prefix("https://")
-        .or_else(|| domain.strip_prefix("http://"))
-        .unwrap_or(domain);
-    domain.trim_end_matches('/')
-}
-
-/// A `Koop` for `domain` with the global options. `http://host` asks for plain HTTP explicitly.
-pub(crate) fn koop(global: &Global, domain: &str) -> Result<Koop> {
-    let plain_http = domain.starts_with("http://");
-    if plain_http {
-        let host = bare_host(domain);
-        let loopback =
-            host.starts_with("127.") || host.starts_with("localhost") || host.starts_with("[::1]");
-        if !loopback {
-            tracing::warn!("plain HTTP to {host}: the API key crosses the network unencrypted");
-        }
+/// A `Koop` for `domain` with the global options. A domain named `http://host` asks for plain
+/// HTTP explicitly.
+pub(crate) fn koop(global: &Global, domain: &Domain) -> Result<Koop> {
+    if domain.is_plain_http() && !domain.is_loopback() {
+        tracing::warn!("plain HTTP to {domain}: the API key crosses the network unencrypted");
     }
     let koop = Koop::builder()
-        .domain(domain)
         .api_key(None)
         .api_key_env(&global.api_key_env)
-        .configure_connection(|connection| connection.plain_http(plain_http))
+        .configure_connection(|connection| connection.site(domain))
         .cache_dir(global.cache_dir.clone())
         .crs(global.crs)
         .offline(global.offline)

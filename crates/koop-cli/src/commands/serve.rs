@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result};
 use koop_featureserver::FeatureServerOutput;
-use koop_provider::{KoordinatesConfig, KoordinatesProvider};
+use koop_provider_koordinates::{KoordinatesConfig, KoordinatesProvider};
 use koop_server::ServerBuilder;
 use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 use tracing::Level;
@@ -35,10 +35,10 @@ async fn shutdown_signal() {
 
 /// `koop serve [--bind ADDRESS]`.
 pub(crate) async fn serve(global: &Global, bind: &str) -> Result<Status> {
-    let domain = global
-        .domain
-        .clone()
-        .unwrap_or_else(|| koop::koop_api::DEFAULT_DOMAIN.to_owned());
+    let domain = match &global.domain {
+        Some(domain) => domain.clone(),
+        None => koop::Domain::parse(koop::koop_api::DEFAULT_DOMAIN)?,
+    };
     if !global.offline && std::env::var_os(&global.api_key_env).is_none() {
         tracing::warn!(
             "{} is not set: cached layers are served, others answer 503 until a key is given",
@@ -67,7 +67,7 @@ pub(crate) async fn serve(global: &Global, bind: &str) -> Result<Status> {
         .await
         .with_context(|| format!("cannot listen on {bind}"))?;
     let address = listener.local_addr()?;
-    let host = super::bare_host(&domain);
+    let host = domain.as_str();
     println!("koop serve: listening on http://{address}");
     println!("  GeoJSON: http://{address}/koordinates/{host}/{{layer id}}/geojson");
     println!(

@@ -29,7 +29,7 @@ impl Provider for Secured {
             "geometry": {"type": "Point", "coordinates": [174.78, -41.29]},
             "properties": {"name": "Wellington"},
         }))
-        .map_err(|error| ProviderError::Internal(error.to_string()))?;
+        .map_err(|error| ProviderError::internal(error.to_string(), None))?;
         Ok(ProviderData {
             features: vec![feature],
             metadata: Metadata {
@@ -43,8 +43,8 @@ impl Provider for Secured {
     async fn authorize(&self, request: &ProviderRequest) -> Result<(), ProviderError> {
         match request.token.as_deref() {
             Some(TOKEN) => Ok(()),
-            Some(_) => Err(ProviderError::Unauthorized("the token has expired".into())),
-            None => Err(ProviderError::Unauthorized("a token is required".into())),
+            Some(_) => Err(ProviderError::unauthorized("the token has expired")),
+            None => Err(ProviderError::unauthorized("a token is required")),
         }
     }
 
@@ -60,9 +60,7 @@ impl Provider for Secured {
                 ssl: false,
             })
         } else {
-            Err(ProviderError::Unauthorized(
-                "invalid username or password".into(),
-            ))
+            Err(ProviderError::unauthorized("invalid username or password"))
         }
     }
 }
@@ -77,8 +75,9 @@ impl Provider for Broken {
     }
 
     async fn get_data(&self, _request: &ProviderRequest) -> Result<ProviderData, ProviderError> {
-        Err(ProviderError::Internal(
-            "the source database is unreachable".into(),
+        Err(ProviderError::internal(
+            "the source database is unreachable",
+            None,
         ))
     }
 }

@@ -11,11 +11,9 @@ use std::time::Duration;
 use anyhow::{Context, Result, ensure};
 use async_trait::async_trait;
 use koop_featureserver::FeatureServerOutput;
-use koop_provider::geoservices::format_date_ms;
-use koop_provider::{
-    KoordinatesConfig, KoordinatesProvider, Provider, ProviderData, ProviderError, ProviderRequest,
-    Registration,
-};
+use koop_geoservices::format_date_ms;
+use koop_provider::{Provider, ProviderData, ProviderError, ProviderRequest, Registration};
+use koop_provider_koordinates::{KoordinatesConfig, KoordinatesProvider};
 use koop_server::ServerBuilder;
 use koop_testkit::TestServer;
 use serde_json::Value;
@@ -63,7 +61,7 @@ impl Setup {
         }
         let cache = tempfile::tempdir()?;
         let provider = Arc::new(KoordinatesProvider::new(KoordinatesConfig {
-            domains: vec![testkit.base_url()],
+            domains: vec![testkit.site()],
             api_key: Some(testkit.api_key().to_owned()),
             cache_dir: Some(cache.path().to_owned()),
             ..KoordinatesConfig::default()
@@ -734,12 +732,7 @@ async fn koordinates_layers_are_described_from_their_schema() -> Result<()> {
     assert_eq!(layer["geometryType"], "esriGeometryPoint");
     assert_eq!(layer["objectIdField"], "id", "the layer's primary key");
     assert_eq!(layer["maxRecordCount"], 2000);
-    let fields: Vec<(&str, &str)> = layer["fields"]
-        .as_array()
-        .context("fields")?
-        .iter()
-        .filter_map(|field| Some((field["name"].as_str()?, field["type"].as_str()?)))
-        .collect();
+    let fields = koop_testkit::http::field_pairs(&layer["fields"]);
     assert_eq!(
         fields,
         [
@@ -807,5 +800,65 @@ async fn koordinates_layers_are_described_from_their_schema() -> Result<()> {
     let (_, unknown) =
         get_json(&format!("{}/0", setup.service("koordinates", 999_999)), &[]).await?;
     assert_eq!(unknown["error"]["code"], 404, "{unknown}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn an_export_refused_with_401_names_the_401_and_the_log_holds_the_chain() -> Result<()> {
+    let testkit = TestServer::start().await?;
+    testkit.set_request_faults(koop_testkit::RequestFaults {
+        refuse_key_for_exports: true,
+        ..koop_testkit::RequestFaults::default()
+    });
+    let cache = tempfile::tempdir()?;
+    let router = ServerBuilder::default()
+        .provider(KoordinatesProvider::new(KoordinatesConfig {
+            domains: vec![testkit.site()],
+            api_key: Some(testkit.api_key().to_owned()),
+            cache_dir: Some(cache.path().to_owned()),
+            ..KoordinatesConfig::default()
+        }))
+        .output(FeatureServerOutput::default())
+        .build()?;
+    let path = format!(
+        "/koordinates/rest/services/{}/1002/FeatureServer/0/query",
+        testkit.domain()
+    );
+    // In this task, so the captured log sees the handler's events.
+    let (logs, _guard) = koop_testkit::logs::Logs::capture();
+    let response = tower::ServiceExt::oneshot(
+        router,
+        axum::http::Request::get(format!("{path}?where=1%3D1&returnCountOnly=true"))
+            .body(axum::body::Body::empty())?,
+    )
+    .await?;
+    assert_eq!(response.status(), 200, "Geoservices errors are HTTP 200");
+    let body = axum::body::to_bytes(response.into_body(), 1 << 20).await?;
+    let text = String::from_utf8_lossy(&body).into_owned();
+    let json: Value = serde_json::from_str(&text)?;
+    let message = json["error"]["message"].as_str().context("a message")?;
+    assert_eq!(json["error"]["code"], 500, "{json}");
+    assert!(
+        message.contains("401") && message.contains("layer 1002"),
+        "the client is told the upstream cause: {message}"
+    );
+    let cache_dir = cache.path().to_string_lossy().into_owned();
+    assert!(
+        !text.contains(&cache_dir) && !text.contains(testkit.api_key()),
+        "no local path, no key: {text}"
+    );
+    let logs = logs.text();
+    let line = logs
+        .lines()
+        .find(|line| line.contains("WARN") && line.contains(&path))
+        .with_context(|| format!("a warning with the request path: {logs}"))?;
+    assert!(
+        line.contains("exporting layer 1002 failed talking to Koordinates")
+            && line.contains("401 Unauthorized")
+            && line.contains("Invalid API key"),
+        "the whole chain: {line}"
+    );
+    assert!(!logs.contains(testkit.api_key()), "{logs}");
+    assert_eq!(testkit.exports_created_for(1002), 0);
     Ok(())
 }

@@ -1,7 +1,6 @@
 //! koop-metadata through its public API: real documents, hostile documents, the round trip,
 //! and the Koordinates calls against koop-testkit.
 
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -40,7 +39,7 @@ fn tricky() -> Result<DublinCoreMetadata> {
 
 #[test]
 fn the_fixtures_xml_documents_parse() -> Result<()> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/koordinates");
+    let dir = koop_testkit::fixtures::koordinates();
     let mut read = 0;
     for entry in std::fs::read_dir(&dir)? {
         let path = entry?.path();

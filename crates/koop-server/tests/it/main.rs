@@ -7,32 +7,30 @@ mod example;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use async_trait::async_trait;
 use koop_provider::{
-    Field, FieldType, GeoJsonValidator, KoordinatesConfig, KoordinatesProvider, Metadata, Provider,
-    ProviderData, ProviderError, ProviderRequest,
+    Field, FieldType, GeoJsonValidator, Metadata, Provider, ProviderData, ProviderError,
+    ProviderRequest,
 };
+use koop_provider_koordinates::{KoordinatesConfig, KoordinatesProvider};
 use koop_server::ServerBuilder;
 use koop_testkit::{ExportFaults, ExportOutcome, TestServer};
 use serde_json::Value;
 
 /// Serves `router` on a free loopback port; returns its base URL.
 async fn serve(router: axum::Router) -> Result<String> {
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
-    let address = listener.local_addr()?;
-    tokio::spawn(async move { axum::serve(listener, router).await });
-    Ok(format!("http://{address}"))
+    Ok(koop_testkit::http::serve(router).await?)
 }
 
 /// The Koordinates provider for the testkit, with its key and a cache in `cache`.
 fn koordinates(server: &TestServer, cache: &Path) -> KoordinatesProvider {
     KoordinatesProvider::new(KoordinatesConfig {
-        domains: vec![server.base_url()],
+        domains: vec![server.site()],
         api_key: Some(server.api_key().to_owned()),
         cache_dir: Some(cache.to_owned()),
         ..KoordinatesConfig::default()
@@ -40,13 +38,11 @@ fn koordinates(server: &TestServer, cache: &Path) -> KoordinatesProvider {
 }
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/koop-geoservices")
+    koop_testkit::fixtures::koop_geoservices()
 }
 
 async fn get_json(url: &str) -> Result<(u16, Value)> {
-    let response = reqwest::get(url).await?;
-    let status = response.status().as_u16();
-    Ok((status, response.json().await?))
+    Ok(koop_testkit::http::get_json(url, &[]).await?)
 }
 
 #[tokio::test]
@@ -81,12 +77,7 @@ async fn a_second_provider_is_served_with_no_change_to_the_server() -> Result<()
     assert_eq!(json["type"], "FeatureCollection");
     assert_eq!(json["features"].as_array().map(Vec::len), Some(5));
     assert_eq!(json["metadata"]["name"], "sample");
-    let fields: Vec<(&str, &str)> = json["metadata"]["fields"]
-        .as_array()
-        .context("fields")?
-        .iter()
-        .filter_map(|field| Some((field["name"].as_str()?, field["type"].as_str()?)))
-        .collect();
+    let fields = koop_testkit::http::field_pairs(&json["metadata"]["fields"]);
     assert!(
         fields.contains(&("area_km2", "Double")) && fields.contains(&("surveyed", "Date")),
         "{fields:?}"
@@ -225,12 +216,7 @@ async fn koordinates_metadata_types_fields_and_the_id_field() -> Result<()> {
         metadata["idField"], "id",
         "an integer primary key within 0..2^31"
     );
-    let fields: Vec<(&str, &str)> = metadata["fields"]
-        .as_array()
-        .context("fields")?
-        .iter()
-        .filter_map(|field| Some((field["name"].as_str()?, field["type"].as_str()?)))
-        .collect();
+    let fields = koop_testkit::http::field_pairs(&metadata["fields"]);
     assert_eq!(
         fields,
         [
@@ -289,40 +275,45 @@ fn point_data(geometry: &Value) -> Result<ProviderData> {
     })
 }
 
-#[tokio::test]
+/// GETs `path` from `router` in this task (no socket, so the paused clock stays in charge).
+async fn oneshot_status(router: &axum::Router, path: &str) -> Result<u16> {
+    let response = tower::ServiceExt::oneshot(
+        router.clone(),
+        axum::http::Request::get(path).body(axum::body::Body::empty())?,
+    )
+    .await?;
+    Ok(response.status().as_u16())
+}
+
+#[tokio::test(start_paused = true)]
 async fn cached_data_expires_after_its_ttl() -> Result<()> {
     let provider = Arc::new(Counting {
         calls: AtomicUsize::new(0),
-        ttl: Duration::from_millis(300),
+        ttl: Duration::from_secs(300),
         data: point_data(&serde_json::json!({"type": "Point", "coordinates": [174.7, -41.2]}))?,
         key_with_query: false,
     });
-    let base = serve(
-        ServerBuilder::default()
-            .shared_provider(provider.clone())
-            .build()?,
-    )
-    .await?;
-    let url = format!("{base}/counting/a/geojson");
-    assert_eq!(get_json(&url).await?.0, 200);
-    assert_eq!(get_json(&url).await?.0, 200);
+    let router = ServerBuilder::default()
+        .shared_provider(provider.clone())
+        .build()?;
+    let url = "/counting/a/geojson";
+    assert_eq!(oneshot_status(&router, url).await?, 200);
+    tokio::time::advance(Duration::from_secs(299)).await;
+    assert_eq!(oneshot_status(&router, url).await?, 200);
     assert_eq!(
         provider.calls.load(Ordering::SeqCst),
         1,
-        "the second request came from the cache"
+        "within the ttl the second request came from the cache"
     );
-    tokio::time::sleep(Duration::from_millis(450)).await;
-    assert_eq!(get_json(&url).await?.0, 200);
+    tokio::time::advance(Duration::from_secs(2)).await;
+    assert_eq!(oneshot_status(&router, url).await?, 200);
     assert_eq!(
         provider.calls.load(Ordering::SeqCst),
         2,
         "after the ttl the provider is asked again"
     );
     // Another id is another key.
-    assert_eq!(
-        get_json(&format!("{base}/counting/b/geojson")).await?.0,
-        200
-    );
+    assert_eq!(oneshot_status(&router, "/counting/b/geojson").await?, 200);
     assert_eq!(provider.calls.load(Ordering::SeqCst), 3);
     Ok(())
 }
@@ -355,39 +346,8 @@ async fn create_key_can_be_overridden_to_include_query_parameters() -> Result<()
     Ok(())
 }
 
-/// Collects log lines written while the test runs.
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Logs {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .map_err(|_| std::io::Error::other("poisoned"))?
-            .extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Logs {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().map(|bytes| bytes.clone()).unwrap_or_default())
-            .into_owned()
-    }
-}
-
 async fn bad_polygon_logs(validator: GeoJsonValidator) -> Result<String> {
-    let logs = Logs::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = koop_testkit::logs::Logs::capture();
     let provider = Counting {
         calls: AtomicUsize::new(0),
         ttl: Duration::from_millis(1),
@@ -435,7 +395,7 @@ async fn errors_are_json_with_their_status_and_the_server_keeps_serving() -> Res
     let server = TestServer::start().await?;
     let cache = tempfile::tempdir()?;
     let without_key = KoordinatesProvider::new(KoordinatesConfig {
-        domains: vec![server.base_url()],
+        domains: vec![server.site()],
         api_key_env: "KOOP_SERVER_TEST_VARIABLE_NEVER_SET".to_owned(),
         cache_dir: Some(cache.path().to_owned()),
         ..KoordinatesConfig::default()
@@ -523,7 +483,7 @@ impl Provider for WithRoutes {
         let handler: koop_provider::RouteHandler = Arc::new(|request: ProviderRequest| {
             Box::pin(async move {
                 match request.params.host.as_deref() {
-                    Some("bad") => Err(ProviderError::BadRequest("a bad host".to_owned())),
+                    Some("bad") => Err(ProviderError::bad_request("a bad host".to_owned())),
                     host => Ok(serde_json::json!({"host": host, "q": request.query("q")})),
                 }
             })
@@ -542,7 +502,7 @@ impl Provider for WithRoutes {
 
     async fn get_data(&self, request: &ProviderRequest) -> Result<ProviderData, ProviderError> {
         point_data(&serde_json::json!({"type": "Point", "coordinates": [1, 2]})).map_or_else(
-            |error| Err(ProviderError::Internal(error.to_string())),
+            |error| Err(ProviderError::internal(error.to_string(), None)),
             |data| {
                 Ok(ProviderData {
                     metadata: Metadata {
@@ -595,7 +555,7 @@ async fn offline_the_provider_refuses_layers_it_does_not_hold() -> Result<()> {
     let server = TestServer::start().await?;
     let cache = tempfile::tempdir()?;
     let offline = KoordinatesProvider::new(KoordinatesConfig {
-        domains: vec![server.base_url()],
+        domains: vec![server.site()],
         cache_dir: Some(cache.path().to_owned()),
         offline: true,
         ..KoordinatesConfig::default()

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use async_zip::base::read1::ZipOptions;
 use async_zip::base::read1::seek::ZipArchiveReader;
 use futures::AsyncReadExt;
@@ -13,79 +13,7 @@ use koop_testkit::{
     BumpKind, DropDownloadFault, ExportFaults, ExportOutcome, GeneratedContent, TestLayer,
     TestServer, TestServerConfig, ZipFault,
 };
-use serde_json::{Value, json};
-
-struct Client {
-    http: reqwest::Client,
-    api: String,
-    key: String,
-}
-
-impl Client {
-    fn new(server: &TestServer) -> Self {
-        Self {
-            http: reqwest::Client::new(),
-            api: server.api_url(),
-            key: format!("key {}", server.api_key()),
-        }
-    }
-
-    async fn get(&self, url: &str) -> Result<reqwest::Response> {
-        Ok(self
-            .http
-            .get(url)
-            .header("Authorization", &self.key)
-            .send()
-            .await?)
-    }
-
-    /// Creates an export of `layer_id` and waits until it is no longer processing.
-    async fn finished_export(&self, layer_id: u64, kind: &str, mime: &str) -> Result<Value> {
-        self.export_within(layer_id, kind, mime, Duration::from_secs(10))
-            .await
-    }
-
-    /// Creates an export of `layer_id` and waits up to `wait` for it to finish.
-    async fn export_within(
-        &self,
-        layer_id: u64,
-        kind: &str,
-        mime: &str,
-        wait: Duration,
-    ) -> Result<Value> {
-        let collection = if kind == "table" { "tables" } else { "layers" };
-        let body = json!({
-            "crs": "EPSG:2193",
-            "formats": {kind: mime},
-            "items": [{"item": format!("{}{collection}/{layer_id}/", self.api)}],
-        });
-        let created: Value = self
-            .http
-            .post(format!("{}exports/", self.api))
-            .header("Authorization", &self.key)
-            .json(&body)
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        let url = created["url"].as_str().context("export url")?.to_owned();
-        let deadline = std::time::Instant::now() + wait;
-        while std::time::Instant::now() < deadline {
-            let export: Value = self.get(&url).await?.json().await?;
-            if export["state"] != "processing" {
-                return Ok(export);
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        bail!("export of layer {layer_id} never finished")
-    }
-
-    async fn download(&self, export: &Value) -> Result<reqwest::Response> {
-        let url = export["download_url"].as_str().context("download url")?;
-        self.get(url).await
-    }
-}
+use serde_json::Value;
 
 /// `(name, bytes)` of every entry; fails on a CRC mismatch or a broken ZIP.
 async fn entries(zip: Vec<u8>) -> Result<Vec<(String, Vec<u8>)>> {
@@ -222,7 +150,7 @@ async fn gdalinfo_opens_every_geotiff_it_serves() -> Result<()> {
 #[tokio::test]
 async fn an_export_zip_holds_the_layer_metadata_xml_and_a_text_file() -> Result<()> {
     let server = TestServer::start().await?;
-    let client = Client::new(&server);
+    let client = server.raw_client();
     let export = client
         .finished_export(1002, "vector", "application/x-ogc-gpkg")
         .await?;
@@ -258,7 +186,7 @@ async fn an_export_zip_holds_the_layer_metadata_xml_and_a_text_file() -> Result<
 #[tokio::test]
 async fn zip_faults_deliver_what_they_promise() -> Result<()> {
     let server = TestServer::start().await?;
-    let client = Client::new(&server);
+    let client = server.raw_client();
     let good = std::fs::read(server.export_zip(1001).await?)?;
     for fault in [
         ZipFault::Truncated,
@@ -319,7 +247,7 @@ async fn zip_faults_deliver_what_they_promise() -> Result<()> {
 #[tokio::test]
 async fn a_dropped_download_stops_after_n_bytes_and_the_next_one_completes() -> Result<()> {
     let server = TestServer::start().await?;
-    let client = Client::new(&server);
+    let client = server.raw_client();
     server.set_export_faults(
         1001,
         ExportFaults {
@@ -348,9 +276,7 @@ async fn a_dropped_download_stops_after_n_bytes_and_the_next_one_completes() -> 
     assert!(total > 10_000);
 
     let rest = client
-        .http
-        .get(export["download_url"].as_str().context("url")?)
-        .header("Authorization", &client.key)
+        .request(export["download_url"].as_str().context("url")?)
         .header("Range", "bytes=10000-")
         .send()
         .await?;
@@ -370,7 +296,7 @@ async fn a_dropped_download_stops_after_n_bytes_and_the_next_one_completes() -> 
 #[tokio::test]
 async fn exports_can_end_in_error_or_cancelled_or_never() -> Result<()> {
     let server = TestServer::start().await?;
-    let client = Client::new(&server);
+    let client = server.raw_client();
     for (outcome, state) in [
         (ExportOutcome::Error, "error"),
         (ExportOutcome::Cancelled, "cancelled"),
@@ -433,7 +359,7 @@ async fn requests_without_the_key_get_a_json_401() -> Result<()> {
 #[tokio::test]
 async fn a_data_bump_changes_content_and_a_metadata_bump_does_not() -> Result<()> {
     let server = TestServer::start().await?;
-    let client = Client::new(&server);
+    let client = server.raw_client();
     let original = std::fs::read(server.export_zip(1002).await?)?;
     let first = server.current_version(1002).context("version")?;
 
@@ -441,7 +367,7 @@ async fn a_data_bump_changes_content_and_a_metadata_bump_does_not() -> Result<()
         .bump_version(1002, BumpKind::MetadataOnly)
         .context("bump")?;
     let details: Value = client
-        .get(&format!("{}layers/1002/", client.api))
+        .get(&format!("{}layers/1002/", server.api_url()))
         .await?
         .json()
         .await?;
@@ -456,7 +382,7 @@ async fn a_data_bump_changes_content_and_a_metadata_bump_does_not() -> Result<()
 
     let data = server.bump_version(1002, BumpKind::Data).context("bump")?;
     let details: Value = client
-        .get(&format!("{}layers/1002/", client.api))
+        .get(&format!("{}layers/1002/", server.api_url()))
         .await?
         .json()
         .await?;

@@ -103,7 +103,7 @@ async fn the_builder_takes_a_key_a_domain_and_a_cache_dir() -> Result<()> {
         .configure_connection(|builder| builder.plain_http(true))
         .cache_dir(Some(dir.path().join("cache")))
         .build()?;
-    assert_eq!(koop.domain(), server.domain());
+    assert_eq!(koop.domain().as_str(), server.domain());
     let path = koop.get_layer(1003).await?;
     assert_eq!(path.extension().and_then(|ext| ext.to_str()), Some("tif"));
     assert!(path.starts_with(dir.path().join("cache")));
@@ -245,14 +245,14 @@ async fn another_crs_is_another_entry() -> Result<()> {
     let wgs84 = Koop::builder()
         .connection(crate::connection(&server)?)
         .cache_dir(Some(dir.path().to_owned()))
-        .crs(4326)
+        .crs(koop::Epsg::WGS84)
         .build()?;
     let a = nztm.fetch_layer(1001, &Quiet).await?;
     let b = wgs84.fetch_layer(1001, &Quiet).await?;
     assert_eq!(b.outcome, FetchOutcome::Downloaded);
     assert_ne!(a.path, b.path);
-    assert_eq!(a.entry.manifest.key.crs, "EPSG:2193");
-    assert_eq!(b.entry.manifest.key.crs, "EPSG:4326");
+    assert_eq!(a.entry.manifest.key.crs.to_string(), "EPSG:2193");
+    assert_eq!(b.entry.manifest.key.crs.to_string(), "EPSG:4326");
     assert_eq!(server.exports_created_for(1001), 2);
     Ok(())
 }

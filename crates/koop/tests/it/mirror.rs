@@ -6,9 +6,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use futures::StreamExt;
-use koop::{
-    ExportEvent, ExportOptions, FetchOutcome, LayerEvent, MirrorOptions, MirrorSummary, Quiet,
-};
+use koop::{ExportOptions, FetchOutcome, LayerEvent, MirrorOptions, MirrorSummary, Quiet};
 use koop_testkit::{TestLayer, TestServer, TestServerConfig, data};
 
 use crate::koop;
@@ -110,11 +108,11 @@ async fn exports_in_flight_stay_within_the_bound() -> Result<()> {
     let most = AtomicUsize::new(0);
     let queued = Mutex::new(Vec::new());
     let observer = |layer_id: u64, event: LayerEvent| match event {
-        LayerEvent::Export(ExportEvent::Created { .. }) => {
+        LayerEvent::Created { .. } => {
             let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
             most.fetch_max(now, Ordering::SeqCst);
         }
-        LayerEvent::Export(ExportEvent::Complete { .. }) => {
+        LayerEvent::Complete { .. } => {
             in_flight.fetch_sub(1, Ordering::SeqCst);
         }
         LayerEvent::QueuedForExport => queued.lock().expect("lock").push(layer_id),

@@ -1,0 +1,523 @@
+//! Reading a cached GeoPackage: its feature table, and its features as GeoJSON in EPSG:4326.
+
+use std::path::{Path, PathBuf};
+
+use geozero::ToGeo;
+use geozero::wkb::GpkgWkb;
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, OpenFlags};
+
+use koop::Epsg;
+use koop_geoservices::Reprojector;
+use koop_provider::{Field, FieldType, ProviderError};
+
+/// How a column's values become JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ColumnKind {
+    Integer,
+    Real,
+    Text,
+    Date,
+    Boolean,
+}
+
+impl ColumnKind {
+    pub(crate) fn field_type(self) -> FieldType {
+        match self {
+            Self::Integer => FieldType::Integer,
+            Self::Real => FieldType::Double,
+            Self::Date => FieldType::Date,
+            Self::Text | Self::Boolean => FieldType::String,
+        }
+    }
+
+    /// From a SQLite declared type.
+    fn from_declared(declared: &str) -> Self {
+        let declared = declared.to_ascii_uppercase();
+        if declared.contains("BOOL") {
+            Self::Boolean
+        } else if declared.contains("INT") {
+            Self::Integer
+        } else if declared.contains("REAL")
+            || declared.contains("DOUBLE")
+            || declared.contains("FLOAT")
+            || declared.contains("NUMERIC")
+        {
+            Self::Real
+        } else if declared.starts_with("DATE") || declared.contains("TIMESTAMP") {
+            Self::Date
+        } else {
+            Self::Text
+        }
+    }
+}
+
+/// An attribute column of the feature table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Column {
+    pub(crate) name: String,
+    pub(crate) kind: ColumnKind,
+}
+
+/// The feature (or attribute) table of a GeoPackage.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Table {
+    pub(crate) path: PathBuf,
+    pub(crate) name: String,
+    /// The `INTEGER PRIMARY KEY` column (GeoPackage's `fid`), the features' GeoJSON `id`.
+    pub(crate) fid: String,
+    pub(crate) geometry: Option<String>,
+    /// CRS of the geometries.
+    pub(crate) srs: Option<Epsg>,
+    /// Attribute columns, in table order, without `fid` and geometry.
+    pub(crate) columns: Vec<Column>,
+    /// `[min_x, min_y, max_x, max_y]` in the table's CRS, from `gpkg_contents`.
+    pub(crate) bounds: Option<[f64; 4]>,
+    /// Number of rows.
+    pub(crate) count: u64,
+    /// The GeoPackage R-tree spatial index of the geometry column (`rtree_<table>_<column>`:
+    /// `id` = fid, `minx`, `maxx`, `miny`, `maxy` in the table's CRS), when there is one.
+    pub(crate) rtree: Option<String>,
+}
+
+/// Reading a cached GeoPackage failed; the path is for the server's log, never the client.
+#[derive(Debug, thiserror::Error)]
+#[error("reading the GeoPackage {}", path.display())]
+pub(crate) struct GeoPackageError {
+    path: PathBuf,
+    #[source]
+    source: rusqlite::Error,
+}
+
+/// The error for a failed SQLite call on the GeoPackage at `path`: the client reads what SQLite
+/// said, the log also where.
+pub(crate) fn sqlite_error(path: &Path) -> impl Fn(rusqlite::Error) -> ProviderError + '_ {
+    move |source| {
+        let message = format!("reading the layer's cached GeoPackage failed: {source}");
+        ProviderError::internal(
+            message,
+            Some(std::sync::Arc::new(GeoPackageError {
+                path: path.to_owned(),
+                source,
+            })),
+        )
+    }
+}
+
+/// Opens a GeoPackage read-only.
+pub(crate) fn open(path: &Path) -> Result<Connection, ProviderError> {
+    Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(sqlite_error(path))
+}
+
+/// Connections open at once per GeoPackage, for pages and counts: more would not run faster on
+/// a few cores, and each holds a page cache.
+const POOLED_CONNECTIONS: usize = 4;
+
+/// Page cache of a pooled connection, in KiB (SQLite's `cache_size` takes negative KiB): enough
+/// for the pages one page of features or one R-tree search touches.
+const POOLED_CACHE_KIB: i64 = 4 * 1024;
+
+#[derive(Debug, Default)]
+struct PoolState {
+    idle: Vec<Connection>,
+    open: usize,
+}
+
+/// Read-only connections to one GeoPackage, reused across requests: each keeps its parsed
+/// schema, its prepared statements and its page cache, so a query does not pay for opening the
+/// file and re-reading its pages. At most [`POOLED_CONNECTIONS`] are open; further callers wait
+/// for one, which bounds memory (4 × 4 MiB of page cache) under any load.
+#[derive(Debug)]
+pub(crate) struct ConnectionPool {
+    path: PathBuf,
+    state: std::sync::Mutex<PoolState>,
+    returned: std::sync::Condvar,
+}
+
+/// A connection borrowed from a [`ConnectionPool`]; it goes back when dropped.
+pub(crate) struct PooledConnection<'a> {
+    pool: &'a ConnectionPool,
+    connection: Option<Connection>,
+}
+
+impl std::ops::Deref for PooledConnection<'_> {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        self.connection
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("a pooled connection is present until dropped"))
+    }
+}
+
+impl Drop for PooledConnection<'_> {
+    fn drop(&mut self) {
+        if let Some(connection) = self.connection.take() {
+            self.pool.lock().idle.push(connection);
+            self.pool.returned.notify_one();
+        }
+    }
+}
+
+impl ConnectionPool {
+    /// A pool for the GeoPackage at `path`; nothing is opened yet.
+    pub(crate) fn new(path: &Path) -> Self {
+        Self {
+            path: path.to_owned(),
+            state: std::sync::Mutex::new(PoolState::default()),
+            returned: std::sync::Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, PoolState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// An idle connection, a new one, or (when [`POOLED_CONNECTIONS`] are busy) the next one
+    /// returned. Blocking.
+    pub(crate) fn get(&self) -> Result<PooledConnection<'_>, ProviderError> {
+        let mut state = self.lock();
+        loop {
+            if let Some(connection) = state.idle.pop() {
+                return Ok(PooledConnection {
+                    pool: self,
+                    connection: Some(connection),
+                });
+            }
+            if state.open < POOLED_CONNECTIONS {
+                state.open += 1;
+                drop(state);
+                let opened = open(&self.path).and_then(|connection| {
+                    connection
+                        .pragma_update(None, "cache_size", -POOLED_CACHE_KIB)
+                        .map_err(sqlite_error(&self.path))?;
+                    Ok(connection)
+                });
+                return match opened {
+                    Ok(connection) => Ok(PooledConnection {
+                        pool: self,
+                        connection: Some(connection),
+                    }),
+                    Err(error) => {
+                        self.lock().open -= 1;
+                        self.returned.notify_one();
+                        Err(error)
+                    }
+                };
+            }
+            state = self
+                .returned
+                .wait(state)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+}
+
+/// Reads the first feature or attribute table of the GeoPackage. Blocking.
+pub(crate) fn inspect(path: &Path) -> Result<Table, ProviderError> {
+    let connection = open(path)?;
+    let error = sqlite_error(path);
+    let (name, min_x, min_y, max_x, max_y): (
+        String,
+        Option<f64>,
+        Option<f64>,
+        Option<f64>,
+        Option<f64>,
+    ) = connection
+        .query_row(
+            "SELECT table_name, min_x, min_y, max_x, max_y FROM gpkg_contents
+             WHERE data_type IN ('features', 'attributes') ORDER BY table_name LIMIT 1",
+            [],
+            |row| {
+                Ok((
+                    row.get(0)?,
+                    row.get(1)?,
+                    row.get(2)?,
+                    row.get(3)?,
+                    row.get(4)?,
+                ))
+            },
+        )
+        .map_err(&error)?;
+    let geometry: Option<(String, i64)> = connection
+        .query_row(
+            "SELECT column_name, srs_id FROM gpkg_geometry_columns WHERE table_name = ?1",
+            [&name],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .ok();
+    let mut fid = None;
+    let mut columns = Vec::new();
+    let mut statement = connection
+        .prepare(&format!(
+            "PRAGMA table_info(\"{}\")",
+            name.replace('"', "\"\"")
+        ))
+        .map_err(&error)?;
+    let mut rows = statement.query([]).map_err(&error)?;
+    while let Some(row) = rows.next().map_err(&error)? {
+        let column: String = row.get(1).map_err(&error)?;
+        let declared: String = row.get(2).map_err(&error)?;
+        let primary_key: i64 = row.get(5).map_err(&error)?;
+        if primary_key == 1 && declared.eq_ignore_ascii_case("INTEGER") && fid.is_none() {
+            fid = Some(column);
+        } else if geometry
+            .as_ref()
+            .is_none_or(|(geometry, _)| *geometry != column)
+        {
+            columns.push(Column {
+                name: column,
+                kind: ColumnKind::from_declared(&declared),
+            });
+        }
+    }
+    drop(rows);
+    drop(statement);
+    let count: i64 = connection
+        .query_row(
+            &format!("SELECT count(*) FROM \"{}\"", name.replace('"', "\"\"")),
+            [],
+            |row| row.get(0),
+        )
+        .map_err(&error)?;
+    let rtree = geometry
+        .as_ref()
+        .map(|(column, _)| format!("rtree_{name}_{column}"))
+        .filter(|rtree| {
+            connection
+                .query_row(
+                    "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
+                    [rtree],
+                    |row| row.get::<_, i64>(0),
+                )
+                .is_ok_and(|found| found == 1)
+        });
+    Ok(Table {
+        rtree,
+        path: path.to_owned(),
+        fid: fid.unwrap_or_else(|| "rowid".to_owned()),
+        geometry: geometry.as_ref().map(|(column, _)| column.clone()),
+        srs: geometry
+            .and_then(|(_, srs)| u32::try_from(srs).ok())
+            .and_then(|srs| Epsg::new(srs).ok()),
+        columns,
+        bounds: match (min_x, min_y, max_x, max_y) {
+            (Some(a), Some(b), Some(c), Some(d)) => Some([a, b, c, d]),
+            _ => None,
+        },
+        count: u64::try_from(count).unwrap_or(0),
+        name,
+    })
+}
+
+impl Table {
+    /// `"name"`, quoted for SQL.
+    pub(crate) fn quoted(name: &str) -> String {
+        format!("\"{}\"", name.replace('"', "\"\""))
+    }
+
+    /// The position of attribute column `name` in `columns`.
+    pub(crate) fn column_index(&self, name: &str) -> Option<usize> {
+        self.columns.iter().position(|column| column.name == name)
+    }
+
+    /// The fields of the table, from its declared column types.
+    pub(crate) fn fields(&self) -> Vec<Field> {
+        self.columns
+            .iter()
+            .map(|column| Field::new(&column.name, column.kind.field_type()))
+            .collect()
+    }
+
+    /// `(min, max)` of an integer column, if it has values.
+    pub(crate) fn integer_range(
+        &self,
+        connection: &Connection,
+        column: &str,
+    ) -> Option<(i64, i64)> {
+        let quoted = Self::quoted(column);
+        connection
+            .query_row(
+                &format!(
+                    "SELECT min({quoted}), max({quoted}) FROM {}",
+                    Self::quoted(&self.name)
+                ),
+                [],
+                |row| Ok((row.get::<_, Option<i64>>(0)?, row.get::<_, Option<i64>>(1)?)),
+            )
+            .ok()
+            .and_then(|range| match range {
+                (Some(min), Some(max)) => Some((min, max)),
+                _ => None,
+            })
+    }
+
+    /// `SELECT fid, geometry, columns… FROM table`.
+    pub(crate) fn select_all(&self) -> String {
+        let mut columns = vec![Self::quoted(&self.fid)];
+        columns.push(
+            self.geometry
+                .as_deref()
+                .map_or_else(|| "NULL".to_owned(), Self::quoted),
+        );
+        columns.extend(self.columns.iter().map(|column| Self::quoted(&column.name)));
+        format!(
+            "SELECT {} FROM {}",
+            columns.join(", "),
+            Self::quoted(&self.name)
+        )
+    }
+}
+
+/// A column value as JSON.
+pub(crate) fn json_value(value: ValueRef<'_>, kind: ColumnKind) -> serde_json::Value {
+    match (value, kind) {
+        (ValueRef::Null | ValueRef::Blob(_), _) => serde_json::Value::Null,
+        (ValueRef::Integer(number), ColumnKind::Boolean) => {
+            serde_json::Value::String((number != 0).to_string())
+        }
+        (ValueRef::Integer(number), ColumnKind::Text | ColumnKind::Date) => {
+            serde_json::Value::String(number.to_string())
+        }
+        (ValueRef::Integer(number), _) => serde_json::Value::from(number),
+        (ValueRef::Real(number), ColumnKind::Text) => serde_json::Value::String(number.to_string()),
+        (ValueRef::Real(number), _) => serde_json::Number::from_f64(number)
+            .map_or(serde_json::Value::Null, serde_json::Value::Number),
+        (ValueRef::Text(text), ColumnKind::Integer) => {
+            let text = String::from_utf8_lossy(text);
+            text.trim().parse::<i64>().map_or_else(
+                |_| serde_json::Value::String(text.into_owned()),
+                serde_json::Value::from,
+            )
+        }
+        (ValueRef::Text(text), _) => {
+            serde_json::Value::String(String::from_utf8_lossy(text).into_owned())
+        }
+    }
+}
+
+/// A GeoPackage geometry blob as a GeoJSON geometry reprojected by `reprojector`; `None` for
+/// null or empty geometries.
+pub(crate) fn geometry(
+    blob: Option<&[u8]>,
+    reprojector: &Reprojector,
+) -> Result<Option<geojson::Geometry>, String> {
+    let Some(blob) = blob.filter(|blob| !blob.is_empty()) else {
+        return Ok(None);
+    };
+    let mut geometry = GpkgWkb(blob)
+        .to_geo()
+        .map_err(|error| format!("unreadable geometry: {error}"))?;
+    reprojector
+        .geometry(&mut geometry)
+        .map_err(|error| error.to_string())?;
+    Ok(Some(geojson::Geometry::from(&geometry)))
+}
+
+/// Reads every row of `table` as a GeoJSON feature in EPSG:4326 and hands it to `send`, until
+/// `send` returns `false` (the receiver is gone). Blocking.
+pub(crate) fn read_features(
+    table: &Table,
+    reprojector: &Reprojector,
+    mut send: impl FnMut(Result<geojson::Feature, ProviderError>) -> bool,
+) {
+    let connection = match open(&table.path) {
+        Ok(connection) => connection,
+        Err(error) => {
+            send(Err(error));
+            return;
+        }
+    };
+    let error = sqlite_error(&table.path);
+    let mut statement = match connection.prepare(&table.select_all()) {
+        Ok(statement) => statement,
+        Err(cause) => {
+            send(Err(error(cause)));
+            return;
+        }
+    };
+    let mut rows = match statement.query([]) {
+        Ok(rows) => rows,
+        Err(cause) => {
+            send(Err(error(cause)));
+            return;
+        }
+    };
+    loop {
+        let row = match rows.next() {
+            Ok(Some(row)) => row,
+            Ok(None) => return,
+            Err(cause) => {
+                send(Err(error(cause)));
+                return;
+            }
+        };
+        let feature = feature_from_row(table, reprojector, row);
+        if !send(feature) {
+            return;
+        }
+    }
+}
+
+/// One row (`fid`, geometry, columns…) as a feature.
+pub(crate) fn feature_from_row(
+    table: &Table,
+    reprojector: &Reprojector,
+    row: &rusqlite::Row<'_>,
+) -> Result<geojson::Feature, ProviderError> {
+    let error = sqlite_error(&table.path);
+    let fid: i64 = row.get(0).map_err(&error)?;
+    let blob = match row.get_ref(1).map_err(&error)? {
+        ValueRef::Blob(blob) => Some(blob),
+        _ => None,
+    };
+    let geometry = geometry(blob, reprojector).map_err(|reason| {
+        ProviderError::internal(format!("feature {fid} of {}: {reason}", table.name), None)
+    })?;
+    let properties = properties(
+        table,
+        row,
+        table.columns.iter().enumerate().map(|(i, _)| i),
+        2,
+    )?;
+    Ok(feature(fid, geometry, properties))
+}
+
+/// A feature with GeoJSON `id` `fid`.
+pub(crate) fn feature(
+    fid: i64,
+    geometry: Option<geojson::Geometry>,
+    properties: serde_json::Map<String, serde_json::Value>,
+) -> geojson::Feature {
+    geojson::Feature {
+        bbox: None,
+        geometry,
+        id: Some(geojson::feature::Id::Number(fid.into())),
+        properties: Some(properties),
+        foreign_members: None,
+    }
+}
+
+/// The properties of the `columns` (indices into `table.columns`) of a row that selected them
+/// in that order from SQL column `first` on.
+pub(crate) fn properties(
+    table: &Table,
+    row: &rusqlite::Row<'_>,
+    columns: impl ExactSizeIterator<Item = usize>,
+    first: usize,
+) -> Result<serde_json::Map<String, serde_json::Value>, ProviderError> {
+    let error = sqlite_error(&table.path);
+    let mut properties = serde_json::Map::with_capacity(columns.len());
+    for (offset, index) in columns.enumerate() {
+        let column = &table.columns[index];
+        let value = row.get_ref(first + offset).map_err(&error)?;
+        properties.insert(column.name.clone(), json_value(value, column.kind));
+    }
+    Ok(properties)
+}
