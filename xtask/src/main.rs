@@ -1,10 +1,21 @@
 //! Maintenance tasks for the koop workspace: `cargo xtask <task>`.
 //!
-//! - `test`: every test: `cargo nextest run` (or `cargo test` without nextest) and the doctests.
-//! - `ci`: what CI runs after installing system packages: fmt, clippy, test.
+//! - `test`: every test, after checking (and where it can, installing) the programs they run:
+//!   `cargo nextest run` (or `cargo test` without nextest), then the doctests.
+//! - `ci`: what CI runs after installing system packages: fmt, clippy (`-D warnings`),
+//!   `cargo deny check`, tidy, then `test`.
+//! - `tidy`: the workspace's own rules (crate boundaries, no test code in libraries, a repository
+//!   complete on its own, crate docs); see `tidy.rs`.
 //! - `demo`: the main job on the built-in demo (the bundled test server and its layers).
 //! - `bench`: the benchmarks, in release mode (`crates/koop-bench`).
+//!
+//! xtask depends on anyhow and clap, as rust-analyzer's does, and on `serde_json` to read
+//! `cargo metadata`.
 
+mod tidy;
+mod tools;
+
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
@@ -19,12 +30,16 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
-    /// Run every test: nextest (or cargo test) over the workspace, then the doctests.
+    /// Run every test: checks the programs the tests use, then nextest (or cargo test) over the
+    /// workspace, then the doctests.
     Test,
-    /// Check formatting and lints, then run every test.
+    /// Check formatting, lints, dependencies (cargo-deny) and the workspace rules, then run every
+    /// test.
     Ci,
-    /// Run the benchmarks (release build): mirror, large, hit, geojson, featureserver; all by
-    /// default.
+    /// Check the workspace's rules: crate boundaries, no test code in libraries, no reference to
+    /// files outside the repository, crate documentation.
+    Tidy,
+    /// Run the benchmarks (release build); all by default.
     Bench {
         /// Arguments for the harness, e.g. `mirror` or `--large-mb 256`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -38,8 +53,16 @@ enum Task {
     },
 }
 
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_owned)
+}
+
 fn cargo() -> Command {
-    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()))
+    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()));
+    command.current_dir(root());
+    command
 }
 
 fn run(mut command: Command) -> Result<()> {
@@ -54,16 +77,20 @@ fn run(mut command: Command) -> Result<()> {
     Ok(())
 }
 
-fn has_nextest() -> bool {
+fn has_cargo_subcommand(name: &str) -> bool {
     cargo()
-        .args(["nextest", "--version"])
+        .args([name, "--version"])
         .output()
         .is_ok_and(|output| output.status.success())
 }
 
 fn test() -> Result<()> {
+    let root = root();
+    tools::ensure(&root)?;
+    let path = tools::search_path(&root);
     let mut tests = cargo();
-    if has_nextest() {
+    tests.env("PATH", &path);
+    if has_cargo_subcommand("nextest") {
         tests.args([
             "nextest",
             "run",
@@ -76,29 +103,41 @@ fn test() -> Result<()> {
     }
     run(tests)?;
     let mut doctests = cargo();
+    doctests.env("PATH", &path);
     doctests.args(["test", "--workspace", "--doc"]);
     run(doctests)
+}
+
+fn ci() -> Result<()> {
+    let mut fmt = cargo();
+    fmt.args(["fmt", "--all", "--check"]);
+    run(fmt)?;
+    let mut clippy = cargo();
+    clippy.args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]);
+    run(clippy)?;
+    if !has_cargo_subcommand("deny") {
+        bail!("cargo-deny is not installed: cargo install --locked cargo-deny (.ci/run does this)");
+    }
+    let mut deny = cargo();
+    // Advisories need a database download, which this network does not allow.
+    deny.args(["deny", "--locked", "check", "bans", "licenses", "sources"]);
+    run(deny)?;
+    tidy::run(&root())?;
+    test()
 }
 
 fn main() -> Result<()> {
     match Cli::parse().task {
         Task::Test => test(),
-        Task::Ci => {
-            let mut fmt = cargo();
-            fmt.args(["fmt", "--all", "--check"]);
-            run(fmt)?;
-            let mut clippy = cargo();
-            clippy.args([
-                "clippy",
-                "--workspace",
-                "--all-targets",
-                "--",
-                "-D",
-                "warnings",
-            ]);
-            run(clippy)?;
-            test()
-        }
+        Task::Ci => ci(),
+        Task::Tidy => tidy::run(&root()),
         Task::Bench { args } => {
             let mut build = cargo();
             build.args([
@@ -110,10 +149,8 @@ fn main() -> Result<()> {
                 "koop-bench",
             ]);
             run(build)?;
-            let target = std::env::var("CARGO_TARGET_DIR").map_or_else(
-                |_| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"),
-                std::path::PathBuf::from,
-            );
+            let target = std::env::var("CARGO_TARGET_DIR")
+                .map_or_else(|_| root().join("target"), PathBuf::from);
             let mut bench = Command::new(target.join("release/koop-bench"));
             bench.args(args);
             run(bench)
