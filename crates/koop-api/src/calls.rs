@@ -127,16 +127,11 @@ impl KoordinatesConnection {
     ///
     /// Transport, auth and server errors; [`Error::Decode`] for an unexpected body.
     pub async fn validate_export(&self, request: &ExportRequest) -> Result<ExportValidation> {
+        let url = self.endpoint("exports/validate/");
         let (_, _, body) = self
-            .send_json(
-                Method::POST,
-                self.endpoint("exports/validate/"),
-                request,
-                Resource::Exports,
-                true,
-            )
+            .send_json(Method::POST, url.clone(), request, Resource::Exports, true)
             .await?;
-        self.decode(&body, "an export validation")
+        self.decode(&body, "an export validation", &url)
     }
 
     /// Creates an export: `POST exports/`. The server answers 201 with the export, or on older
@@ -150,14 +145,9 @@ impl KoordinatesConnection {
     /// [`Error::InvalidExport`] with the server's reasons when it refuses the request (400 with
     /// a validation body); transport, auth and server errors.
     pub async fn create_export(&self, request: &ExportRequest) -> Result<Export> {
+        let url = self.endpoint("exports/");
         let (status, headers, body) = self
-            .send_json(
-                Method::POST,
-                self.endpoint("exports/"),
-                request,
-                Resource::Exports,
-                false,
-            )
+            .send_json(Method::POST, url.clone(), request, Resource::Exports, false)
             .await?;
         if body.iter().all(u8::is_ascii_whitespace) {
             let location = headers
@@ -174,7 +164,7 @@ impl KoordinatesConnection {
                 .get_json(url, Resource::Exports, "the new export")
                 .await;
         }
-        self.decode(&body, "the new export")
+        self.decode(&body, "the new export", &url)
     }
 
     /// The current state of an export: `GET exports/{id}/`.
@@ -209,7 +199,7 @@ impl KoordinatesConnection {
         if status == StatusCode::NO_CONTENT || body.is_empty() {
             return self.export(export_id).await;
         }
-        self.decode(&body, &format!("cancelled export {export_id}"))
+        self.decode(&body, &format!("cancelled export {export_id}"), &call.url)
     }
 
     /// Every export of this account: `GET exports/`, following page links.

@@ -577,11 +577,18 @@ impl KoordinatesConnection {
             })
     }
 
-    /// Decodes a JSON body, turning a failure into [`Error::Decode`] with a redacted excerpt.
-    pub(crate) fn decode<T: DeserializeOwned>(&self, body: &[u8], what: &str) -> Result<T> {
+    /// Decodes a JSON body from `url`, turning a failure into [`Error::Decode`] with the endpoint
+    /// and a redacted excerpt.
+    pub(crate) fn decode<T: DeserializeOwned>(
+        &self,
+        body: &[u8],
+        what: &str,
+        url: &Url,
+    ) -> Result<T> {
         serde_json::from_slice(body).map_err(|source| Error::Decode {
             domain: self.inner.domain.clone(),
             what: what.to_owned(),
+            endpoint: url.path().to_owned(),
             excerpt: self.redact(&excerpt(body)),
             source,
         })
@@ -597,7 +604,7 @@ impl KoordinatesConnection {
         let call = Call::get(url, resource);
         let response = self.execute(&call).await?;
         let body = self.read_body(response, &call.resource).await?;
-        self.decode(&body, what)
+        self.decode(&body, what, &call.url)
     }
 
     /// Sends a JSON body and returns the response (status, headers and body).
@@ -647,7 +654,7 @@ impl KoordinatesConnection {
                 .and_then(|value| value.to_str().ok())
                 .and_then(|value| next_page_link(value).map(str::to_owned));
             let body = self.read_body(response, &resource).await?;
-            let page: Vec<T> = self.decode(&body, what)?;
+            let page: Vec<T> = self.decode(&body, what, &call.url)?;
             items.extend(page);
             if let Some(link) = link {
                 if pages >= MAX_PAGES {

@@ -8,7 +8,11 @@ use std::collections::BTreeMap;
 use koop_types::Epsg;
 use serde::{Deserialize, Serialize};
 
-use crate::layer::{LayerKind, License};
+use crate::layer::{Crs, LayerKind, License, lenient_link};
+use crate::lenient::{
+    lenient, lenient_bool, lenient_f64, lenient_list, lenient_optional_list, lenient_string,
+    lenient_text, lenient_u64, required_id,
+};
 use crate::string_enum::string_enum;
 
 string_enum! {
@@ -68,13 +72,18 @@ impl ExportFormat {
     }
 }
 
-/// One item of an export: a layer URL, optionally with a display colour.
+/// One item of an export: a layer URL, optionally with a display colour. Requires `item` when
+/// read (an item without it is left out of a list).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExportItem {
     /// API URL of the layer or table (`…/layers/1474/`).
     pub item: String,
     /// Display colour for some formats (`#003399`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_string"
+    )]
     pub color: Option<String>,
 }
 
@@ -82,6 +91,7 @@ pub struct ExportItem {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Delivery {
     /// `download` for exports fetched from `download_url`.
+    #[serde(default, deserialize_with = "lenient_text")]
     pub method: String,
 }
 
@@ -160,85 +170,112 @@ impl ExportRequest {
 }
 
 /// An export (`GET exports/{id}/`, the 201 body of `POST exports/`, the items of `GET exports/`).
+///
+/// Requires `id` (a number or a numeric string: what koop polls, cancels and downloads) and
+/// `state` (a string: what koop does next). Every other field decodes leniently: `crs` as
+/// `"EPSG:2193"` or as a v1.x CRS object, `progress` as a number, a numeric string or `null`,
+/// `download_url` as a string or an object with a `url`; a value of another shape is `None`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct Export {
     /// Export id.
+    #[serde(deserialize_with = "required_id")]
     pub id: u64,
     /// Name the server gave the export, e.g. `kx-nz-geodetic-marks-GPKG`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_string")]
     pub name: Option<String>,
     /// When the export was created (ISO 8601 as sent).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_string")]
     pub created_at: Option<String>,
     /// `API` or `web`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_string")]
     pub created_via: Option<String>,
     /// Current state.
     pub state: ExportState,
-    /// API URL of the export, to poll.
+    /// API URL of the export (empty when the server sent none; koop polls `exports/{id}/`).
+    #[serde(default, deserialize_with = "lenient_text")]
     pub url: String,
     /// Where to download the ZIP once `state` is `complete`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_link")]
     pub download_url: Option<String>,
-    /// The extent the export is cropped to.
+    /// The extent the export is cropped to (any JSON is kept as it is).
     #[serde(default)]
     pub extent: Option<serde_json::Value>,
     /// Delivery method.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     pub delivery: Option<Delivery>,
     /// Format per layer kind.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     pub formats: Option<BTreeMap<String, String>>,
     /// The exported layers (absent in list summaries).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_optional_list")]
     pub items: Option<Vec<ExportItem>>,
     /// Output CRS.
-    #[serde(default)]
-    pub crs: Option<String>,
+    #[serde(default, deserialize_with = "lenient")]
+    pub crs: Option<Crs>,
     /// Estimated ZIP size, in bytes.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_u64")]
     pub size_estimate_zipped: Option<u64>,
     /// Progress 0–1 while processing; `null` once cancelled.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_f64")]
     pub progress: Option<f64>,
 }
 
-/// One item of an export validation.
+/// One item of an export validation. Nothing is required: an item without `is_valid` counts as
+/// invalid only when the whole request is.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct ValidationItem {
     /// API URL of the layer.
+    #[serde(default, deserialize_with = "lenient_text")]
     pub item: String,
     /// Whether this item can be exported as requested.
+    #[serde(default = "valid", deserialize_with = "lenient_valid")]
     pub is_valid: bool,
     /// Why not, e.g. `outside-extent`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_list")]
     pub invalid_reasons: Vec<String>,
     /// The item's licence.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     pub license: Option<License>,
     /// Price, as a decimal string (`"0.00"`).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_string")]
     pub price: Option<String>,
+}
+
+fn valid() -> bool {
+    true
+}
+
+fn lenient_valid<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
+    Ok(lenient_bool(deserializer)?.unwrap_or(true))
 }
 
 /// The body of `POST exports/validate/`. The server answers 200 even when the request is invalid:
 /// read `is_valid` and each item's `invalid_reasons`.
+///
+/// Requires `is_valid` (a boolean, or `"true"`/`"false"`): it decides whether koop creates the
+/// export. Every other field decodes leniently.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct ExportValidation {
     /// Per-item results.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_list")]
     pub items: Vec<ValidationItem>,
     /// Whether the whole request is valid.
+    #[serde(deserialize_with = "required_bool")]
     pub is_valid: bool,
     /// Request-level reasons.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_list")]
     pub invalid_reasons: Vec<String>,
     /// Estimated ZIP size in bytes (0 when invalid).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_u64")]
     pub size_estimate_zipped: Option<u64>,
+}
+
+fn required_bool<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
+    lenient_bool(deserializer)?
+        .ok_or_else(|| serde::de::Error::custom("`is_valid` must be true or false"))
 }
 
 impl ExportValidation {

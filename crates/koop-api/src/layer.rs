@@ -3,12 +3,18 @@
 //! Built from the real responses in the project's fixtures. Both API generations decode:
 //! v1 (`name`, `data.crs` as a string, no `version` object on `layers/{id}/`) and v1.x (`title`,
 //! `data.crs` as an object, `version.data_import`, `data.import_version`, `data.export_formats`).
-//! Unknown fields are ignored; unknown enum values are kept in an `Other` variant.
+//! Decoding is liberal (see `lenient.rs`): unknown fields are ignored, a known field koop does
+//! not require decodes whatever JSON it holds (a value of another shape is `None`), and unknown
+//! enum values are kept in an `Other` variant. Each type says which fields it requires and why.
 
 use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::lenient::{
+    lenient, lenient_bool, lenient_f64, lenient_list, lenient_optional_list, lenient_string,
+    lenient_text, lenient_u64, required_id,
+};
 use crate::string_enum::string_enum;
 
 string_enum! {
@@ -183,16 +189,19 @@ impl Crs {
 }
 
 impl<'de> Deserialize<'de> for Crs {
+    /// `"EPSG:2193"`, or an object with `id` and/or `srid` (`name` and `kind` when present);
+    /// an object with neither is an error.
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         #[derive(Deserialize)]
         struct CrsObject {
-            id: String,
-            #[serde(default)]
+            #[serde(default, deserialize_with = "lenient_string")]
+            id: Option<String>,
+            #[serde(default, deserialize_with = "lenient_string")]
             name: Option<String>,
-            #[serde(default)]
+            #[serde(default, deserialize_with = "lenient_string")]
             kind: Option<String>,
-            #[serde(default)]
-            srid: Option<u32>,
+            #[serde(default, deserialize_with = "lenient_u64")]
+            srid: Option<u64>,
         }
         #[derive(Deserialize)]
         #[serde(untagged)]
@@ -207,17 +216,31 @@ impl<'de> Deserialize<'de> for Crs {
                 kind: None,
                 srid: None,
             },
-            Wire::Object(object) => Self {
-                id: object.id,
-                name: object.name,
-                kind: object.kind,
-                srid: object.srid,
-            },
+            Wire::Object(object) => {
+                let srid = object.srid.and_then(|srid| u32::try_from(srid).ok());
+                let id = match (object.id, srid) {
+                    (Some(id), _) => id,
+                    (None, Some(srid)) if srid > 0 => format!("EPSG:{srid}"),
+                    _ => {
+                        return Err(serde::de::Error::custom(
+                            "a CRS object needs an id or a positive srid",
+                        ));
+                    }
+                };
+                Self {
+                    id,
+                    name: object.name,
+                    kind: object.kind,
+                    srid,
+                }
+            }
         })
     }
 }
 
-/// One attribute of a layer schema (`data.fields[]`).
+/// One attribute of a layer schema (`data.fields[]`). Requires `name` (a field without one
+/// cannot be named in a query) and `type` as a string; an entry without them is left out of the
+/// schema.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Field {
     /// Column name.
@@ -227,7 +250,8 @@ pub struct Field {
     pub field_type: FieldType,
 }
 
-/// An export format the layer offers (`data.export_formats[]`, v1.x).
+/// An export format the layer offers (`data.export_formats[]`, v1.x). Requires `name` and
+/// `mimetype`; an entry without them is left out.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OfferedFormat {
     /// Display name, e.g. `GeoPackage / SQLite`.
@@ -236,46 +260,49 @@ pub struct OfferedFormat {
     pub mimetype: String,
 }
 
-/// The `data` object of a layer: schema, CRS, extent and import information.
+/// The `data` object of a layer: schema, CRS, extent and import information. Nothing in it is
+/// required: every field decodes leniently (a value of another shape is `None`, a list drops
+/// the elements it cannot read).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct LayerData {
-    /// Coordinate reference system; `null` for tables.
-    #[serde(default)]
+    /// Coordinate reference system: `"EPSG:2193"` (v1) or an object with `id`/`srid` (v1.x);
+    /// `null` for tables.
+    #[serde(default, deserialize_with = "lenient")]
     pub crs: Option<Crs>,
     /// Attribute schema; `null` for raster and grid layers.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_optional_list")]
     pub fields: Option<Vec<Field>>,
     /// Geometry type; absent or empty for rasters and tables.
     #[serde(default, deserialize_with = "empty_string_as_none")]
     pub geometry_type: Option<GeometryType>,
     /// Name of the geometry column.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_string")]
     pub geometry_field: Option<String>,
     /// Primary key column names.
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "lenient_list")]
     pub primary_key_fields: Vec<String>,
     /// Number of features (vector, table) or tiles (raster, grid).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_u64")]
     pub feature_count: Option<u64>,
-    /// Extent as a GeoJSON geometry in EPSG:4326.
+    /// Extent as a GeoJSON geometry in EPSG:4326 (any JSON is kept as it is).
     #[serde(default)]
     pub extent: Option<serde_json::Value>,
     /// URL of the version whose data this version carries (v1.x). A metadata-only version points
     /// at an earlier version here.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_link")]
     pub import_version: Option<String>,
     /// Export formats this layer offers (v1.x).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_optional_list")]
     pub export_formats: Option<Vec<OfferedFormat>>,
     /// Cell size of a raster or grid, in CRS units.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_f64")]
     pub raster_resolution: Option<f64>,
     /// Whether geometries carry Z values.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_bool")]
     pub has_z: Option<bool>,
     /// Storage backend, `classic` or `kart` (v1.x).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_string")]
     pub storage: Option<String>,
 }
 
@@ -287,101 +314,118 @@ impl LayerData {
 }
 
 /// A layer version (`layers/{id}/versions/{vid}/` summary, the items of `layers/{id}/versions/`,
-/// and the `version` object inside layer details in v1.x).
+/// and the `version` object inside layer details in v1.x). Requires `id` (a number or a numeric
+/// string): it is the version data is filed under. Every other field decodes leniently.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct LayerVersion {
     /// Version id.
+    #[serde(deserialize_with = "required_id")]
     pub id: u64,
-    /// API URL of the version.
+    /// API URL of the version (empty when the server sent none).
+    #[serde(default, deserialize_with = "lenient_text")]
     pub url: String,
     /// `ok`, `importing`, …
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_string")]
     pub status: Option<String>,
     /// When the version was created (ISO 8601, as the server sends it).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_string")]
     pub created_at: Option<String>,
     /// Free-text reference.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_string")]
     pub reference: Option<String>,
-    /// Import progress 0–1.
-    #[serde(default)]
+    /// Import progress 0–1 (a number, a numeric string or `null`).
+    #[serde(default, deserialize_with = "lenient_f64")]
     pub progress: Option<f64>,
     /// `false` when the version changed only metadata, not data (v1.x).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_bool")]
     pub data_import: Option<bool>,
 }
 
-/// Links to a layer version's metadata documents.
+/// Links to a layer version's metadata documents. Nothing is required; each link is a URL
+/// string or an object with a `url`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct MetadataLinks {
     /// Dublin Core document (`…/metadata/dc/`).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_link")]
     pub dc: Option<String>,
     /// ISO 19115/19139 document (`…/metadata/iso/`).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_link")]
     pub iso: Option<String>,
     /// The document as uploaded (`…/metadata/`).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_link")]
     pub native: Option<String>,
 }
 
-/// A licence (`license` of a layer, `licenses/{id}/`).
+/// A licence (`license` of a layer, `licenses/{id}/`). Requires `id`; the rest decodes
+/// leniently.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct License {
     /// Licence id.
+    #[serde(deserialize_with = "required_id")]
     pub id: u64,
-    /// E.g. `Creative Commons Attribution 4.0 International`.
+    /// E.g. `Creative Commons Attribution 4.0 International` (empty when absent).
+    #[serde(default, deserialize_with = "lenient_text")]
     pub title: String,
     /// E.g. `cc-by`.
-    #[serde(rename = "type", default)]
+    #[serde(rename = "type", default, deserialize_with = "lenient_string")]
     pub license_type: Option<String>,
     /// Licence version, e.g. `4.0`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_string")]
     pub version: Option<String>,
     /// Web page of the licence.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_string")]
     pub url_html: Option<String>,
 }
 
-/// The publisher of a layer (expanded form of `publisher`).
+/// The publisher of a layer (expanded form of `publisher`). Nothing is required.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct Publisher {
-    /// Publisher id, e.g. `data.linz.govt.nz`.
+    /// Publisher id, e.g. `data.linz.govt.nz` (empty when absent).
+    #[serde(default, deserialize_with = "lenient_text")]
     pub id: String,
     /// E.g. `Land Information New Zealand`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_string")]
     pub name: Option<String>,
     /// Web site of the publisher.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_string")]
     pub html_url: Option<String>,
 }
 
-/// The group that owns a layer.
+/// The group that owns a layer. Requires `id`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct Group {
     /// Group id.
+    #[serde(deserialize_with = "required_id")]
     pub id: u64,
-    /// E.g. `National Geodetic Office`.
+    /// E.g. `National Geodetic Office` (empty when absent).
+    #[serde(default, deserialize_with = "lenient_text")]
     pub name: String,
 }
 
-/// A catalog category.
+/// A catalog category. Nothing is required.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct Category {
     /// E.g. `Geodetic`.
+    #[serde(default, deserialize_with = "lenient_text")]
     pub name: String,
     /// E.g. `geodetic`.
+    #[serde(default, deserialize_with = "lenient_text")]
     pub slug: String,
 }
 
 /// Details of a layer or table: the body of `GET layers/{id}/`, `GET tables/{id}/`,
 /// `GET layers/{id}/versions/{vid}/` and the items of catalog lists.
+///
+/// Requires `id` (a number, or a string for Kart datasets: it names the cache entry) and `url`
+/// (the layer's API URL: the `item` of an export request). Every other field decodes
+/// leniently: `title` falls back to v1's `name`, then to the empty string; a value of another
+/// shape is `None`; lists drop what they cannot read.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(from = "LayerDetailsWire")]
 #[non_exhaustive]
@@ -495,51 +539,51 @@ impl LayerDetails {
 struct LayerDetailsWire {
     id: ItemId,
     url: String,
-    #[serde(rename = "type", default = "default_item_type")]
-    item_type: ItemType,
-    #[serde(default)]
+    #[serde(rename = "type", default, deserialize_with = "lenient")]
+    item_type: Option<ItemType>,
+    #[serde(default, deserialize_with = "lenient_string")]
     title: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_string")]
     name: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     kind: Option<LayerKind>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_string")]
     description: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_string")]
     first_published_at: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_string")]
     published_at: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_string")]
     created_at: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_string")]
     url_html: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     version: Option<LayerVersion>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_link")]
     this_version: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_link")]
     published_version: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_link")]
     latest_version: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     data: Option<LayerData>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     metadata: Option<MetadataLinks>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     license: Option<License>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     publisher: Option<Linked<Publisher>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     group: Option<Group>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     services: Option<Linked<Vec<serde_json::Value>>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     styles: Option<Linked<Vec<serde_json::Value>>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     attachments: Option<Linked<Vec<serde_json::Value>>>,
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "lenient_list")]
     tags: Vec<String>,
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "lenient_list")]
     categories: Vec<Category>,
 }
 
@@ -552,7 +596,7 @@ impl From<LayerDetailsWire> for LayerDetails {
         Self {
             id: wire.id,
             url: wire.url,
-            item_type: wire.item_type,
+            item_type: wire.item_type.unwrap_or_else(default_item_type),
             title: wire.title.or(wire.name).unwrap_or_default(),
             kind: wire.kind,
             description: wire.description,
@@ -587,23 +631,32 @@ pub fn version_id_from_url(url: &str) -> Option<u64> {
         .flatten()
 }
 
+/// A string enum, `None` when absent, empty or not a string.
 fn empty_string_as_none<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
 where
     D: Deserializer<'de>,
     T: std::str::FromStr,
 {
-    let value = Option::<String>::deserialize(deserializer)?;
+    let value = lenient_string(deserializer)?;
     Ok(value
         .filter(|text| !text.is_empty())
         .and_then(|text| text.parse().ok()))
 }
 
-fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+/// A link: a URL string, or an object carrying it as `url` (as the API expands some links);
+/// `None` otherwise.
+pub(crate) fn lenient_link<'de, D>(deserializer: D) -> Result<Option<String>, D::Error>
 where
     D: Deserializer<'de>,
-    T: Deserialize<'de> + Default,
 {
-    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
+    Ok(match serde_json::Value::deserialize(deserializer)? {
+        serde_json::Value::String(url) => Some(url),
+        serde_json::Value::Object(object) => object
+            .get("url")
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned),
+        _ => None,
+    })
 }
 
 #[cfg(test)]

@@ -63,5 +63,6 @@ mod download;
 mod error;
 mod export;
 mod layer;
+mod lenient;
 mod retry;
 mod string_enum;

@@ -629,3 +629,78 @@ async fn an_unknown_domain_fails_at_once_without_retries() -> Result<()> {
     );
     Ok(())
 }
+
+/// A server answering fixed bodies on fixed paths, as an emulator of the API written by someone
+/// else might.
+async fn fixed_bodies(bodies: Vec<(&'static str, String)>) -> Result<String> {
+    let mut router = axum::Router::new();
+    for (path, body) in bodies {
+        router = router.route(
+            path,
+            axum::routing::any(move || {
+                let body = body.clone();
+                async move {
+                    (
+                        axum::http::StatusCode::CREATED,
+                        [(axum::http::header::CONTENT_TYPE, "application/json")],
+                        body,
+                    )
+                }
+            }),
+        );
+    }
+    Ok(koop_testkit::http::serve(router)
+        .await?
+        .trim_start_matches("http://")
+        .to_owned())
+}
+
+#[tokio::test]
+async fn an_export_with_a_crs_object_decodes_and_a_missing_field_is_named_with_its_endpoint()
+-> Result<()> {
+    // The body that broke `koop get` against an independent emulator: `crs` as v1.x's object.
+    let export = serde_json::json!({
+        "id": 1, "name": "kx-te-ika-a-maui", "state": "processing", "progress": null,
+        "url": "/services/api/v1.x/exports/1/",
+        "crs": {"id": "EPSG:2193", "srid": 2193, "name": "NZGD2000 / NZTM 2000", "url": "https://example.test/crs/2193/"},
+        "items": [{"item": "https://example.test/services/api/v1.x/layers/501/"}],
+        "formats": {"vector": "application/x-ogc-gpkg"},
+        "size_estimate_zipped": "1024",
+    });
+    let mut no_url =
+        serde_json::json!({"id": 1474, "type": "layer", "title": "No URL", "kind": "vector"});
+    no_url["version"] = serde_json::json!({"id": "4067", "status": 1, "created_at": 12});
+    let domain = fixed_bodies(vec![
+        ("/services/api/v1.x/exports/", export.to_string()),
+        ("/services/api/v1.x/layers/1474/", no_url.to_string()),
+    ])
+    .await?;
+    let connection = KoordinatesConnection::builder()
+        .api_key(Some("a-key".to_owned()))
+        .domain(&domain)
+        .plain_http(true)
+        .build()?;
+    let created = connection
+        .create_export(&gpkg_request(&format!(
+            "http://{domain}/services/api/v1.x/layers/501/"
+        )))
+        .await?;
+    assert_eq!(created.id, 1);
+    assert_eq!(
+        created.crs.as_ref().and_then(koop_api::Crs::epsg),
+        Some(2193)
+    );
+    assert_eq!(created.size_estimate_zipped, Some(1024));
+
+    let error = connection
+        .layer_details(1474)
+        .await
+        .expect_err("a layer body without url");
+    assert!(matches!(error, Error::Decode { .. }), "{error:?}");
+    let text = error.to_string();
+    assert!(
+        text.contains("missing field `url`") && text.contains("/services/api/v1.x/layers/1474/"),
+        "names the field and the endpoint: {text}"
+    );
+    Ok(())
+}
