@@ -92,6 +92,7 @@ impl KoordinatesConnection {
             self.endpoint(&format!("layers/{layer_id}/versions/")),
             Resource::LayerVersions(layer_id),
             &format!("the versions of layer {layer_id}"),
+            usize::MAX,
         )
         .await
     }
@@ -212,6 +213,23 @@ impl KoordinatesConnection {
             self.endpoint("exports/"),
             Resource::Exports,
             "the export list",
+            usize::MAX,
+        )
+        .await
+    }
+
+    /// The account's most recent exports: `GET exports/`, at most `pages` pages (Koordinates
+    /// lists the newest first).
+    ///
+    /// # Errors
+    ///
+    /// As [`KoordinatesConnection::exports`].
+    pub async fn recent_exports(&self, pages: usize) -> Result<Vec<Export>> {
+        self.get_all_pages(
+            self.endpoint("exports/"),
+            Resource::Exports,
+            "the export list",
+            pages,
         )
         .await
     }

@@ -587,8 +587,7 @@ impl KoordinatesConnection {
     ) -> Result<T> {
         serde_json::from_slice(body).map_err(|source| Error::Decode {
             domain: self.inner.domain.clone(),
-            what: what.to_owned(),
-            endpoint: url.path().to_owned(),
+            what: format!("{what} at {}", url.path()),
             excerpt: self.redact(&excerpt(body)),
             source,
         })
@@ -634,12 +633,14 @@ impl KoordinatesConnection {
         Ok((status, headers, body))
     }
 
-    /// GETs every page of a list endpoint, following `Link: <…>; rel="page-next"`.
+    /// GETs the pages of a list endpoint, following `Link: <…>; rel="page-next"`, at most
+    /// `max_pages` of them (and never more than 10,000).
     pub(crate) async fn get_all_pages<T: DeserializeOwned>(
         &self,
         first: Url,
         resource: Resource,
         what: &str,
+        max_pages: usize,
     ) -> Result<Vec<T>> {
         let mut items = Vec::new();
         let mut next = Some(first);
@@ -654,10 +655,21 @@ impl KoordinatesConnection {
                 .and_then(|value| value.to_str().ok())
                 .and_then(|value| next_page_link(value).map(str::to_owned));
             let body = self.read_body(response, &resource).await?;
-            let page: Vec<T> = self.decode(&body, what, &call.url)?;
-            items.extend(page);
+            // A list is read item by item: an item koop cannot read is left out (and logged),
+            // never the whole list.
+            let page: Vec<serde_json::Value> = self.decode(&body, what, &call.url)?;
+            for item in page {
+                match T::deserialize(&item) {
+                    Ok(item) => items.push(item),
+                    Err(error) => tracing::debug!(
+                        domain = %self.inner.domain,
+                        endpoint = call.url.path(),
+                        "left out an item of {what} that could not be read: {error}"
+                    ),
+                }
+            }
             if let Some(link) = link {
-                if pages >= MAX_PAGES {
+                if pages >= MAX_PAGES.min(max_pages) {
                     break;
                 }
                 next = Some(self.own_link(&link, &resource)?);

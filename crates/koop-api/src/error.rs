@@ -175,15 +175,14 @@ pub enum Error {
     /// A response body could not be decoded: a field koop requires is missing or of a shape it
     /// cannot read (the decoder's message names it), or the body is not JSON.
     #[error(
-        "could not decode {what} from {domain} ({endpoint}): {source}; the response starts with {excerpt:?}; is {domain} a Koordinates site?"
+        "could not decode {what} from {domain}: {source}; the response starts with {excerpt:?}; is {domain} a Koordinates site?"
     )]
     Decode {
         /// The Koordinates domain.
         domain: Domain,
-        /// What was being decoded.
+        /// What was being decoded, and the path of the endpoint that answered: `the details of
+        /// layer 1474 at /services/api/v1.x/layers/1474/`.
         what: String,
-        /// The path of the endpoint that answered, e.g. `/services/api/v1.x/layers/1474/`.
-        endpoint: String,
         /// The first characters of the body (the API key redacted).
         excerpt: String,
         /// The decoder's error.

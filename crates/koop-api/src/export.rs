@@ -129,6 +129,10 @@ pub struct ExportRequest {
     /// Delivery method (always `download` for koop).
     #[serde(default)]
     pub delivery: Delivery,
+    /// A name for the export; Koordinates slugifies it behind `kx-` (`koop-1474-4067-…` becomes
+    /// `kx-koop-1474-4067-…`), so the exports of a layer version can be found again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 impl ExportRequest {
@@ -140,7 +144,15 @@ impl ExportRequest {
             items: Vec::new(),
             extent: None,
             delivery: Delivery::default(),
+            name: None,
         }
+    }
+
+    /// Names the export (see [`ExportRequest::name`]).
+    #[must_use]
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
     }
 
     /// Adds a layer by its API URL (the `url` of its [`crate::LayerDetails`]).

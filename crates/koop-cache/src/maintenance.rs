@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::fsutil::{hash_file, rename_durable};
-use crate::store::{Cache, CacheEntry, QUARANTINE, STAGING};
+use crate::store::{Cache, CacheEntry, PARTIAL, QUARANTINE, STAGING};
 
 /// A corrupt entry found by [`Cache::verify`].
 #[derive(Debug, Clone, PartialEq)]
@@ -55,7 +55,8 @@ pub struct GcReport {
     pub leftovers: Vec<PathBuf>,
 }
 
-/// Staging directories older than this belong to fetches that were interrupted.
+/// Staging directories and kept partial downloads older than this belong to fetches that were
+/// interrupted and never resumed.
 const STALE_STAGING: Duration = Duration::from_secs(24 * 3600);
 
 impl Cache {
@@ -216,8 +217,10 @@ impl Cache {
     }
 
     fn remove_leftovers(&self, dry_run: bool, report: &mut GcReport) -> Result<()> {
-        let staging = self.root().join(STAGING);
-        if let Ok(dirs) = std::fs::read_dir(&staging) {
+        for area in [STAGING, PARTIAL] {
+            let Ok(dirs) = std::fs::read_dir(self.root().join(area)) else {
+                continue;
+            };
             for dir in dirs.flatten() {
                 let stale = dir
                     .metadata()
@@ -251,6 +254,11 @@ impl Cache {
             let Some(lock) = self.try_lock_named(&format!("{}_{}", parts[0], parts[2]))? else {
                 continue;
             };
+            // A publish that finished between the listing and the lock wrote its manifest: the
+            // file is an entry's now.
+            if self.root().join(format!("{stem}.json")).exists() {
+                continue;
+            }
             let path = self.root().join(name);
             if !dry_run {
                 remove_path(&path)?;

@@ -17,6 +17,7 @@ pub const CACHE_DIR_ENV: &str = "KOOPCACHE_DIR";
 pub(crate) const LOCKS: &str = ".locks";
 pub(crate) const STAGING: &str = ".staging";
 pub(crate) const QUARANTINE: &str = ".quarantine";
+pub(crate) const PARTIAL: &str = ".partial";
 
 /// A cached layer: its manifest and the path to open.
 #[derive(Debug, Clone, PartialEq)]
@@ -107,7 +108,7 @@ impl Cache {
             path: root.clone(),
             source,
         };
-        for dir in [LOCKS, STAGING] {
+        for dir in [LOCKS, STAGING, PARTIAL] {
             std::fs::create_dir_all(root.join(dir)).map_err(not_writable)?;
         }
         let probe = root
@@ -315,6 +316,75 @@ impl Cache {
         ));
         std::fs::create_dir_all(&dir).map_err(Error::io("creating", &dir))?;
         Ok(Staging::new(dir))
+    }
+
+    /// Where the interrupted download of `key`'s data from export `export_id` is kept between
+    /// runs: `.partial/{layer_id}_{fingerprint}-{export_id}.zip`. Only that export's download may
+    /// resume from it.
+    pub fn partial_download(&self, key: &EntryKey, export_id: u64) -> PathBuf {
+        self.root
+            .join(PARTIAL)
+            .join(format!("{}-{export_id}.zip", key.data_name()))
+    }
+
+    /// Keeps `file`, the bytes of an interrupted download of export `export_id`, for the next
+    /// run to resume ([`Cache::resume_partial_download`]). Hold `key`'s lock.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when the file cannot be moved.
+    pub fn keep_partial_download(
+        &self,
+        key: &EntryKey,
+        export_id: u64,
+        file: &Path,
+        _lock: &EntryLock,
+    ) -> Result<PathBuf> {
+        let kept = self.partial_download(key, export_id);
+        rename_durable(file, &kept)?;
+        Ok(kept)
+    }
+
+    /// Moves the kept partial download of export `export_id`, if any, to `to` (in a staging
+    /// directory) and returns its length; 0 when there is none. Hold `key`'s lock.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when a kept file cannot be moved.
+    pub fn resume_partial_download(
+        &self,
+        key: &EntryKey,
+        export_id: u64,
+        to: &Path,
+        _lock: &EntryLock,
+    ) -> Result<u64> {
+        let kept = self.partial_download(key, export_id);
+        let Ok(metadata) = std::fs::metadata(&kept) else {
+            return Ok(0);
+        };
+        rename_durable(&kept, to)?;
+        Ok(metadata.len())
+    }
+
+    /// Removes every kept partial download of `key`'s data (once it is published, or when its
+    /// export is gone). Hold `key`'s lock.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when one cannot be removed.
+    pub fn discard_partial_downloads(&self, key: &EntryKey, _lock: &EntryLock) -> Result<()> {
+        let prefix = format!("{}-", key.data_name());
+        let dir = self.root.join(PARTIAL);
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return Ok(());
+        };
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                let path = entry.path();
+                std::fs::remove_file(&path).map_err(Error::io("removing", &path))?;
+            }
+        }
+        Ok(())
     }
 
     /// Moves a staged layer into place under `key` and writes its manifest, last, atomically.

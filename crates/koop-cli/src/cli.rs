@@ -20,10 +20,12 @@ pub(crate) struct Cli {
 /// Options of every command.
 #[derive(Debug, Args)]
 pub(crate) struct Global {
-    /// The Koordinates site, e.g. data.linz.govt.nz [default: ttgroup.koordinates.com, or the
-    /// site of the layer URLs given]. `http://host:port` uses plain HTTP (loopback test servers).
-    #[arg(long, global = true, value_name = "DOMAIN")]
-    pub(crate) domain: Option<koop::Domain>,
+    /// The Koordinates site, e.g. data.linz.govt.nz [default: ttgroup.koordinates.com]. The
+    /// API key is sent to these sites only: a layer URL on another site is refused. Repeat to
+    /// allow several; bare ids are on the first. `http://host:port` uses plain HTTP (loopback
+    /// test servers).
+    #[arg(long, global = true, value_name = "DOMAIN", action = ArgAction::Append)]
+    pub(crate) domain: Vec<koop::Domain>,
 
     /// The environment variable holding the API key.
     #[arg(
@@ -55,6 +57,40 @@ pub(crate) struct Global {
     pub(crate) quiet: bool,
 }
 
+/// How long an export may take.
+#[derive(Debug, Clone, Copy, Args)]
+pub(crate) struct Deadline {
+    /// Longest time an export may stay processing, in seconds (`600`) or with a unit (`90s`,
+    /// `10m`, `2h`); past it the export is cancelled on the server and the layer fails.
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
+    pub(crate) timeout: std::time::Duration,
+}
+
+/// Reads `600`, `600s`, `10m`, `2h` or `1.5h` as a duration.
+pub(crate) fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(at) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let scale = match unit.trim() {
+        "ms" => 0.001,
+        "s" | "sec" | "secs" => 1.0,
+        "m" | "min" | "mins" => 60.0,
+        "h" | "hour" | "hours" => 3600.0,
+        other => return Err(format!("{other:?} is not a unit: use s, m or h (e.g. 10m)")),
+    };
+    let value: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration: give seconds (600) or 10m, 2h"))?;
+    let seconds = value * scale;
+    if !(seconds.is_finite() && seconds > 0.0 && seconds <= 366.0 * 86_400.0) {
+        return Err(format!("{text:?}: give a duration between 1 ms and a year"));
+    }
+    Ok(std::time::Duration::from_secs_f64(seconds))
+}
+
 /// How many things run at once.
 #[derive(Debug, Args)]
 pub(crate) struct Concurrency {
@@ -76,6 +112,8 @@ pub(crate) enum Command {
         ids: Vec<String>,
         #[command(flatten)]
         concurrency: Concurrency,
+        #[command(flatten)]
+        deadline: Deadline,
         /// Print JSON instead.
         #[arg(long)]
         json: bool,
@@ -90,6 +128,8 @@ pub(crate) enum Command {
         ids: Vec<String>,
         #[command(flatten)]
         concurrency: Concurrency,
+        #[command(flatten)]
+        deadline: Deadline,
         /// Print one JSON document at the end instead of a line per layer.
         #[arg(long)]
         json: bool,
@@ -126,13 +166,15 @@ pub(crate) enum Command {
         #[command(subcommand)]
         action: CacheAction,
     },
-    /// Serve layers of the `--domain` site to GIS clients: GeoJSON at
+    /// Serve layers of the `--domain` sites to GIS clients: GeoJSON at
     /// `/koordinates/{domain}/{layer}/geojson` and an ArcGIS FeatureServer at
     /// `/koordinates/rest/services/{domain}/{layer}/FeatureServer`, fetched once into the cache.
     Serve {
         /// The address to listen on (port 0 picks a free one).
         #[arg(long, value_name = "ADDRESS", default_value = "127.0.0.1:8080")]
         bind: String,
+        #[command(flatten)]
+        deadline: Deadline,
     },
     /// Mirror the built-in demo layers from an in-process fake Koordinates site, twice: the
     /// second run is served from the cache.
@@ -170,4 +212,22 @@ pub(crate) enum CacheAction {
     },
     /// Print the cache directory.
     Path,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_read_with_or_without_a_unit() {
+        assert_eq!(parse_duration("600"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("1.5h"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        for bad in ["", "ten", "5d", "-3", "0", "1e30"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
 }

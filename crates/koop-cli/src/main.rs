@@ -2,12 +2,13 @@
 //!
 //! Exit codes: 0 when everything asked for is on disk, 1 when some layers failed (each listed
 //! with its reason), 2 for usage and configuration errors (a bad id, a missing key, an
-//! unwritable cache).
+//! unwritable cache), 130 after Ctrl-C and 143 after SIGTERM (the work stopped cleanly).
 
 mod cli;
 mod commands;
 mod ids;
 mod progress;
+mod signals;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -26,6 +27,8 @@ pub(crate) enum Status {
     Done,
     /// Some layers failed; each was reported.
     SomeFailed,
+    /// Stopped by a signal: exit 130 (SIGINT) or 143 (SIGTERM).
+    Interrupted(u8),
 }
 
 /// Sets up logging: progress bars (tracing-indicatif) unless quiet, and log lines above them.
@@ -103,6 +106,7 @@ fn main() -> ExitCode {
     match runtime.block_on(commands::run(cli, bars)) {
         Ok(Status::Done) => ExitCode::SUCCESS,
         Ok(Status::SomeFailed) => ExitCode::from(1),
+        Ok(Status::Interrupted(code)) => ExitCode::from(code),
         Err(error) => {
             eprintln!("error: {}", one_line(error.as_ref()));
             ExitCode::from(2)

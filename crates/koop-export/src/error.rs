@@ -66,7 +66,7 @@ pub enum Error {
 
     /// The export did not complete before the deadline; it was cancelled on the server.
     #[error(
-        "the export of layer {layer_id} (export {export_id}) was still processing after {}s; it was cancelled; raise the deadline for very large layers",
+        "the export of layer {layer_id} (export {export_id}) was still processing after {}s, the deadline; it was cancelled on the server; allow more time for very large layers (koop --timeout)",
         waited.as_secs()
     )]
     DeadlineExceeded {
@@ -76,6 +76,19 @@ pub enum Error {
         export_id: u64,
         /// How long it was waited for.
         waited: Duration,
+    },
+
+    /// The job was interrupted (Ctrl-C, SIGTERM, or its caller's cancellation). An export this
+    /// process created and that was still processing was cancelled on the server; a download was
+    /// stopped with its bytes kept on disk for the next run to resume.
+    #[error("layer {layer_id}: interrupted while {stage}")]
+    Interrupted {
+        /// Layer id.
+        layer_id: u64,
+        /// What was going on: `exporting`, `downloading`, `waiting for another fetch`, …
+        stage: &'static str,
+        /// The export, when there was one.
+        export_id: Option<u64>,
     },
 
     /// The download kept breaking; every resume failed.

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use koop_api::{Export, ExportState, KoordinatesConnection, LayerDetails};
 use tokio::io::{AsyncSeekExt, AsyncWriteExt, BufWriter};
+use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
 use crate::extract::{Extraction, extract};
@@ -16,32 +17,100 @@ const REPORT_EVERY: u64 = 1 << 20;
 /// Write buffer of the download: large writes keep `tokio::fs` off the hot path.
 const WRITE_BUFFER: usize = 1 << 20;
 
-/// Runs export jobs against one Koordinates site. Cheap to clone; clones share the connection.
+/// Pages of `GET exports/` searched for an export of the same name before creating one.
+const OWN_EXPORT_PAGES: usize = 5;
+/// Longest wait for the server to cancel an export when interrupted.
+const CANCEL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where the export a job waits for came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportOrigin {
+    /// Created by this job: an interrupted job cancels it on the server.
+    Created,
+    /// An export of the same name made earlier (by a run that crashed or was killed), still
+    /// processing or complete: reused, and left alone when interrupted.
+    Reused,
+}
+
+/// Runs export jobs against one Koordinates site. Cheap to clone; clones share the connection
+/// and the cancellation token.
 #[derive(Debug, Clone)]
 pub struct Exporter {
     connection: KoordinatesConnection,
     options: ExportOptions,
+    cancel: CancellationToken,
 }
 
-/// The wait before looking at a processing export again: the previous wait grown by
-/// `poll_factor` (at least `first_poll`, at most `max_poll`), or sooner when `progress` says the
-/// export will finish sooner, but never sooner than `first_poll`.
-pub(crate) fn next_poll(
-    options: &ExportOptions,
-    previous: Duration,
-    elapsed: Duration,
-    progress: Option<f64>,
-) -> Duration {
-    let backoff = previous
-        .mul_f64(options.poll_factor)
-        .clamp(options.first_poll, options.max_poll);
-    match progress {
-        Some(done) if done > 0.01 && done < 1.0 && !elapsed.is_zero() => {
-            let per_second = done / elapsed.as_secs_f64();
-            let remaining = Duration::from_secs_f64(((1.0 - done) / per_second).min(86_400.0));
-            remaining.clamp(options.first_poll, backoff.max(options.first_poll))
+/// When to look at a processing export again (`GET exports/{id}/`).
+///
+/// - With `progress`: the rate since the first look predicts the end; the next look is a little
+///   past it (2 % and `settle_poll` later), at most `max_poll` away. Once the prediction says
+///   done and the export is not `complete` yet, looks come `settle_poll` apart, doubling up to
+///   `slow_poll`: close to the end, never hammering.
+/// - Without `progress`: a tenth of the time waited so far, between `first_poll` and
+///   `slow_poll`: within 10 % (or a second) of the end, as a one-second poller is.
+///
+/// The deadline bounds every wait.
+#[derive(Debug, Clone)]
+pub(crate) struct PollSchedule {
+    options: ExportOptions,
+    /// The first look that carried a progress: when, and how far.
+    first: Option<(Duration, f64)>,
+    /// The current wait while the prediction says done.
+    settling: Option<Duration>,
+}
+
+impl PollSchedule {
+    pub(crate) fn new(options: ExportOptions) -> Self {
+        Self {
+            options,
+            first: None,
+            settling: None,
         }
-        _ => backoff,
+    }
+
+    /// The predicted time left, from the progress seen at `elapsed` and the first one seen.
+    fn remaining(&mut self, elapsed: Duration, progress: Option<f64>) -> Option<Duration> {
+        let done = progress.filter(|done| done.is_finite())?.clamp(0.0, 1.0);
+        let (since, start) = *self.first.get_or_insert((elapsed, done));
+        if done >= 1.0 {
+            return Some(Duration::ZERO);
+        }
+        let span = elapsed.saturating_sub(since).as_secs_f64();
+        let gained = done - start;
+        if span <= 0.0 || gained <= 0.0 {
+            return None;
+        }
+        Some(Duration::from_secs_f64(
+            ((1.0 - done) * span / gained).min(86_400.0),
+        ))
+    }
+
+    /// The wait before the next look, `elapsed` after creation, with the export's `progress`.
+    pub(crate) fn next(&mut self, elapsed: Duration, progress: Option<f64>) -> Duration {
+        let remaining = self.remaining(elapsed, progress);
+        let options = &self.options;
+        let wait = match remaining {
+            Some(remaining) if remaining > options.settle_poll => {
+                self.settling = None;
+                (remaining.mul_f64(1.02) + options.settle_poll).min(options.max_poll)
+            }
+            Some(_) => {
+                let wait = self.settling.map_or(options.settle_poll, |wait| {
+                    (wait * 2).min(options.slow_poll.max(options.settle_poll))
+                });
+                self.settling = Some(wait);
+                wait
+            }
+            None => {
+                self.settling = None;
+                (elapsed / 10).clamp(
+                    options.first_poll,
+                    options.slow_poll.max(options.first_poll),
+                )
+            }
+        };
+        wait.min(options.deadline.saturating_sub(elapsed))
     }
 }
 
@@ -51,7 +120,22 @@ impl Exporter {
         Self {
             connection,
             options,
+            cancel: CancellationToken::new(),
         }
+    }
+
+    /// Stops every job of this exporter (and its clones) when `cancel` is cancelled: waiting
+    /// jobs cancel the exports they created, downloads stop with their bytes kept on disk, and
+    /// each job ends with [`Error::Interrupted`].
+    #[must_use]
+    pub fn with_cancellation(mut self, cancel: CancellationToken) -> Self {
+        self.cancel = cancel;
+        self
+    }
+
+    /// The token that interrupts this exporter's jobs.
+    pub fn cancellation(&self) -> &CancellationToken {
+        &self.cancel
     }
 
     /// The connection in use.
@@ -64,19 +148,40 @@ impl Exporter {
         &self.options
     }
 
-    /// Validates (`POST exports/validate/`) and creates (`POST exports/`) an export of the layer.
-    /// The returned export may already be complete: Koordinates reuses identical recent exports.
+    /// The export to wait for: when `spec` names one, an export of that name for this layer that
+    /// is still processing or complete (`GET exports/`, the newest pages); otherwise a new one,
+    /// validated (`POST exports/validate/`) and created (`POST exports/`). A new export may
+    /// already be complete: Koordinates reuses identical recent exports.
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidExport`] with the server's reasons; [`Error::Api`].
+    /// [`Error::InvalidExport`] with the server's reasons; [`Error::Api`];
+    /// [`Error::Interrupted`].
     pub async fn create(
         &self,
         details: &LayerDetails,
         spec: &ExportSpec,
         observer: &dyn Observer,
-    ) -> Result<Export> {
+    ) -> Result<(Export, ExportOrigin)> {
         let layer_id = details.layer_id().unwrap_or_default();
+        let interrupted = Error::Interrupted {
+            layer_id,
+            stage: "creating the export",
+            export_id: None,
+        };
+        if self.cancel.is_cancelled() {
+            return Err(interrupted);
+        }
+        if let Some(existing) = self.own_export(details, spec).await {
+            tracing::info!(layer_id, export_id = existing.id, state = %existing.state, "reusing an earlier export of this layer version");
+            observer.layer_event(
+                layer_id,
+                LayerEvent::Reused {
+                    export_id: existing.id,
+                },
+            );
+            return Ok((existing, ExportOrigin::Reused));
+        }
         let api = |source| Error::Api { layer_id, source };
         let request = spec.request(details);
         observer.layer_event(layer_id, LayerEvent::Validating);
@@ -90,6 +195,9 @@ impl Exporter {
                 layer_id,
                 reasons: validation.reasons(),
             });
+        }
+        if self.cancel.is_cancelled() {
+            return Err(interrupted);
         }
         let export = match self.connection.create_export(&request).await {
             Ok(export) => export,
@@ -109,26 +217,68 @@ impl Exporter {
                     .or(export.size_estimate_zipped),
             },
         );
-        Ok(export)
+        Ok((export, ExportOrigin::Created))
+    }
+
+    /// An export named as `spec` names it (Koordinates writes it `kx-{name}`), of this layer, in
+    /// this CRS, still processing or complete; `None` when there is none or the list cannot be
+    /// read (a new export is then made).
+    async fn own_export(&self, details: &LayerDetails, spec: &ExportSpec) -> Option<Export> {
+        let name = spec.name.as_deref()?.to_ascii_lowercase();
+        let exports = match self.connection.recent_exports(OWN_EXPORT_PAGES).await {
+            Ok(exports) => exports,
+            Err(error) => {
+                tracing::debug!("could not list exports to find an earlier one: {error}");
+                return None;
+            }
+        };
+        let layer = details.url.trim_end_matches('/');
+        exports.into_iter().find(|export| {
+            let named = export
+                .name
+                .as_deref()
+                .is_some_and(|given| given.to_ascii_lowercase().contains(&name));
+            let same_layer = export.items.as_ref().is_none_or(|items| {
+                items
+                    .iter()
+                    .any(|item| item.item.trim_end_matches('/') == layer)
+            });
+            let same_crs = export
+                .crs
+                .as_ref()
+                .and_then(koop_api::Crs::epsg)
+                .is_none_or(|code| code == spec.crs.code());
+            named
+                && same_layer
+                && same_crs
+                && matches!(
+                    export.state,
+                    ExportState::Processing | ExportState::Complete
+                )
+        })
     }
 
     /// Polls `exports/{id}/` until the export is complete. Looks soon after creation, then backs
     /// off, looking sooner when `progress` predicts completion; past the deadline the export is
     /// cancelled on the server.
     ///
+    /// Interrupted (see [`Exporter::with_cancellation`]), an export of [`ExportOrigin::Created`]
+    /// is cancelled on the server; a reused one is left for a later run.
+    ///
     /// # Errors
     ///
     /// [`Error::ExportFailed`] when it ends `error`, `cancelled` or `gone`;
-    /// [`Error::DeadlineExceeded`]; [`Error::Api`].
+    /// [`Error::DeadlineExceeded`]; [`Error::Interrupted`]; [`Error::Api`].
     pub async fn wait(
         &self,
         layer_id: u64,
         export: Export,
+        origin: ExportOrigin,
         observer: &dyn Observer,
     ) -> Result<Export> {
         let started = Instant::now();
         let mut export = export;
-        let mut delay = Duration::ZERO;
+        let mut schedule = PollSchedule::new(self.options);
         loop {
             match &export.state {
                 ExportState::Complete => {
@@ -159,22 +309,27 @@ impl Exporter {
             );
             let elapsed = started.elapsed();
             if elapsed >= self.options.deadline {
-                if let Err(error) = self.connection.cancel_export(export.id).await {
-                    tracing::warn!(
-                        layer_id,
-                        export_id = export.id,
-                        "could not cancel the export: {error}"
-                    );
-                }
+                self.cancel_quietly(layer_id, export.id).await;
                 return Err(Error::DeadlineExceeded {
                     layer_id,
                     export_id: export.id,
                     waited: elapsed,
                 });
             }
-            delay = next_poll(&self.options, delay, elapsed, export.progress)
-                .min(self.options.deadline.saturating_sub(elapsed));
-            tokio::time::sleep(delay).await;
+            let wait = schedule.next(elapsed, export.progress);
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = self.cancel.cancelled() => {
+                    if origin == ExportOrigin::Created {
+                        self.cancel_quietly(layer_id, export.id).await;
+                    }
+                    return Err(Error::Interrupted {
+                        layer_id,
+                        stage: "waiting for the export",
+                        export_id: Some(export.id),
+                    });
+                }
+            }
             export = self
                 .connection
                 .export(export.id)
@@ -183,13 +338,35 @@ impl Exporter {
         }
     }
 
+    /// Cancels an export on the server (`DELETE exports/{id}/`), waiting at most a few seconds;
+    /// a failure is logged, not returned: the export then expires on its own.
+    async fn cancel_quietly(&self, layer_id: u64, export_id: u64) {
+        match tokio::time::timeout(CANCEL_TIMEOUT, self.connection.cancel_export(export_id)).await {
+            Ok(Ok(_)) => tracing::info!(layer_id, export_id, "export cancelled on the server"),
+            Ok(Err(error)) => {
+                tracing::warn!(layer_id, export_id, "could not cancel the export: {error}");
+            }
+            Err(_) => tracing::warn!(
+                layer_id,
+                export_id,
+                "the server did not answer the cancellation within {}s",
+                CANCEL_TIMEOUT.as_secs()
+            ),
+        }
+    }
+
     /// Downloads a complete export's ZIP to `zip_path`, resuming with a Range request from the
-    /// bytes on disk when the connection breaks, up to `resume_attempts` times. Returns the size.
+    /// bytes on disk when the connection breaks, up to `resume_attempts` times. A file already at
+    /// `zip_path` (the partial download of an interrupted run, of this same export) is resumed
+    /// from its length. Returns the size.
+    ///
+    /// Interrupted, it stops with the bytes received flushed to `zip_path`, for a later call to
+    /// resume.
     ///
     /// # Errors
     ///
     /// [`Error::Download`] when every resume failed; [`Error::IncompleteDownload`];
-    /// [`Error::Io`] (e.g. a full disk); [`Error::Api`].
+    /// [`Error::Io`] (e.g. a full disk); [`Error::Interrupted`]; [`Error::Api`].
     pub async fn download(
         &self,
         layer_id: u64,
@@ -198,11 +375,8 @@ impl Exporter {
         observer: &dyn Observer,
     ) -> Result<u64> {
         let io = |action| Error::io(layer_id, action, zip_path);
-        let file = tokio::fs::File::create(zip_path)
-            .await
-            .map_err(io("creating"))?;
-        let mut file = BufWriter::with_capacity(WRITE_BUFFER, file);
-        let mut received = 0_u64;
+        let (mut file, mut received) =
+            Self::open_download(layer_id, export, zip_path, observer).await?;
         let mut total = None;
         let mut attempt = 0;
         loop {
@@ -218,6 +392,15 @@ impl Exporter {
                 .await
             {
                 Ok(()) => break,
+                Err(DownloadFailure::Interrupted) => {
+                    file.flush().await.map_err(io("writing"))?;
+                    file.get_mut().sync_all().await.map_err(io("syncing"))?;
+                    return Err(Error::Interrupted {
+                        layer_id,
+                        stage: "downloading",
+                        export_id: Some(export.id),
+                    });
+                }
                 Err(DownloadFailure::Io(error)) => return Err(error),
                 Err(DownloadFailure::Api(koop_api::Error::RangeNotSatisfiable { .. }))
                     if total == Some(received) =>
@@ -270,6 +453,43 @@ impl Exporter {
         Ok(received)
     }
 
+    /// The download file, opened to append, and the bytes it already holds (an interrupted run's).
+    async fn open_download(
+        layer_id: u64,
+        export: &Export,
+        zip_path: &Path,
+        observer: &dyn Observer,
+    ) -> Result<(BufWriter<tokio::fs::File>, u64)> {
+        let io = |action| Error::io(layer_id, action, zip_path);
+        let file = tokio::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(zip_path)
+            .await
+            .map_err(io("opening"))?;
+        let received = file
+            .metadata()
+            .await
+            .map_err(io("reading the size of"))?
+            .len();
+        if received > 0 {
+            tracing::info!(
+                layer_id,
+                export_id = export.id,
+                received,
+                "resuming an interrupted download"
+            );
+            observer.layer_event(
+                layer_id,
+                LayerEvent::Resuming {
+                    offset: received,
+                    attempt: 0,
+                },
+            );
+        }
+        Ok((BufWriter::with_capacity(WRITE_BUFFER, file), received))
+    }
+
     /// One request of a download, appending to `file` from `received`.
     async fn download_from(
         &self,
@@ -290,11 +510,12 @@ impl Exporter {
                 })
             }
         };
-        let mut download = self
-            .connection
-            .download_export(export, *received)
-            .await
-            .map_err(DownloadFailure::Api)?;
+        let mut download = tokio::select! {
+            download = self.connection.download_export(export, *received) => {
+                download.map_err(DownloadFailure::Api)?
+            }
+            () = self.cancel.cancelled() => return Err(DownloadFailure::Interrupted),
+        };
         if download.offset() != *received {
             // The server ignored the range and sends the whole file again: start over.
             file.flush().await.map_err(io("writing"))?;
@@ -310,7 +531,11 @@ impl Exporter {
         }
         let mut reported = *received;
         loop {
-            let chunk = match download.chunk().await {
+            let next = tokio::select! {
+                next = download.chunk() => next,
+                () = self.cancel.cancelled() => return Err(DownloadFailure::Interrupted),
+            };
+            let chunk = match next {
                 Ok(Some(chunk)) => chunk,
                 Ok(None) => return Ok(()),
                 Err(error) => {
@@ -377,8 +602,8 @@ impl Exporter {
         observer: &dyn Observer,
     ) -> Result<Extraction> {
         let layer_id = details.layer_id().unwrap_or_default();
-        let export = self.create(details, spec, observer).await?;
-        let export = self.wait(layer_id, export, observer).await?;
+        let (export, origin) = self.create(details, spec, observer).await?;
+        let export = self.wait(layer_id, export, origin, observer).await?;
         let zip = dir.join("export.zip");
         self.download(layer_id, &export, &zip, observer).await?;
         let extraction = self
@@ -391,10 +616,12 @@ impl Exporter {
     }
 }
 
-/// A failed download request: an API error may be resumed, a file error may not.
+/// A failed download request: an API error may be resumed, a file error may not; an
+/// interruption stops it.
 enum DownloadFailure {
     Api(koop_api::Error),
     Io(Error),
+    Interrupted,
 }
 
 #[cfg(test)]
@@ -402,45 +629,62 @@ mod tests {
     use super::*;
 
     #[test]
-    fn polling_backs_off_and_follows_progress() {
-        let options = ExportOptions::default();
-        let first = next_poll(&options, Duration::ZERO, Duration::ZERO, Some(0.0));
-        assert_eq!(first, Duration::from_millis(250));
-        let second = next_poll(&options, first, Duration::from_millis(250), None);
-        assert_eq!(second, Duration::from_millis(375));
-        let capped = next_poll(
-            &options,
-            Duration::from_secs(60),
-            Duration::from_secs(600),
-            None,
+    fn without_progress_looks_are_a_tenth_of_the_wait_between_250_ms_and_1_s() {
+        let mut schedule = PollSchedule::new(ExportOptions::default());
+        assert_eq!(
+            schedule.next(Duration::ZERO, None),
+            Duration::from_millis(250)
         );
-        assert_eq!(capped, Duration::from_secs(15));
-        // Two thirds done after 2 s: one more second to go, sooner than the 3 s backoff.
-        let predicted = next_poll(
-            &options,
-            Duration::from_secs(2),
-            Duration::from_secs(2),
-            Some(2.0 / 3.0),
+        assert_eq!(
+            schedule.next(Duration::from_secs(5), None),
+            Duration::from_millis(500)
         );
+        assert_eq!(
+            schedule.next(Duration::from_secs(600), None),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            schedule.next(Duration::from_secs(3599), None),
+            Duration::from_secs(1),
+            "the deadline is an hour away"
+        );
+        assert_eq!(
+            schedule.next(Duration::from_millis(3_599_600), None),
+            Duration::from_millis(400),
+            "never past the deadline"
+        );
+    }
+
+    #[test]
+    fn with_progress_the_next_look_is_just_past_the_predicted_end() {
+        let mut schedule = PollSchedule::new(ExportOptions::default());
+        // Created at 0 % (the first look), a quarter done after 250 ms: 750 ms to go.
+        let first = schedule.next(Duration::ZERO, Some(0.0));
+        assert_eq!(first, Duration::from_millis(250), "no rate yet");
+        let aimed = schedule.next(Duration::from_millis(250), Some(0.25));
         assert!(
-            (predicted.as_secs_f64() - 1.0).abs() < 0.01,
-            "{predicted:?}"
+            (aimed.as_secs_f64() - (0.75 * 1.02 + 0.05)).abs() < 1e-3,
+            "{aimed:?}"
         );
-        // Nearly done: never sooner than the first poll.
-        let floor = next_poll(
-            &options,
-            Duration::from_secs(1),
-            Duration::from_secs(10),
-            Some(0.999),
+        // Arrived a moment early (99 %): looks settle from 50 ms, doubling, up to 1 s.
+        let waits: Vec<u64> = (0..7)
+            .map(|_| {
+                let wait = schedule.next(Duration::from_millis(1010), Some(0.99));
+                u64::try_from(wait.as_millis()).unwrap_or(u64::MAX)
+            })
+            .collect();
+        assert_eq!(waits, [50, 100, 200, 400, 800, 1000, 1000]);
+        // A slow export predicts far ahead: capped at 15 s.
+        let mut schedule = PollSchedule::new(ExportOptions::default());
+        schedule.next(Duration::ZERO, Some(0.0));
+        assert_eq!(
+            schedule.next(Duration::from_secs(10), Some(0.01)),
+            Duration::from_secs(15)
         );
-        assert_eq!(floor, Duration::from_millis(250));
-        // A slow start predicts far ahead: the backoff still looks sooner.
-        let slow = next_poll(
-            &options,
-            Duration::from_secs(1),
-            Duration::from_secs(5),
-            Some(0.02),
-        );
-        assert_eq!(slow, Duration::from_millis(1500));
+        // An export reused after a crash starts part-way: the rate is measured from there.
+        let mut schedule = PollSchedule::new(ExportOptions::default());
+        schedule.next(Duration::ZERO, Some(0.5));
+        let aimed = schedule.next(Duration::from_secs(1), Some(0.75));
+        assert!((aimed.as_secs_f64() - 1.07).abs() < 1e-3, "{aimed:?}");
     }
 }

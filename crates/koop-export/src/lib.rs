@@ -45,7 +45,7 @@
 
 pub use error::{Error, Result};
 pub use extract::{ExtractedFile, ExtractedLayer, Extraction, extract, is_safe_entry_name};
-pub use job::Exporter;
+pub use job::{ExportOrigin, Exporter};
 pub use observe::{FetchOutcome, LayerEvent, Observer, Quiet};
 pub use spec::{DEFAULT_CRS, ExportOptions, ExportSpec};
 

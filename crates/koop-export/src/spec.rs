@@ -19,6 +19,11 @@ pub struct ExportSpec {
     pub crs: Epsg,
     /// Crop extent, a GeoJSON geometry in EPSG:4326.
     pub extent: Option<serde_json::Value>,
+    /// The name the export is created under, when koop should find it again: an export of the
+    /// same name that is still processing or complete is reused instead of creating one (a run
+    /// after a crash picks up the export the crashed run made). The `koop` facade names exports
+    /// `koop-{layer}-{data version}-{fingerprint}`.
+    pub name: Option<String>,
 }
 
 impl ExportSpec {
@@ -66,15 +71,19 @@ impl ExportSpec {
             format,
             crs,
             extent,
+            name: None,
         })
     }
 
     /// The export request for `details` with this spec.
     pub fn request(&self, details: &LayerDetails) -> ExportRequest {
         let kind = details.kind.clone().unwrap_or(koop_api::LayerKind::Vector);
-        let request = ExportRequest::new(self.crs)
+        let mut request = ExportRequest::new(self.crs)
             .with_item(&details.url)
             .with_format(&kind, &self.format);
+        if let Some(name) = &self.name {
+            request = request.with_name(name);
+        }
         match &self.extent {
             Some(extent) => request.with_extent(extent.clone()),
             None => request,
@@ -90,14 +99,21 @@ impl ExportSpec {
 /// How an export job waits and downloads.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ExportOptions {
-    /// The longest an export may stay `processing` before it is cancelled (default 1 hour).
+    /// The longest an export may stay `processing` before it is cancelled on the server
+    /// (default 1 hour).
     pub deadline: Duration,
-    /// First wait before looking at a processing export again (default 250 ms).
+    /// Shortest wait between two looks at an export that reports no `progress` (default
+    /// 250 ms); the wait is a tenth of the time waited so far, between this and `slow_poll`.
     pub first_poll: Duration,
-    /// Longest wait between two looks (default 15 s).
+    /// Longest wait between two looks at an export that reports no `progress` (default 1 s, so
+    /// koop is never later than a one-second poller).
+    pub slow_poll: Duration,
+    /// Longest wait between two looks at an export whose `progress` predicts a later end
+    /// (default 15 s).
     pub max_poll: Duration,
-    /// Growth of the wait between looks while `progress` gives no better estimate (default 1.5).
-    pub poll_factor: f64,
+    /// First wait once `progress` predicts the export is done but it is not yet `complete`
+    /// (default 50 ms); it doubles on each further look, up to `slow_poll`.
+    pub settle_poll: Duration,
     /// Times a broken download is resumed with a Range request (default 5).
     pub resume_attempts: u32,
     /// Largest layer file accepted, in bytes; bounds what a decompression bomb can write
@@ -110,8 +126,9 @@ impl Default for ExportOptions {
         Self {
             deadline: Duration::from_secs(3600),
             first_poll: Duration::from_millis(250),
+            slow_poll: Duration::from_secs(1),
             max_poll: Duration::from_secs(15),
-            poll_factor: 1.5,
+            settle_poll: Duration::from_millis(50),
             resume_attempts: 5,
             max_file_bytes: 256 << 30,
         }

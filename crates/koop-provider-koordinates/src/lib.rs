@@ -77,6 +77,8 @@ pub struct KoordinatesConfig {
     pub export_crs: Epsg,
     /// How long a layer's version is trusted before Koordinates is asked again.
     pub refresh: Duration,
+    /// Longest time an export may stay processing before it is cancelled (default 1 hour).
+    pub export_timeout: Duration,
     /// `maxRecordCount` of the metadata.
     pub max_record_count: u32,
 }
@@ -93,6 +95,7 @@ impl Default for KoordinatesConfig {
             offline: false,
             export_crs: koop::DEFAULT_CRS,
             refresh: Duration::from_secs(60),
+            export_timeout: Duration::from_secs(3600),
             max_record_count: 2000,
         }
     }
@@ -108,6 +111,7 @@ impl std::fmt::Debug for KoordinatesConfig {
             .field("offline", &self.offline)
             .field("export_crs", &self.export_crs)
             .field("refresh", &self.refresh)
+            .field("export_timeout", &self.export_timeout)
             .field("max_record_count", &self.max_record_count)
             .finish()
     }
@@ -274,6 +278,10 @@ impl KoordinatesProvider {
             .cache_dir(self.config.cache_dir.clone())
             .crs(self.config.export_crs)
             .offline(self.config.offline)
+            .export_options(koop::ExportOptions {
+                deadline: self.config.export_timeout,
+                ..koop::ExportOptions::default()
+            })
             .build()
             .map_err(|error| {
                 ProviderError::unavailable(

@@ -82,6 +82,10 @@ pub struct ExportFaults {
     pub redirect_download: bool,
     /// Answer `POST exports/` with 201, an empty body and a `Location` header (older servers).
     pub create_with_location_only: bool,
+    /// Send `progress: null` while the export is processing, as servers that do not estimate it.
+    pub hide_progress: bool,
+    /// Send downloads at about this many bytes per second (a slow link), in 64 KiB chunks.
+    pub throttle_download: Option<u64>,
 }
 
 /// Drop the connection after `after_bytes` bytes of the next `times` downloads.

@@ -470,7 +470,13 @@ async fn create_export(StateExtractor(state): StateExtractor<Shared>, body: Byte
             formats: body["formats"].clone(),
             extent: body["extent"].clone(),
             item_url: bodies::layer_url(&base, &entry.layer),
-            name: format!("kx-{}-{format}", slug(&entry.layer.title)),
+            // Koordinates slugifies a requested name behind `kx-`; without one it names the
+            // export after the layer and format.
+            name: match body["name"].as_str().filter(|name| !name.trim().is_empty()) {
+                Some(name) => format!("kx-{}", slug(name)),
+                None => format!("kx-{}-{format}", slug(&entry.layer.title)),
+            },
+            hide_progress: faults.hide_progress,
         };
         // Koordinates reuses an identical recent export: the new one is complete at once.
         let identical = state.reuse_identical_exports
@@ -667,6 +673,7 @@ async fn serve_export(state: &State, record: &ExportRecord, range: Option<&str>)
         &artifact,
         range,
         drop_after,
+        faults.throttle_download,
         &format!("{}.zip", record.name),
     )
     .await
@@ -693,6 +700,7 @@ async fn serve_file(
     artifact: &Artifact,
     range: Option<&str>,
     drop_after: Option<u64>,
+    throttle: Option<u64>,
     filename: &str,
 ) -> Response {
     let len = artifact.served_len;
@@ -714,7 +722,23 @@ async fn serve_file(
     if file.seek(SeekFrom::Start(start)).await.is_err() {
         return not_found();
     }
-    let stream = ReaderStream::with_capacity(file.take(body_len), 256 * 1024);
+    let chunk = if throttle.is_some() {
+        64 * 1024
+    } else {
+        256 * 1024
+    };
+    let stream = ReaderStream::with_capacity(file.take(body_len), chunk);
+    let stream: futures::stream::BoxStream<'static, std::io::Result<Bytes>> = match throttle {
+        Some(bytes_per_second) => {
+            // One chunk, then the time it takes at this rate.
+            let pause = Duration::from_secs_f64(chunk as f64 / bytes_per_second.max(1) as f64);
+            Box::pin(stream.then(move |item| async move {
+                tokio::time::sleep(pause).await;
+                item
+            }))
+        }
+        None => Box::pin(stream),
+    };
     let body = match drop_after {
         Some(limit) => Body::from_stream(cut_after(stream, limit)),
         None => Body::from_stream(stream),

@@ -53,6 +53,8 @@ pub(crate) struct ExportRecord {
     pub(crate) extent: serde_json::Value,
     pub(crate) item_url: String,
     pub(crate) name: String,
+    /// `progress` is `null` while processing.
+    pub(crate) hide_progress: bool,
 }
 
 /// `(state, progress, complete)` of an export now.
@@ -68,6 +70,11 @@ pub(crate) fn export_state(record: &ExportRecord, now: Instant) -> (&'static str
     };
     let rising = (fraction.min(0.99) * 100.0).floor() / 100.0;
     match record.outcome {
+        _ if record.hide_progress
+            && (fraction < 1.0 || record.outcome == ExportOutcome::NeverComplete) =>
+        {
+            ("processing", None)
+        }
         ExportOutcome::NeverComplete => ("processing", Some(rising.min(0.95))),
         _ if fraction < 1.0 => ("processing", Some(rising)),
         ExportOutcome::Complete => ("complete", Some(1.0)),

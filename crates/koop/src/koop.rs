@@ -12,6 +12,7 @@ use koop_export::{
 };
 use koop_types::{Domain, Epsg};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
 
@@ -42,6 +43,7 @@ pub struct Koop {
     crs: Epsg,
     extent: Option<serde_json::Value>,
     offline: bool,
+    cancel: CancellationToken,
 }
 
 /// Builds a [`Koop`].
@@ -56,6 +58,7 @@ pub struct KoopBuilder {
     crs: Option<Epsg>,
     extent: Option<serde_json::Value>,
     offline: bool,
+    cancel: CancellationToken,
 }
 
 impl KoopBuilder {
@@ -130,6 +133,16 @@ impl KoopBuilder {
         self
     }
 
+    /// Stops every fetch of the `Koop` when `cancel` is cancelled (on Ctrl-C, say): each ends with
+    /// [`koop_export::Error::Interrupted`]; exports it created that are still processing are
+    /// cancelled on the server; a download in progress is kept on disk, and the next fetch of
+    /// the same layer version resumes it with a Range request; locks are released and no staging
+    /// directory stays behind. Entries already published stay valid.
+    pub fn cancellation(mut self, cancel: CancellationToken) -> Self {
+        self.cancel = cancel;
+        self
+    }
+
     /// Builds the `Koop`. Offline, a missing API key is not an error.
     ///
     /// # Errors
@@ -162,9 +175,9 @@ impl KoopBuilder {
                 Err(error) => return Err(error.into()),
             },
         };
-        let exporter = connection
-            .clone()
-            .map(|connection| Exporter::new(connection, self.export_options));
+        let exporter = connection.clone().map(|connection| {
+            Exporter::new(connection, self.export_options).with_cancellation(self.cancel.clone())
+        });
         Ok(Koop {
             connection,
             domain,
@@ -173,6 +186,7 @@ impl KoopBuilder {
             crs: self.crs.unwrap_or(DEFAULT_CRS),
             extent: self.extent,
             offline: self.offline,
+            cancel: self.cancel,
         })
     }
 }
@@ -211,6 +225,19 @@ impl Koop {
     /// Whether this `Koop` answers from the cache alone.
     pub fn is_offline(&self) -> bool {
         self.offline
+    }
+
+    /// The token that interrupts this `Koop`'s fetches ([`KoopBuilder::cancellation`]).
+    pub fn cancellation(&self) -> &CancellationToken {
+        &self.cancel
+    }
+
+    fn interrupted(layer_id: u64, stage: &'static str) -> Error {
+        Error::Export(koop_export::Error::Interrupted {
+            layer_id,
+            stage,
+            export_id: None,
+        })
     }
 
     fn online(&self, what: impl Into<String>) -> Result<(&KoordinatesConnection, &Exporter)> {
@@ -317,7 +344,14 @@ impl Koop {
     ) -> Result<FetchedLayer> {
         let (_, exporter) = self.online(format!("layer {layer_id}"))?;
         for attempt in 0..VERSION_ATTEMPTS {
-            let (key, spec) = self.key_for(layer_id, &details)?;
+            let (key, mut spec) = self.key_for(layer_id, &details)?;
+            // A name that finds this export again after a crash: the same layer, data version,
+            // format, CRS and extent.
+            spec.name = Some(format!(
+                "koop-{layer_id}-{}-{}",
+                key.data_version,
+                key.fingerprint()
+            ));
             if attempt > 0 {
                 observe_details(observer, layer_id, &details, key.version_id);
             }
@@ -327,9 +361,15 @@ impl Koop {
             }
             let staging = self.cache.staging(&key)?;
             let export = {
-                let _permit = limits.export(layer_id, observer).await;
-                let export = exporter.create(&details, &spec, observer).await?;
-                let export = exporter.wait(layer_id, export, observer).await?;
+                let _permit = self
+                    .until_cancelled(
+                        limits.export(layer_id, observer),
+                        layer_id,
+                        "queued for an export",
+                    )
+                    .await?;
+                let (export, origin) = exporter.create(&details, &spec, observer).await?;
+                let export = exporter.wait(layer_id, export, origin, observer).await?;
                 // An export is of the layer, not of a version: file it only under the version
                 // whose data it holds.
                 let now = self.layer_details(layer_id).await?;
@@ -343,9 +383,16 @@ impl Koop {
                 }
                 export
             };
-            let _permit = limits.download(layer_id, observer).await;
+            let _permit = self
+                .until_cancelled(
+                    limits.download(layer_id, observer),
+                    layer_id,
+                    "queued for a download",
+                )
+                .await?;
             let zip = staging.path().join("export.zip");
-            exporter.download(layer_id, &export, &zip, observer).await?;
+            self.download(exporter, &key, &export, &zip, &lock, observer)
+                .await?;
             let extraction = exporter
                 .extract(layer_id, &spec, &zip, staging.path(), &key.stem(), observer)
                 .await?;
@@ -366,6 +413,7 @@ impl Koop {
                     &info,
                     &lock,
                 )?;
+                cache.discard_partial_downloads(&key, &lock)?;
                 drop(lock);
                 Ok(entry)
             })
@@ -382,6 +430,53 @@ impl Koop {
             layer_id,
             attempts: VERSION_ATTEMPTS,
         })
+    }
+
+    /// Downloads `export` to `zip`, resuming the bytes an interrupted run kept of this same
+    /// export; interrupted, keeps what arrived for the next run.
+    async fn download(
+        &self,
+        exporter: &Exporter,
+        key: &EntryKey,
+        export: &koop_api::Export,
+        zip: &std::path::Path,
+        lock: &EntryLock,
+        observer: &dyn Observer,
+    ) -> Result<()> {
+        let layer_id = key.layer_id;
+        self.cache
+            .resume_partial_download(key, export.id, zip, lock)?;
+        match exporter.download(layer_id, export, zip, observer).await {
+            Ok(_) => Ok(()),
+            Err(error @ koop_export::Error::Interrupted { .. }) => {
+                if std::fs::metadata(zip).is_ok_and(|meta| meta.len() > 0) {
+                    let kept = self
+                        .cache
+                        .keep_partial_download(key, export.id, zip, lock)?;
+                    tracing::info!(
+                        layer_id,
+                        export_id = export.id,
+                        "kept the partial download at {} for the next run",
+                        kept.display()
+                    );
+                }
+                Err(error.into())
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// `future`, unless this `Koop` is cancelled first.
+    async fn until_cancelled<T>(
+        &self,
+        future: impl std::future::Future<Output = T>,
+        layer_id: u64,
+        stage: &'static str,
+    ) -> Result<T> {
+        tokio::select! {
+            value = future => Ok(value),
+            () = self.cancel.cancelled() => Err(Self::interrupted(layer_id, stage)),
+        }
     }
 
     /// The cache key and export spec of a layer's current version.
@@ -459,7 +554,12 @@ impl Koop {
                 observer.layer_event(key.layer_id, LayerEvent::WaitingForOtherFetch);
                 told = true;
             }
-            tokio::time::sleep(delay).await;
+            self.until_cancelled(
+                tokio::time::sleep(delay),
+                key.layer_id,
+                "waiting for another fetch of the same data",
+            )
+            .await?;
             delay = (delay * 2).min(Duration::from_millis(500));
         }
     }

@@ -7,15 +7,16 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use futures::StreamExt;
-use koop::{FetchedLayer, Koop, LayerResult, MirrorOptions, MirrorSummary};
+use koop::{Domain, ExportOptions, FetchedLayer, Koop, LayerResult, MirrorOptions, MirrorSummary};
 use serde_json::{Value, json};
 
-use super::{domain_for, koop};
+use super::{allowed_domains, domain_of, koop_with};
 use crate::Status;
-use crate::cli::{Concurrency, Global};
+use crate::cli::{Concurrency, Deadline, Global};
 use crate::ids::{LayerRef, NotALayer, parse_layer_ref, parse_list};
 use crate::one_line;
 use crate::progress::{Reporter, human_bytes};
+use crate::signals::Interrupt;
 
 fn options(concurrency: &Concurrency) -> MirrorOptions {
     MirrorOptions {
@@ -25,11 +26,74 @@ fn options(concurrency: &Concurrency) -> MirrorOptions {
     }
 }
 
+fn export_options(deadline: Deadline) -> ExportOptions {
+    ExportOptions {
+        deadline: deadline.timeout,
+        ..ExportOptions::default()
+    }
+}
+
+/// Layer ids by site, in the order given.
+type Groups = Vec<(Domain, Vec<u64>)>;
+
+/// Layers grouped by their site, in the order given, and why each refused one was refused.
+fn by_domain(global: &Global, refs: Vec<LayerRef>) -> Result<(Groups, Vec<(u64, String)>)> {
+    let allowed = allowed_domains(global)?;
+    let mut groups: Vec<(Domain, Vec<u64>)> = Vec::new();
+    let mut refused = Vec::new();
+    for layer in refs {
+        match domain_of(&allowed, &layer) {
+            Ok(domain) => match groups.iter_mut().find(|(site, _)| *site == domain) {
+                Some((_, ids)) => ids.push(layer.id),
+                None => groups.push((domain, vec![layer.id])),
+            },
+            Err(reason) => refused.push((layer.id, reason)),
+        }
+    }
+    Ok((groups, refused))
+}
+
+/// Fetches every group with its own `Koop`, handing each result to `each` as it finishes.
+async fn fetch_groups(
+    global: &Global,
+    groups: &[(Domain, Vec<u64>)],
+    concurrency: &Concurrency,
+    deadline: Deadline,
+    interrupt: &Interrupt,
+    reporter: &Reporter,
+    mut each: impl FnMut(&Domain, LayerResult),
+) -> Result<()> {
+    for (domain, ids) in groups {
+        if interrupt.exit_code().is_some() {
+            break;
+        }
+        let koop: Koop = koop_with(
+            global,
+            domain,
+            export_options(deadline),
+            Some(interrupt.token()),
+        )?;
+        let mut results = koop.mirror(ids.iter().copied(), options(concurrency), reporter);
+        while let Some(result) = results.next().await {
+            each(domain, result);
+        }
+    }
+    Ok(())
+}
+
+/// `true` for an error that only says the work was interrupted.
+fn is_interrupted(error: &koop::Error) -> bool {
+    matches!(
+        error,
+        koop::Error::Export(koop::koop_export::Error::Interrupted { .. })
+    )
+}
+
 fn fetched_json(fetched: &FetchedLayer) -> Value {
     let manifest = &fetched.entry.manifest;
     json!({
         "layer_id": manifest.key.layer_id,
-        "outcome": format!("{:?}", fetched.outcome).to_lowercase(),
+        "outcome": fetched.outcome.as_str(),
         "path": fetched.path,
         "title": manifest.title,
         "kind": manifest.kind,
@@ -53,31 +117,12 @@ fn result_json(result: &LayerResult) -> Value {
     }
 }
 
-/// The layers of `refs` that belong to `domain`, and an error for each that does not.
-fn on_domain(refs: Vec<LayerRef>, domain: &koop::Domain) -> (Vec<u64>, Vec<(u64, String)>) {
-    let host = domain;
-    let mut ids = Vec::new();
-    let mut wrong = Vec::new();
-    for layer in refs {
-        match &layer.host {
-            Some(other) if other != host => wrong.push((
-                layer.id,
-                format!(
-                    "layer {} is on {other}, not {host}; pass --domain {other}",
-                    layer.id
-                ),
-            )),
-            _ => ids.push(layer.id),
-        }
-    }
-    (ids, wrong)
-}
-
 /// `koop get ID...`: paths on stdout, one per line in the order given.
 pub(crate) async fn get(
     global: &Global,
     ids: &[String],
     concurrency: &Concurrency,
+    deadline: Deadline,
     json: bool,
     bars: bool,
 ) -> Result<Status> {
@@ -85,24 +130,33 @@ pub(crate) async fn get(
         .iter()
         .map(|id| parse_layer_ref(id))
         .collect::<Result<Vec<_>, NotALayer>>()?;
-    let domain = domain_for(global, &refs.iter().collect::<Vec<_>>())?;
-    let koop = koop(global, &domain)?;
-    let (ids, wrong) = on_domain(refs, &domain);
-    let reporter = Reporter::new(ids.len(), bars);
-    let mut results: HashMap<u64, LayerResult> = koop
-        .mirror(ids.iter().copied(), options(concurrency), &reporter)
-        .map(|result| (result.layer_id, result))
-        .collect()
-        .await;
+    let order: Vec<u64> = refs.iter().map(|layer| layer.id).collect();
+    let (groups, refused) = by_domain(global, refs)?;
+    for (_, reason) in &refused {
+        eprintln!("error: {reason}");
+    }
+    let interrupt = Interrupt::install();
+    let total = groups.iter().map(|(_, ids)| ids.len()).sum();
+    let reporter = Reporter::new(total, bars);
+    let mut results: HashMap<u64, LayerResult> = HashMap::new();
+    fetch_groups(
+        global,
+        &groups,
+        concurrency,
+        deadline,
+        &interrupt,
+        &reporter,
+        |_, result| {
+            results.insert(result.layer_id, result);
+        },
+    )
+    .await?;
     drop(reporter);
 
-    let mut failed = !wrong.is_empty();
-    for (layer_id, reason) in &wrong {
-        eprintln!("error: layer {layer_id}: {reason}");
-    }
+    let mut failed = !refused.is_empty();
     let mut documents = Vec::new();
     let mut printed = std::collections::HashSet::new();
-    for id in ids {
+    for id in order {
         if !printed.insert(id) {
             continue;
         }
@@ -115,6 +169,7 @@ pub(crate) async fn get(
         match result.result {
             Ok(fetched) if !json => println!("{}", fetched.path.display()),
             Ok(_) => {}
+            Err(error) if is_interrupted(&error) => {}
             Err(error) => {
                 failed = true;
                 eprintln!("error: {}", one_line(&error));
@@ -123,6 +178,12 @@ pub(crate) async fn get(
     }
     if json {
         println!("{}", serde_json::to_string_pretty(&documents)?);
+    }
+    if let Some(code) = interrupt.exit_code() {
+        eprintln!(
+            "koop: interrupted; layers already on disk stay valid, and the next run resumes the rest"
+        );
+        return Ok(Status::Interrupted(code));
     }
     Ok(if failed {
         Status::SomeFailed
@@ -155,17 +216,24 @@ fn elapsed_text(elapsed: Duration) -> String {
     }
 }
 
-/// `koop mirror`: a line per layer as it finishes, a summary at the end.
-pub(crate) async fn mirror(
-    global: &Global,
-    from: Option<&Path>,
-    args: &[String],
-    concurrency: &Concurrency,
-    json: bool,
-    bars: bool,
-) -> Result<Status> {
+/// What `koop mirror` was asked to do.
+pub(crate) struct MirrorRequest<'a> {
+    /// The list file (`-` for standard input).
+    pub(crate) from: Option<&'a Path>,
+    /// Layers given as arguments.
+    pub(crate) args: &'a [String],
+    /// Exports and downloads at once.
+    pub(crate) concurrency: &'a Concurrency,
+    /// The export deadline.
+    pub(crate) deadline: Deadline,
+    /// One JSON document instead of lines.
+    pub(crate) json: bool,
+}
+
+/// The layers of the list file and the arguments, and a line for each that cannot be read.
+fn read_layers(request: &MirrorRequest<'_>) -> Result<(Vec<LayerRef>, Vec<String>)> {
     let mut lines = Vec::new();
-    if let Some(from) = from {
+    if let Some(from) = request.from {
         let text = read_list(from)?;
         lines.extend(
             parse_list(&text)
@@ -173,7 +241,7 @@ pub(crate) async fn mirror(
                 .map(|line| (format!("{}:{}", from.display(), line.number), line.layer)),
         );
     }
-    for (index, arg) in args.iter().enumerate() {
+    for (index, arg) in request.args.iter().enumerate() {
         lines.push((format!("argument {}", index + 1), parse_layer_ref(arg)));
     }
     if lines.is_empty() {
@@ -187,32 +255,59 @@ pub(crate) async fn mirror(
             Err(error) => bad.push(format!("{place}: {error}")),
         }
     }
-    let domain = domain_for(global, &refs.iter().collect::<Vec<_>>())?;
-    let koop: Koop = koop(global, &domain)?;
-    let (ids, wrong) = on_domain(refs, &domain);
-    bad.extend(wrong.into_iter().map(|(_, reason)| reason));
+    Ok((refs, bad))
+}
+
+/// `koop mirror`: a line per layer as it finishes, a summary at the end.
+pub(crate) async fn mirror(
+    global: &Global,
+    request: &MirrorRequest<'_>,
+    bars: bool,
+) -> Result<Status> {
+    let (refs, mut bad) = read_layers(request)?;
+    let (groups, refused) = by_domain(global, refs)?;
+    bad.extend(refused.into_iter().map(|(_, reason)| reason));
     for line in &bad {
         tracing::error!("{line}");
     }
 
     let started = Instant::now();
-    let reporter = Reporter::new(ids.len(), bars);
+    let interrupt = Interrupt::install();
+    let total = groups.iter().map(|(_, ids)| ids.len()).sum();
+    let reporter = Reporter::new(total, bars);
     let mut summary = MirrorSummary::default();
+    let mut interrupted = 0_usize;
     let mut documents = Vec::new();
-    let mut results = koop.mirror(ids.iter().copied(), options(concurrency), &reporter);
-    while let Some(result) = results.next().await {
-        if json {
-            documents.push(result_json(&result));
-        } else if let Ok(fetched) = &result.result {
-            let outcome = format!("{:?}", fetched.outcome).to_lowercase();
-            println!("{}\t{outcome}\t{}", result.layer_id, fetched.path.display());
-        }
-        if let Err(error) = &result.result {
-            tracing::error!("{}", one_line(error));
-        }
-        summary.add(result);
-    }
-    drop(results);
+    let json = request.json;
+    fetch_groups(
+        global,
+        &groups,
+        request.concurrency,
+        request.deadline,
+        &interrupt,
+        &reporter,
+        |_, result| {
+            if json {
+                documents.push(result_json(&result));
+            } else if let Ok(fetched) = &result.result {
+                println!(
+                    "{}\t{}\t{}",
+                    result.layer_id,
+                    fetched.outcome.as_str(),
+                    fetched.path.display()
+                );
+            }
+            match &result.result {
+                Err(error) if is_interrupted(error) => interrupted += 1,
+                Err(error) => {
+                    tracing::error!("{}", one_line(error));
+                    summary.add(result);
+                }
+                Ok(_) => summary.add(result),
+            }
+        },
+    )
+    .await?;
     drop(reporter);
 
     let failures = summary.failed.len() + bad.len();
@@ -227,6 +322,7 @@ pub(crate) async fn mirror(
                 "linked": summary.linked,
                 "offline": summary.offline,
                 "failed": failures,
+                "interrupted": interrupted,
                 "bytes_downloaded": summary.bytes_downloaded,
                 "seconds": elapsed.as_secs_f64(),
             },
@@ -234,14 +330,19 @@ pub(crate) async fn mirror(
         println!("{}", serde_json::to_string_pretty(&document)?);
     } else {
         eprintln!(
-            "mirrored {} layers in {}: {} downloaded ({}), {} cached, {} linked, {} failed",
+            "mirrored {} layers in {}: {} downloaded ({}), {} cached, {} linked, {} failed{}",
             summary.succeeded() + failures,
             elapsed_text(elapsed),
             summary.downloaded,
             human_bytes(summary.bytes_downloaded),
             summary.cached + summary.offline,
             summary.linked,
-            failures
+            failures,
+            if interrupted > 0 {
+                format!(", {interrupted} interrupted")
+            } else {
+                String::new()
+            }
         );
         for line in &bad {
             eprintln!("  failed: {line}");
@@ -249,6 +350,12 @@ pub(crate) async fn mirror(
         for (layer_id, error) in &summary.failed {
             eprintln!("  failed: layer {layer_id}: {}", one_line(error));
         }
+    }
+    if let Some(code) = interrupt.exit_code() {
+        eprintln!(
+            "koop: interrupted; layers already on disk stay valid, and the next run resumes the rest"
+        );
+        return Ok(Status::Interrupted(code));
     }
     Ok(if failures > 0 {
         Status::SomeFailed

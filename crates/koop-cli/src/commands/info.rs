@@ -4,7 +4,7 @@ use anyhow::Result;
 use koop::{Cache, CacheEntry, LayerDetails};
 use serde_json::json;
 
-use super::{domain_for, koop};
+use super::{koop, one_domain};
 use crate::Status;
 use crate::cli::Global;
 use crate::ids::parse_layer_ref;
@@ -87,7 +87,7 @@ fn print_details(details: &LayerDetails, domain: &koop::Domain, entries: &[Cache
 /// `koop info ID`.
 pub(crate) async fn info(global: &Global, id: &str, json: bool) -> Result<Status> {
     let layer = parse_layer_ref(id)?;
-    let domain = domain_for(global, &[&layer])?;
+    let domain = one_domain(global, &[&layer])?;
     let koop = koop(global, &domain)?;
     let cache: &Cache = koop.cache();
     let entries = cache.entries_of_layer(koop.domain(), layer.id)?;

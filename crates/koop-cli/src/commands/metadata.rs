@@ -5,7 +5,7 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use koop::DublinCoreMetadata;
 
-use super::{domain_for, koop};
+use super::{koop, one_domain};
 use crate::Status;
 use crate::cli::Global;
 use crate::ids::parse_layer_ref;
@@ -42,7 +42,7 @@ pub(crate) async fn metadata(global: &Global, request: &Request<'_>) -> Result<S
     }
     let mut all = vec![&layer];
     all.extend(sources.iter());
-    let domain = domain_for(global, &all)?;
+    let domain = one_domain(global, &all)?;
     let koop = koop(global, &domain)?;
     let connection = koop
         .connection()

@@ -21,14 +21,25 @@ pub(crate) async fn run(cli: Cli, bars: bool) -> Result<Status> {
         Command::Get {
             ids,
             concurrency,
+            deadline,
             json,
-        } => fetch::get(&global, &ids, &concurrency, json, bars).await,
+        } => fetch::get(&global, &ids, &concurrency, deadline, json, bars).await,
         Command::Mirror {
             from,
             ids,
             concurrency,
+            deadline,
             json,
-        } => fetch::mirror(&global, from.as_deref(), &ids, &concurrency, json, bars).await,
+        } => {
+            let request = fetch::MirrorRequest {
+                from: from.as_deref(),
+                args: &ids,
+                concurrency: &concurrency,
+                deadline,
+                json,
+            };
+            fetch::mirror(&global, &request, bars).await
+        }
         Command::Info { id, json } => info::info(&global, &id, json).await,
         Command::Metadata {
             id,
@@ -57,29 +68,62 @@ pub(crate) async fn run(cli: Cli, bars: bool) -> Result<Status> {
             } => cache::gc(&global, keep, older_than_days, dry_run, json),
             CacheAction::Path => cache::path(&global),
         },
-        Command::Serve { bind } => serve::serve(&global, &bind).await,
+        Command::Serve { bind, deadline } => serve::serve(&global, &bind, deadline).await,
         Command::Demo => demo::demo(&global, bars).await,
     }
 }
 
-/// The domain to use: `--domain`, else the one site the layer URLs name, else the default.
-pub(crate) fn domain_for(global: &Global, layers: &[&LayerRef]) -> Result<Domain> {
-    if let Some(domain) = &global.domain {
-        return Ok(domain.clone());
+/// The sites the API key may be sent to: every `--domain`, else the default.
+pub(crate) fn allowed_domains(global: &Global) -> Result<Vec<Domain>> {
+    if global.domain.is_empty() {
+        Ok(vec![Domain::parse(koop::koop_api::DEFAULT_DOMAIN)?])
+    } else {
+        Ok(global.domain.clone())
     }
-    let mut hosts: Vec<&Domain> = layers
-        .iter()
-        .filter_map(|layer| layer.host.as_ref())
-        .collect();
-    hosts.sort_unstable();
-    hosts.dedup();
-    match hosts.as_slice() {
-        [] => Ok(Domain::parse(koop::koop_api::DEFAULT_DOMAIN)?),
-        [host] => Ok((*host).clone()),
+}
+
+/// The site of a layer: its URL's, when that site is allowed; the first allowed site for a bare
+/// id. A URL on any other site is refused before anything is sent to it (a list from someone
+/// else must not collect the key): the error names both sites and the flag that allows it.
+pub(crate) fn domain_of(allowed: &[Domain], layer: &LayerRef) -> Result<Domain, String> {
+    let Some(host) = &layer.host else {
+        return allowed
+            .first()
+            .cloned()
+            .ok_or_else(|| "no Koordinates site is configured".to_owned());
+    };
+    match allowed.iter().find(|domain| *domain == host) {
+        Some(domain) => Ok(domain.clone()),
+        None => Err(format!(
+            "layer {} is on {host}, but koop sends the API key only to {}; pass --domain {host} to allow that site",
+            layer.id,
+            allowed
+                .iter()
+                .map(Domain::as_str)
+                .collect::<Vec<_>>()
+                .join(" and ")
+        )),
+    }
+}
+
+/// The one site of `layers` (for commands that talk to one site): an error when one is refused
+/// or they are on several.
+pub(crate) fn one_domain(global: &Global, layers: &[&LayerRef]) -> Result<Domain> {
+    let allowed = allowed_domains(global)?;
+    let mut domains: Vec<Domain> = Vec::new();
+    for layer in layers {
+        let domain = domain_of(&allowed, layer).map_err(anyhow::Error::msg)?;
+        if !domains.contains(&domain) {
+            domains.push(domain);
+        }
+    }
+    match domains.as_slice() {
+        [] => Ok(allowed[0].clone()),
+        [domain] => Ok(domain.clone()),
         many => bail!(
-            "the layer URLs name several sites ({}); mirror one site at a time, or pass --domain",
+            "these layers are on several sites ({}); give layers of one site",
             many.iter()
-                .map(|domain| domain.as_str())
+                .map(Domain::as_str)
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
@@ -89,17 +133,30 @@ pub(crate) fn domain_for(global: &Global, layers: &[&LayerRef]) -> Result<Domain
 /// A `Koop` for `domain` with the global options. A domain named `http://host` asks for plain
 /// HTTP explicitly.
 pub(crate) fn koop(global: &Global, domain: &Domain) -> Result<Koop> {
+    koop_with(global, domain, koop::ExportOptions::default(), None)
+}
+
+/// A `Koop` with export options and, for commands that stop on Ctrl-C, a cancellation token.
+pub(crate) fn koop_with(
+    global: &Global,
+    domain: &Domain,
+    export_options: koop::ExportOptions,
+    cancel: Option<tokio_util::sync::CancellationToken>,
+) -> Result<Koop> {
     if domain.is_plain_http() && !domain.is_loopback() {
         tracing::warn!("plain HTTP to {domain}: the API key crosses the network unencrypted");
     }
-    let koop = Koop::builder()
+    let mut builder = Koop::builder()
         .api_key(None)
         .api_key_env(&global.api_key_env)
         .configure_connection(|connection| connection.site(domain))
         .cache_dir(global.cache_dir.clone())
         .crs(global.crs)
         .offline(global.offline)
-        .build()
-        .context("cannot start")?;
+        .export_options(export_options);
+    if let Some(cancel) = cancel {
+        builder = builder.cancellation(cancel);
+    }
+    let koop = builder.build().context("cannot start")?;
     Ok(koop)
 }

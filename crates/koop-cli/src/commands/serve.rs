@@ -8,7 +8,7 @@ use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use crate::Status;
-use crate::cli::Global;
+use crate::cli::{Deadline, Global};
 
 /// Resolves on Ctrl-C (SIGINT) or SIGTERM.
 async fn shutdown_signal() {
@@ -34,11 +34,8 @@ async fn shutdown_signal() {
 }
 
 /// `koop serve [--bind ADDRESS]`.
-pub(crate) async fn serve(global: &Global, bind: &str) -> Result<Status> {
-    let domain = match &global.domain {
-        Some(domain) => domain.clone(),
-        None => koop::Domain::parse(koop::koop_api::DEFAULT_DOMAIN)?,
-    };
+pub(crate) async fn serve(global: &Global, bind: &str, deadline: Deadline) -> Result<Status> {
+    let domains = super::allowed_domains(global)?;
     if !global.offline && std::env::var_os(&global.api_key_env).is_none() {
         tracing::warn!(
             "{} is not set: cached layers are served, others answer 503 until a key is given",
@@ -46,7 +43,8 @@ pub(crate) async fn serve(global: &Global, bind: &str) -> Result<Status> {
         );
     }
     let provider = KoordinatesProvider::new(KoordinatesConfig {
-        domains: vec![domain.clone()],
+        domains: domains.clone(),
+        export_timeout: deadline.timeout,
         api_key: None,
         api_key_env: global.api_key_env.clone(),
         cache_dir: global.cache_dir.clone(),
@@ -67,12 +65,14 @@ pub(crate) async fn serve(global: &Global, bind: &str) -> Result<Status> {
         .await
         .with_context(|| format!("cannot listen on {bind}"))?;
     let address = listener.local_addr()?;
-    let host = domain.as_str();
     println!("koop serve: listening on http://{address}");
-    println!("  GeoJSON: http://{address}/koordinates/{host}/{{layer id}}/geojson");
-    println!(
-        "  FeatureServer: http://{address}/koordinates/rest/services/{host}/{{layer id}}/FeatureServer"
-    );
+    for domain in &domains {
+        let host = domain.as_str();
+        println!("  GeoJSON: http://{address}/koordinates/{host}/{{layer id}}/geojson");
+        println!(
+            "  FeatureServer: http://{address}/koordinates/rest/services/{host}/{{layer id}}/FeatureServer"
+        );
+    }
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown_signal())
         .await

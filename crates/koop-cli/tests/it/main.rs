@@ -3,11 +3,13 @@
 use std::path::Path;
 use std::process::Output;
 
+mod interrupt;
+
 use anyhow::{Context, Result};
 use koop_testkit::{BumpKind, TestServer};
 use serde_json::Value;
 
-struct Run {
+pub(crate) struct Run {
     code: i32,
     stdout: String,
     stderr: String,
@@ -18,7 +20,7 @@ fn extension(path: &str) -> Option<&str> {
 }
 
 /// Runs `koop` against `server` with its cache in `cache`.
-async fn koop(server: &TestServer, cache: &Path, args: &[&str]) -> Result<Run> {
+pub(crate) async fn koop(server: &TestServer, cache: &Path, args: &[&str]) -> Result<Run> {
     let output: Output = tokio::process::Command::new(env!("CARGO_BIN_EXE_koop"))
         .arg("--domain")
         .arg(server.base_url())

@@ -1,0 +1,154 @@
+//! What every benchmark shares: the `koop` binary, running it with its peak RSS, and raw HTTP
+//! against the test server.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use koop_testkit::TestServer;
+
+pub(crate) const MB: u64 = 1024 * 1024;
+
+pub(crate) fn koop_binary() -> Result<PathBuf> {
+    let path = std::env::current_exe()?
+        .parent()
+        .context("the harness's directory")?
+        .join("koop");
+    ensure!(
+        path.exists(),
+        "{} is missing: run `cargo xtask bench`, which builds it",
+        path.display()
+    );
+    Ok(path)
+}
+
+/// What a `koop` run took.
+pub(crate) struct Measured {
+    pub(crate) wall: Duration,
+    pub(crate) peak_rss: u64,
+    pub(crate) stdout: String,
+}
+
+/// Peak resident set size of a live process, from `/proc/{pid}/status` (`VmHWM`), in bytes.
+pub(crate) fn peak_rss(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Runs `koop` with `args` against `server`, sampling its peak RSS every 5 ms.
+pub(crate) async fn run_koop(server: &TestServer, cache: &Path, args: &[&str]) -> Result<Measured> {
+    let started = Instant::now();
+    let mut child = tokio::process::Command::new(koop_binary()?)
+        .arg("--domain")
+        .arg(server.base_url())
+        .arg("--cache-dir")
+        .arg(cache)
+        .arg("--quiet")
+        .args(args)
+        .env("KOORDINATES_API_KEY", server.api_key())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let pid = child.id().context("a process id")?;
+    let mut peak = 0;
+    let status = loop {
+        if let Some(rss) = peak_rss(pid) {
+            peak = peak.max(rss);
+        }
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let wall = started.elapsed();
+    let output = child.wait_with_output().await?;
+    ensure!(
+        status.success(),
+        "koop {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(Measured {
+        wall,
+        peak_rss: peak,
+        stdout: String::from_utf8(output.stdout)?,
+    })
+}
+
+pub(crate) fn verdict(ok: bool) -> &'static str {
+    if ok { "PASS" } else { "MISS" }
+}
+
+pub(crate) fn mb(bytes: u64) -> f64 {
+    bytes as f64 / MB as f64
+}
+
+/// Creates an export of `layer_id` (latency 0) and returns its download URL.
+pub(crate) async fn download_url(server: &TestServer, layer_id: u64) -> Result<String> {
+    let export = server
+        .raw_client()
+        .finished_export(layer_id, "vector", koop_testkit::GEOPACKAGE_MIME)
+        .await?;
+    export["download_url"]
+        .as_str()
+        .map(str::to_owned)
+        .with_context(|| format!("the export of layer {layer_id} has no download URL: {export}"))
+}
+
+/// Bytes per second of one stream downloading `urls` one after another.
+pub(crate) async fn single_stream_throughput(server: &TestServer, urls: &[String]) -> Result<f64> {
+    let client = reqwest::Client::builder().build()?;
+    let key = format!("key {}", server.api_key());
+    let started = Instant::now();
+    let mut bytes = 0_u64;
+    for url in urls {
+        let mut response = client
+            .get(url)
+            .header("Authorization", &key)
+            .send()
+            .await?
+            .error_for_status()?;
+        while let Some(chunk) = response.chunk().await? {
+            bytes += chunk.len() as u64;
+        }
+    }
+    Ok(bytes as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Time of `curl` downloading `url` and `unzip` extracting it.
+pub(crate) async fn curl_and_unzip(
+    server: &TestServer,
+    url: &str,
+    work: &Path,
+) -> Result<Duration> {
+    let zip = work.join("curl.zip");
+    let out = work.join("unzipped");
+    let started = Instant::now();
+    let curl = tokio::process::Command::new("curl")
+        .args(["-sS", "--fail", "-o"])
+        .arg(&zip)
+        .args([
+            "-H",
+            &format!("Authorization: key {}", server.api_key()),
+            url,
+        ])
+        .status()
+        .await
+        .context("running curl (apt-get install curl)")?;
+    ensure!(curl.success(), "curl failed");
+    let unzip = tokio::process::Command::new("unzip")
+        .args(["-q", "-o"])
+        .arg(&zip)
+        .arg("-d")
+        .arg(&out)
+        .status()
+        .await
+        .context("running unzip (apt-get install unzip)")?;
+    ensure!(unzip.success(), "unzip failed");
+    let took = started.elapsed();
+    tokio::fs::remove_file(&zip).await?;
+    tokio::fs::remove_dir_all(&out).await?;
+    Ok(took)
+}
