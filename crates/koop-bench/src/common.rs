@@ -40,13 +40,14 @@ pub(crate) fn peak_rss(pid: u32) -> Option<u64> {
 
 /// Runs `koop` with `args` against `server`, sampling its peak RSS every 5 ms.
 pub(crate) async fn run_koop(server: &TestServer, cache: &Path, args: &[&str]) -> Result<Measured> {
+    let verbose = std::env::var_os("KOOP_BENCH_LOG").is_some();
     let started = Instant::now();
     let mut child = tokio::process::Command::new(koop_binary()?)
         .arg("--domain")
         .arg(server.base_url())
         .arg("--cache-dir")
         .arg(cache)
-        .arg("--quiet")
+        .arg(if verbose { "-vv" } else { "--quiet" })
         .args(args)
         .env("KOORDINATES_API_KEY", server.api_key())
         .stdout(Stdio::piped())
@@ -65,6 +66,9 @@ pub(crate) async fn run_koop(server: &TestServer, cache: &Path, args: &[&str]) -
     };
     let wall = started.elapsed();
     let output = child.wait_with_output().await?;
+    if verbose {
+        eprintln!("{}", String::from_utf8_lossy(&output.stderr));
+    }
     ensure!(
         status.success(),
         "koop {args:?} failed: {}",

@@ -4,77 +4,59 @@
 //! Figure: koop's wall time ÷ (export latency + download time), where the download time is what
 //! `curl` + `unzip` take for the same ZIP in the same run. Goal ≤ 1.10 for every latency ≥ 1 s.
 //! Anchor, measured next to it: the original Python package's schedule (layer details, create the
-//! export, sleep 1 s, look every second until complete, download, extract), over raw HTTP; koop
-//! must never be slower than it.
+//! export, sleep 1 s, look every second until complete, download, extract) as a script of `curl`
+//! calls; koop must never be slower than it.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use koop_testkit::{ExportFaults, GeneratedContent, TestLayer, TestServer, TestServerConfig};
-use serde_json::Value;
 
 use crate::common::{MB, curl_and_unzip, download_url, run_koop, verdict};
 
 const LAYER: u64 = 30_000;
 
-/// The Python package's loop over raw HTTP: details, create, sleep 1 s, poll every second,
-/// download, unzip. Returns its wall time.
+/// The original Python package's loop, as a script of curl calls: the layer details, create the
+/// export, sleep 1 s, look every second until it is complete, download the ZIP, unzip it.
+/// Returns its wall time.
 async fn one_second_poller(server: &TestServer, work: &Path) -> Result<Duration> {
-    let client = server.raw_client();
+    const SCRIPT: &str = r#"
+set -eu
+auth="Authorization: key $KEY"
+item=$(curl -sf -H "$auth" "${API}layers/${LAYER}/" | sed -n 's/.*"url": *"\([^"]*\/layers\/[0-9]*\/\)".*/\1/p' | head -n 1)
+body="{\"crs\":\"EPSG:2193\",\"formats\":{\"vector\":\"application/x-ogc-gpkg\"},\"items\":[{\"item\":\"$item\"}]}"
+id=$(curl -sf -H "$auth" -H "Content-Type: application/json" -d "$body" "${API}exports/" | sed -n 's/^{"id": *\([0-9]*\).*/\1/p')
+while :; do
+  sleep 1
+  download=$(curl -sf -H "$auth" "${API}exports/${id}/" | sed -n 's/.*"download_url": *"\([^"]*\)".*/\1/p')
+  [ -n "$download" ] && break
+done
+curl -sf -H "$auth" -o "$OUT/poller.zip" "$download"
+unzip -q -o "$OUT/poller.zip" -d "$OUT/poller-unzipped"
+"#;
     let started = Instant::now();
-    let details: Value = client
-        .get(&format!("{}layers/{LAYER}/", server.api_url()))
-        .await?
-        .json()
-        .await?;
-    let body = serde_json::json!({
-        "crs": "EPSG:2193",
-        "formats": {"vector": koop_testkit::GEOPACKAGE_MIME},
-        "items": [{"item": details["url"]}],
-    });
-    let created: Value = reqwest::Client::new()
-        .post(format!("{}exports/", server.api_url()))
-        .header("Authorization", format!("key {}", server.api_key()))
-        .json(&body)
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    let url = format!(
-        "{}exports/{}/",
-        server.api_url(),
-        created["id"].as_u64().context("an export id")?
-    );
-    let download = loop {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let export: Value = client.get(&url).await?.json().await?;
-        if let Some(download) = export["download_url"].as_str() {
-            break download.to_owned();
-        }
-        ensure!(
-            started.elapsed() < Duration::from_secs(120),
-            "the export never completed"
-        );
-    };
-    let zip = work.join("poller.zip");
-    let bytes = client.get(&download).await?.bytes().await?;
-    tokio::fs::write(&zip, &bytes).await?;
-    let out = work.join("poller-unzipped");
-    let status = tokio::process::Command::new("unzip")
-        .args(["-q", "-o"])
-        .arg(&zip)
-        .arg("-d")
-        .arg(&out)
+    let status = tokio::process::Command::new("bash")
+        .args(["-c", SCRIPT])
+        .env("KEY", server.api_key())
+        .env("API", server.api_url())
+        .env("LAYER", LAYER.to_string())
+        .env("OUT", work)
         .status()
         .await
-        .context("running unzip")?;
-    ensure!(status.success(), "unzip failed");
+        .context("running the one-second poller (bash, curl, unzip)")?;
     let took = started.elapsed();
-    tokio::fs::remove_file(&zip).await?;
-    tokio::fs::remove_dir_all(&out).await?;
+    ensure!(status.success(), "the one-second poller failed");
+    tokio::fs::remove_file(work.join("poller.zip")).await?;
+    tokio::fs::remove_dir_all(work.join("poller-unzipped")).await?;
     Ok(took)
+}
+
+/// Prints the requests of a koop run, when `KOOP_BENCH_TIMELINE` is set.
+fn tracing_line(timeline: &[String]) {
+    if std::env::var_os("KOOP_BENCH_TIMELINE").is_some() {
+        println!("    requests: {}", timeline.join(" | "));
+    }
 }
 
 /// One latency and progress setting: (koop's ratio, koop's wall, the poller's wall).
@@ -93,8 +75,32 @@ async fn measure(
             ..ExportFaults::default()
         },
     );
+    // A new version each time: a cold get, which neither a cached entry nor an earlier export of
+    // the same version (koop finds its own by name) can answer.
+    server
+        .bump_version(LAYER, koop_testkit::BumpKind::Data)
+        .context("a version bump")?;
+    // The test server builds a version's ZIP on its first download: build it now, as a real
+    // server has it ready when the export completes (and as the poller below finds it).
+    server.export_zip(LAYER).await?;
     let cache = tempfile::tempdir_in(work)?;
+    let before = server.requests().len();
     let koop = run_koop(server, cache.path(), &["get", &LAYER.to_string()]).await?;
+    let requests = server.requests();
+    if let Some(first) = requests.get(before) {
+        let timeline: Vec<String> = requests[before..]
+            .iter()
+            .map(|request| {
+                let path = request.path.split("/v1.x/").nth(1).unwrap_or(&request.path);
+                format!(
+                    "{:.0}ms {} {path}",
+                    request.at.saturating_sub(first.at).as_secs_f64() * 1000.0,
+                    request.method
+                )
+            })
+            .collect();
+        tracing_line(&timeline);
+    }
     let poller = one_second_poller(server, work).await?;
     let ratio = koop.wall.as_secs_f64() / (latency + transfer).as_secs_f64();
     Ok((ratio, koop.wall, poller))

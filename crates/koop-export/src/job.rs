@@ -41,14 +41,43 @@ pub struct Exporter {
     cancel: CancellationToken,
 }
 
+/// Without `progress`, the wait from `elapsed` to the next look on a grid that holds every
+/// whole second (so koop is never later than a one-second poller): every `first_poll` (250 ms)
+/// for the first 2 s, every 500 ms to 5 s, then every `slow_poll` (1 s); after two minutes a
+/// twentieth of the time waited, up to `max_poll`, so an hour-long export is not asked about
+/// thousands of times.
+fn without_progress(options: &ExportOptions, elapsed: Duration) -> Duration {
+    let step = if elapsed < Duration::from_secs(2) {
+        options.first_poll
+    } else if elapsed < Duration::from_secs(5) {
+        options
+            .first_poll
+            .max(Duration::from_millis(500))
+            .min(options.slow_poll)
+    } else if elapsed < Duration::from_secs(120) {
+        options.slow_poll
+    } else {
+        return (elapsed / 20).clamp(options.slow_poll, options.max_poll.max(options.slow_poll));
+    };
+    if step.is_zero() {
+        return options.slow_poll;
+    }
+    // The next multiple of `step` after `elapsed`.
+    let step_ns = step.as_nanos().max(1);
+    let next = (elapsed.as_nanos() / step_ns + 1) * step_ns;
+    let wait = next - elapsed.as_nanos();
+    Duration::from_nanos(u64::try_from(wait).unwrap_or(u64::MAX))
+}
+
 /// When to look at a processing export again (`GET exports/{id}/`).
 ///
-/// - With `progress`: the rate since the first look predicts the end; the next look is a little
-///   past it (2 % and `settle_poll` later), at most `max_poll` away. Once the prediction says
-///   done and the export is not `complete` yet, looks come `settle_poll` apart, doubling up to
-///   `slow_poll`: close to the end, never hammering.
-/// - Without `progress`: a tenth of the time waited so far, between `first_poll` and
-///   `slow_poll`: within 10 % (or a second) of the end, as a one-second poller is.
+/// - With `progress`: the rate since the first look predicts the end. More than `slow_poll`
+///   away, the next look is half way there (a longer baseline refines a rate read from coarse
+///   progress steps); closer, it is half a `settle_poll` past the end; never more than
+///   `max_poll` away. Once the prediction says done and the
+///   export is not `complete` yet, looks come `settle_poll` apart, doubling up to `slow_poll`:
+///   close to the end, never hammering.
+/// - Without `progress`: on a grid that holds every whole second (see `without_progress`).
 ///
 /// The deadline bounds every wait.
 #[derive(Debug, Clone)]
@@ -56,6 +85,9 @@ pub(crate) struct PollSchedule {
     options: ExportOptions,
     /// The first look that carried a progress: when, and how far.
     first: Option<(Duration, f64)>,
+    /// Whether every progress seen was a whole percent: the server rounds it down to 1 %
+    /// steps, so the true progress may be up to a step further.
+    whole_percents: bool,
     /// The current wait while the prediction says done.
     settling: Option<Duration>,
 }
@@ -65,6 +97,7 @@ impl PollSchedule {
         Self {
             options,
             first: None,
+            whole_percents: true,
             settling: None,
         }
     }
@@ -72,6 +105,7 @@ impl PollSchedule {
     /// The predicted time left, from the progress seen at `elapsed` and the first one seen.
     fn remaining(&mut self, elapsed: Duration, progress: Option<f64>) -> Option<Duration> {
         let done = progress.filter(|done| done.is_finite())?.clamp(0.0, 1.0);
+        self.whole_percents &= ((done * 100.0).round() - done * 100.0).abs() < 1e-6;
         let (since, start) = *self.first.get_or_insert((elapsed, done));
         if done >= 1.0 {
             return Some(Duration::ZERO);
@@ -81,8 +115,13 @@ impl PollSchedule {
         if span <= 0.0 || gained <= 0.0 {
             return None;
         }
+        // The earliest end the progress allows: with whole percents the true progress may be up
+        // to a step past the one reported (arriving early costs a settle look; late, the whole
+        // overshoot).
+        let step = if self.whole_percents { 0.01 } else { 0.0 };
+        let left = (1.0 - done - step).max(0.0);
         Some(Duration::from_secs_f64(
-            ((1.0 - done) * span / gained).min(86_400.0),
+            (left * span / gained).min(86_400.0),
         ))
     }
 
@@ -91,9 +130,16 @@ impl PollSchedule {
         let remaining = self.remaining(elapsed, progress);
         let options = &self.options;
         let wait = match remaining {
+            Some(remaining) if remaining > options.slow_poll => {
+                // Far from the end: look half way, where a longer baseline refines the rate
+                // (progress is reported in coarse steps).
+                self.settling = None;
+                (remaining / 2).min(options.max_poll)
+            }
             Some(remaining) if remaining > options.settle_poll => {
                 self.settling = None;
-                (remaining.mul_f64(1.02) + options.settle_poll).min(options.max_poll)
+                // Just past the predicted end: arriving early costs a settle look.
+                (remaining + options.settle_poll / 2).min(options.max_poll)
             }
             Some(_) => {
                 let wait = self.settling.map_or(options.settle_poll, |wait| {
@@ -104,10 +150,7 @@ impl PollSchedule {
             }
             None => {
                 self.settling = None;
-                (elapsed / 10).clamp(
-                    options.first_poll,
-                    options.slow_poll.max(options.first_poll),
-                )
+                without_progress(options, elapsed)
             }
         };
         wait.min(options.deadline.saturating_sub(elapsed))
@@ -172,7 +215,16 @@ impl Exporter {
         if self.cancel.is_cancelled() {
             return Err(interrupted);
         }
-        if let Some(existing) = self.own_export(details, spec).await {
+        let api = |source| Error::Api { layer_id, source };
+        let request = spec.request(details);
+        observer.layer_event(layer_id, LayerEvent::Validating);
+        // Looking for an earlier export of this version and validating a new one at once: a
+        // cold export waits for neither in turn.
+        let (existing, validation) = tokio::join!(
+            self.own_export(details, spec),
+            self.connection.validate_export(&request)
+        );
+        if let Some(existing) = existing {
             tracing::info!(layer_id, export_id = existing.id, state = %existing.state, "reusing an earlier export of this layer version");
             observer.layer_event(
                 layer_id,
@@ -182,14 +234,7 @@ impl Exporter {
             );
             return Ok((existing, ExportOrigin::Reused));
         }
-        let api = |source| Error::Api { layer_id, source };
-        let request = spec.request(details);
-        observer.layer_event(layer_id, LayerEvent::Validating);
-        let validation = self
-            .connection
-            .validate_export(&request)
-            .await
-            .map_err(api)?;
+        let validation = validation.map_err(api)?;
         if !validation.is_valid {
             return Err(Error::InvalidExport {
                 layer_id,
@@ -438,8 +483,9 @@ impl Exporter {
                 Err(DownloadFailure::Api(source)) => return Err(Error::Api { layer_id, source }),
             }
         }
+        // No fsync: the ZIP is a staging file, read once and removed; what is published is
+        // synced by the cache.
         file.flush().await.map_err(io("writing"))?;
-        file.get_mut().sync_all().await.map_err(io("syncing"))?;
         if let Some(expected) = total
             && expected != received
         {
@@ -629,24 +675,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn without_progress_looks_are_a_tenth_of_the_wait_between_250_ms_and_1_s() {
-        let mut schedule = PollSchedule::new(ExportOptions::default());
+    fn without_progress_looks_fall_on_a_grid_that_holds_every_second() {
+        let options = ExportOptions::default();
+        let mut schedule = PollSchedule::new(options);
+        let mut at = Duration::ZERO;
+        let mut looks = Vec::new();
+        while at < Duration::from_secs(8) {
+            at += schedule.next(at, None);
+            looks.push(u64::try_from(at.as_millis()).unwrap_or(u64::MAX));
+        }
         assert_eq!(
-            schedule.next(Duration::ZERO, None),
-            Duration::from_millis(250)
+            looks,
+            [
+                250, 500, 750, 1000, 1250, 1500, 1750, 2000, 2500, 3000, 3500, 4000, 4500, 5000,
+                6000, 7000, 8000
+            ]
+        );
+        // A look a little late still lands back on the grid.
+        assert_eq!(
+            schedule.next(Duration::from_millis(1030), None),
+            Duration::from_millis(220)
+        );
+        // After two minutes, a twentieth of the wait, at most 15 s.
+        assert_eq!(
+            schedule.next(Duration::from_secs(200), None),
+            Duration::from_secs(10)
         );
         assert_eq!(
-            schedule.next(Duration::from_secs(5), None),
-            Duration::from_millis(500)
-        );
-        assert_eq!(
-            schedule.next(Duration::from_secs(600), None),
-            Duration::from_secs(1)
-        );
-        assert_eq!(
-            schedule.next(Duration::from_secs(3599), None),
-            Duration::from_secs(1),
-            "the deadline is an hour away"
+            schedule.next(Duration::from_secs(3000), None),
+            Duration::from_secs(15)
         );
         assert_eq!(
             schedule.next(Duration::from_millis(3_599_600), None),
@@ -660,31 +717,42 @@ mod tests {
         let mut schedule = PollSchedule::new(ExportOptions::default());
         // Created at 0 % (the first look), a quarter done after 250 ms: 750 ms to go.
         let first = schedule.next(Duration::ZERO, Some(0.0));
-        assert_eq!(first, Duration::from_millis(250), "no rate yet");
-        let aimed = schedule.next(Duration::from_millis(250), Some(0.25));
-        assert!(
-            (aimed.as_secs_f64() - (0.75 * 1.02 + 0.05)).abs() < 1e-3,
-            "{aimed:?}"
+        assert_eq!(
+            first,
+            Duration::from_millis(250),
+            "no rate yet: the grid's first look"
         );
-        // Arrived a moment early (99 %): looks settle from 50 ms, doubling, up to 1 s.
+        let aimed = schedule.next(Duration::from_millis(250), Some(0.25));
+        assert!((aimed.as_secs_f64() - 0.75).abs() < 1e-3, "{aimed:?}");
+        // Arrived a moment early (99 %): looks settle from 20 ms, doubling, up to 1 s.
         let waits: Vec<u64> = (0..7)
             .map(|_| {
                 let wait = schedule.next(Duration::from_millis(1010), Some(0.99));
                 u64::try_from(wait.as_millis()).unwrap_or(u64::MAX)
             })
             .collect();
-        assert_eq!(waits, [50, 100, 200, 400, 800, 1000, 1000]);
-        // A slow export predicts far ahead: capped at 15 s.
+        assert_eq!(waits, [20, 40, 80, 160, 320, 640, 1000]);
+        // Far from the end: half way (of 7.9 s to go: 80 % less a 1 % step), and never more
+        // than 15 s.
         let mut schedule = PollSchedule::new(ExportOptions::default());
         schedule.next(Duration::ZERO, Some(0.0));
         assert_eq!(
-            schedule.next(Duration::from_secs(10), Some(0.01)),
+            schedule.next(Duration::from_secs(2), Some(0.2)),
+            Duration::from_millis(3950)
+        );
+        assert_eq!(
+            schedule.next(Duration::from_secs(10), Some(0.21)),
             Duration::from_secs(15)
         );
         // An export reused after a crash starts part-way: the rate is measured from there.
         let mut schedule = PollSchedule::new(ExportOptions::default());
         schedule.next(Duration::ZERO, Some(0.5));
-        let aimed = schedule.next(Duration::from_secs(1), Some(0.75));
-        assert!((aimed.as_secs_f64() - 1.07).abs() < 1e-3, "{aimed:?}");
+        let aimed = schedule.next(Duration::from_secs(1), Some(0.8));
+        assert!((aimed.as_secs_f64() - 0.643).abs() < 1e-3, "{aimed:?}");
+        // Progress in finer steps than whole percents is taken as it is.
+        let mut schedule = PollSchedule::new(ExportOptions::default());
+        schedule.next(Duration::ZERO, Some(0.0));
+        let aimed = schedule.next(Duration::from_millis(250), Some(0.2505));
+        assert!((aimed.as_secs_f64() - 0.7584).abs() < 1e-3, "{aimed:?}");
     }
 }

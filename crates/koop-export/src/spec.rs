@@ -102,17 +102,18 @@ pub struct ExportOptions {
     /// The longest an export may stay `processing` before it is cancelled on the server
     /// (default 1 hour).
     pub deadline: Duration,
-    /// Shortest wait between two looks at an export that reports no `progress` (default
-    /// 250 ms); the wait is a tenth of the time waited so far, between this and `slow_poll`.
+    /// The step of the first looks at an export that reports no `progress` (default 250 ms,
+    /// for the first 2 s; then 500 ms to 5 s).
     pub first_poll: Duration,
-    /// Longest wait between two looks at an export that reports no `progress` (default 1 s, so
-    /// koop is never later than a one-second poller).
+    /// The step of later looks at an export that reports no `progress`, up to two minutes
+    /// (default 1 s, so koop is never later than a one-second poller); also the longest wait
+    /// while a predicted end is overdue.
     pub slow_poll: Duration,
     /// Longest wait between two looks at an export whose `progress` predicts a later end
     /// (default 15 s).
     pub max_poll: Duration,
     /// First wait once `progress` predicts the export is done but it is not yet `complete`
-    /// (default 50 ms); it doubles on each further look, up to `slow_poll`.
+    /// (default 20 ms); it doubles on each further look, up to `slow_poll`.
     pub settle_poll: Duration,
     /// Times a broken download is resumed with a Range request (default 5).
     pub resume_attempts: u32,
@@ -128,7 +129,7 @@ impl Default for ExportOptions {
             first_poll: Duration::from_millis(250),
             slow_poll: Duration::from_secs(1),
             max_poll: Duration::from_secs(15),
-            settle_poll: Duration::from_millis(50),
+            settle_poll: Duration::from_millis(20),
             resume_attempts: 5,
             max_file_bytes: 256 << 30,
         }

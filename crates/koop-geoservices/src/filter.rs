@@ -5,6 +5,11 @@
 //! parentheses, `IN (…)`, `LIKE` (`%`, `_`; case-sensitive), `IS [NOT] NULL`,
 //! `[NOT] BETWEEN … AND …`, `DATE '…'` and `TIMESTAMP '…'` literals, `UPPER(field)` and
 //! `LOWER(field)`. Anything else is an error.
+//!
+//! Bounded for hostile input ([`WhereLimits`]): the text's length, its number of tokens and its
+//! nesting are checked on the tokens before anything is parsed; chains of `AND` and `OR` become
+//! one node with many operands (walked iteratively), so every walk of a parsed clause is as deep
+//! as its nesting, never as long as it is.
 
 use std::cmp::Ordering;
 
@@ -99,15 +104,37 @@ impl CompareOp {
     }
 }
 
+/// How large a `where` clause may be. Past a limit the clause is refused before it is parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WhereLimits {
+    /// Longest clause, in bytes (default 64 KiB).
+    pub max_bytes: usize,
+    /// Most tokens (names, values, operators, parentheses; default 8,192: an `IN` list of some
+    /// 4,000 values).
+    pub max_tokens: usize,
+    /// Deepest nesting of parentheses and `NOT` (default 32).
+    pub max_depth: usize,
+}
+
+impl Default for WhereLimits {
+    fn default() -> Self {
+        Self {
+            max_bytes: 64 * 1024,
+            max_tokens: 8192,
+            max_depth: 32,
+        }
+    }
+}
+
 /// A parsed, checked `where` clause.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Predicate {
     /// A constant (`1=1`, `1=0`).
     Constant(bool),
-    /// `a AND b`
-    And(Box<Predicate>, Box<Predicate>),
-    /// `a OR b`
-    Or(Box<Predicate>, Box<Predicate>),
+    /// `a AND b AND …`: every operand holds.
+    And(Vec<Predicate>),
+    /// `a OR b OR …`: some operand holds.
+    Or(Vec<Predicate>),
     /// `NOT a`
     Not(Box<Predicate>),
     /// `a op b`
@@ -333,41 +360,60 @@ impl Resolver<'_> {
             .collect()
     }
 
+    /// The operands of a chain of `op` (`a AND b AND c` is `(a AND b) AND c` to sqlparser),
+    /// collected without recursing along the chain.
+    fn chain<'e>(expr: &'e Expr, op: &BinaryOperator) -> Vec<&'e Expr> {
+        let mut operands = Vec::new();
+        let mut pending = vec![expr];
+        while let Some(next) = pending.pop() {
+            match next {
+                Expr::BinaryOp {
+                    left,
+                    op: inner,
+                    right,
+                } if inner == op => {
+                    // Right first on the stack: operands come out left to right.
+                    pending.push(right);
+                    pending.push(left);
+                }
+                other => operands.push(other),
+            }
+        }
+        operands
+    }
+
+    /// `left op right`; two literals make a constant (`1=1`).
+    fn comparison(&self, left: &Expr, op: CompareOp, right: &Expr) -> Result<Predicate, String> {
+        let (left, right) = self.operands(left, right)?;
+        if let (Operand::Literal(a), Operand::Literal(b)) = (&left, &right) {
+            return Ok(Predicate::Constant(
+                a.compare(b).is_some_and(|ordering| op.holds(ordering)),
+            ));
+        }
+        Ok(Predicate::Compare { left, op, right })
+    }
+
     fn predicate(&self, expr: &Expr) -> Result<Predicate, String> {
         Ok(match expr {
             Expr::Nested(inner) => self.predicate(inner)?,
             Expr::BinaryOp { left, op, right } => match op {
-                BinaryOperator::And => Predicate::And(
-                    Box::new(self.predicate(left)?),
-                    Box::new(self.predicate(right)?),
-                ),
-                BinaryOperator::Or => Predicate::Or(
-                    Box::new(self.predicate(left)?),
-                    Box::new(self.predicate(right)?),
-                ),
-                BinaryOperator::Eq
-                | BinaryOperator::NotEq
-                | BinaryOperator::Lt
-                | BinaryOperator::LtEq
-                | BinaryOperator::Gt
-                | BinaryOperator::GtEq => {
-                    let op = match op {
-                        BinaryOperator::Eq => CompareOp::Eq,
-                        BinaryOperator::NotEq => CompareOp::NotEq,
-                        BinaryOperator::Lt => CompareOp::Lt,
-                        BinaryOperator::LtEq => CompareOp::LtEq,
-                        BinaryOperator::Gt => CompareOp::Gt,
-                        _ => CompareOp::GtEq,
-                    };
-                    let (left, right) = self.operands(left, right)?;
-                    if let (Operand::Literal(a), Operand::Literal(b)) = (&left, &right) {
-                        // A constant such as 1=1.
-                        return Ok(Predicate::Constant(
-                            a.compare(b).is_some_and(|ordering| op.holds(ordering)),
-                        ));
+                BinaryOperator::And | BinaryOperator::Or => {
+                    let operands = Self::chain(expr, op)
+                        .into_iter()
+                        .map(|operand| self.predicate(operand))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    if *op == BinaryOperator::And {
+                        Predicate::And(operands)
+                    } else {
+                        Predicate::Or(operands)
                     }
-                    Predicate::Compare { left, op, right }
                 }
+                BinaryOperator::Eq => self.comparison(left, CompareOp::Eq, right)?,
+                BinaryOperator::NotEq => self.comparison(left, CompareOp::NotEq, right)?,
+                BinaryOperator::Lt => self.comparison(left, CompareOp::Lt, right)?,
+                BinaryOperator::LtEq => self.comparison(left, CompareOp::LtEq, right)?,
+                BinaryOperator::Gt => self.comparison(left, CompareOp::Gt, right)?,
+                BinaryOperator::GtEq => self.comparison(left, CompareOp::GtEq, right)?,
                 other => return Err(format!("the operator {other} is not supported")),
             },
             Expr::UnaryOp {
@@ -439,20 +485,55 @@ impl Resolver<'_> {
 }
 
 impl Predicate {
-    /// Parses a `where` clause against `fields`. An empty clause, or `1=1`, is `Constant(true)`.
+    /// Parses a `where` clause against `fields` within the default [`WhereLimits`]. An empty
+    /// clause, or `1=1`, is `Constant(true)`.
     ///
     /// # Errors
     ///
     /// What is wrong, for `Invalid "where" parameter` errors: a syntax error, an unknown field,
-    /// an unsupported construct, a value that does not fit its field.
+    /// an unsupported construct, a value that does not fit its field, a limit passed.
     pub fn parse(clause: &str, fields: &[WhereField]) -> Result<Self, String> {
+        Self::parse_within(clause, fields, &WhereLimits::default())
+    }
+
+    /// Parses a `where` clause against `fields` within `limits`, checked on its tokens before
+    /// anything is parsed.
+    ///
+    /// # Errors
+    ///
+    /// As [`Predicate::parse`]; a limit passed is named with its value.
+    pub fn parse_within(
+        clause: &str,
+        fields: &[WhereField],
+        limits: &WhereLimits,
+    ) -> Result<Self, String> {
+        Self::parse_checked(clause, fields, limits)
+            .map_err(|error| super::params::shortened(&error, 300))
+    }
+
+    fn parse_checked(
+        clause: &str,
+        fields: &[WhereField],
+        limits: &WhereLimits,
+    ) -> Result<Self, String> {
         if clause.trim().is_empty() {
             return Ok(Self::Constant(true));
         }
+        if clause.len() > limits.max_bytes {
+            return Err(format!(
+                "the clause is {} bytes long; this server accepts at most {} bytes",
+                clause.len(),
+                limits.max_bytes
+            ));
+        }
         let dialect = GenericDialect {};
-        let mut parser = Parser::new(&dialect)
-            .try_with_sql(clause)
+        let tokens = sqlparser::tokenizer::Tokenizer::new(&dialect, clause)
+            .tokenize()
             .map_err(|error| error.to_string())?;
+        check_tokens(&tokens, limits)?;
+        let mut parser = Parser::new(&dialect)
+            .with_recursion_limit(limits.max_depth.saturating_mul(2).max(8))
+            .with_tokens(tokens);
         let expr = parser.parse_expr().map_err(|error| error.to_string())?;
         let rest = parser.peek_token();
         if rest.token != sqlparser::tokenizer::Token::EOF {
@@ -481,16 +562,29 @@ impl Predicate {
         };
         match self {
             Self::Constant(flag) => Some(*flag),
-            Self::And(a, b) => match (a.eval(attribute), b.eval(attribute)) {
-                (Some(false), _) | (_, Some(false)) => Some(false),
-                (Some(true), Some(true)) => Some(true),
-                _ => None,
-            },
-            Self::Or(a, b) => match (a.eval(attribute), b.eval(attribute)) {
-                (Some(true), _) | (_, Some(true)) => Some(true),
-                (Some(false), Some(false)) => Some(false),
-                _ => None,
-            },
+            Self::And(operands) => {
+                // SQL's three-valued AND: false wins, then unknown.
+                let mut unknown = false;
+                for operand in operands {
+                    match operand.eval(attribute) {
+                        Some(false) => return Some(false),
+                        None => unknown = true,
+                        Some(true) => {}
+                    }
+                }
+                (!unknown).then_some(true)
+            }
+            Self::Or(operands) => {
+                let mut unknown = false;
+                for operand in operands {
+                    match operand.eval(attribute) {
+                        Some(true) => return Some(true),
+                        None => unknown = true,
+                        Some(false) => {}
+                    }
+                }
+                (!unknown).then_some(false)
+            }
             Self::Not(a) => a.eval(attribute).map(|flag| !flag),
             Self::Compare { left, op, right } => value(left)
                 .compare(&value(right))
@@ -571,16 +665,18 @@ impl Predicate {
         };
         Some(match self {
             Self::Constant(flag) => if *flag { "1" } else { "0" }.to_owned(),
-            Self::And(a, b) => format!(
-                "({}) AND ({})",
-                a.sql(column, params)?,
-                b.sql(column, params)?
-            ),
-            Self::Or(a, b) => format!(
-                "({}) OR ({})",
-                a.sql(column, params)?,
-                b.sql(column, params)?
-            ),
+            Self::And(operands) | Self::Or(operands) => {
+                let joiner = if matches!(self, Self::And(_)) {
+                    " AND "
+                } else {
+                    " OR "
+                };
+                let parts = operands
+                    .iter()
+                    .map(|operand| operand.sql(column, params).map(|sql| format!("({sql})")))
+                    .collect::<Option<Vec<_>>>()?;
+                parts.join(joiner)
+            }
             Self::Not(a) => format!("NOT ({})", a.sql(column, params)?),
             Self::Compare { left, op, right } => {
                 let (left, _) = operand(left, params)?;
@@ -632,6 +728,46 @@ impl Predicate {
             }
         })
     }
+}
+
+/// Checks a clause's tokens against `limits`: how many there are (whitespace aside), and how
+/// deep parentheses and `NOT` nest.
+fn check_tokens(
+    tokens: &[sqlparser::tokenizer::Token],
+    limits: &WhereLimits,
+) -> Result<(), String> {
+    use sqlparser::keywords::Keyword;
+    use sqlparser::tokenizer::Token;
+    let mut count = 0_usize;
+    let (mut depth, mut deepest) = (0_usize, 0_usize);
+    let mut nots = 0_usize;
+    for token in tokens {
+        match token {
+            Token::Whitespace(_) => continue,
+            Token::LParen => {
+                depth += 1;
+                nots = 0;
+            }
+            Token::RParen => depth = depth.saturating_sub(1),
+            Token::Word(word) if word.keyword == Keyword::NOT => nots += 1,
+            _ => nots = 0,
+        }
+        count += 1;
+        deepest = deepest.max(depth + nots);
+        if count > limits.max_tokens {
+            return Err(format!(
+                "the clause has more than {} terms; this server accepts at most {}",
+                limits.max_tokens, limits.max_tokens
+            ));
+        }
+        if deepest > limits.max_depth {
+            return Err(format!(
+                "the clause nests deeper than {} levels; this server accepts at most {}",
+                limits.max_depth, limits.max_depth
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Binds a literal: its SQL placeholder, and whether it is a date.
@@ -829,6 +965,40 @@ mod tests {
             "values are never written into the SQL"
         );
         assert!(predicate.to_sql(&|_| None).is_none());
+    }
+
+    #[test]
+    fn hostile_clauses_are_refused_by_their_limits_and_long_chains_stay_shallow() {
+        let flat = vec!["1=1"; 4000].join(" AND ");
+        let error = Predicate::parse(&flat, &fields()).expect_err("too many terms");
+        assert!(error.contains("at most 8192"), "{error}");
+        let deep = format!("{}1=1{}", "(".repeat(5000), ")".repeat(5000));
+        let error = Predicate::parse(&deep, &fields()).expect_err("too deep");
+        assert!(error.contains("deeper than 32"), "{error}");
+        let nots = format!("{}population > 1", "NOT ".repeat(200));
+        assert!(Predicate::parse(&nots, &fields()).is_err());
+        let long = format!("name = '{}'", "x".repeat(70_000));
+        let error = Predicate::parse(&long, &fields()).expect_err("too long");
+        assert!(error.contains("at most 65536 bytes"), "{error}");
+        // 1,500 terms are within the limits: one node with 1,500 operands, evaluated and written
+        // as SQL without recursing along the chain.
+        let chain = vec!["population > 1"; 1500].join(" OR ");
+        let predicate = Predicate::parse(&chain, &fields()).expect("within the limits");
+        let Predicate::Or(operands) = &predicate else {
+            panic!("one OR node: {predicate:?}");
+        };
+        assert_eq!(operands.len(), 1500);
+        let dunedin = row("Dunedin", Some(134_100.0), None);
+        assert_eq!(predicate.eval(&dunedin), Some(true));
+        let (sql, params) = predicate
+            .to_sql(&|column| Some(format!("\"{}\"", column.name)))
+            .expect("SQL");
+        assert_eq!(params.len(), 1500);
+        assert!(
+            sql.starts_with("(\"population\" > ?) OR "),
+            "{}",
+            &sql[..40]
+        );
     }
 
     #[test]

@@ -51,11 +51,13 @@
 //! ```
 #![deny(missing_docs)]
 
-pub use filter::{Case, Column, CompareOp, Operand, Predicate, SqlParam, WhereField, like};
+pub use filter::{
+    Case, Column, CompareOp, Operand, Predicate, SqlParam, WhereField, WhereLimits, like,
+};
 pub use geometry::{GeometryFilter, SpatialRel, esri_geometry};
 pub use params::{
-    COMPUTED_OBJECT_ID, Format, OutFields, Query, QueryError, Schema, Statistic, StatisticType,
-    callback,
+    COMPUTED_OBJECT_ID, Format, OutFields, Query, QueryError, QueryLimits, Schema, Statistic,
+    StatisticType, callback,
 };
 pub use value::{Value, format_date_ms, parse_date_ms};
 

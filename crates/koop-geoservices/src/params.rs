@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::filter::{Predicate, WhereField};
+use super::filter::{Predicate, WhereField, WhereLimits};
 use super::geometry::{GeometryFilter, SpatialRel};
 use koop_provider::{Field, FieldType, ProviderError};
 use koop_types::Epsg;
@@ -109,6 +109,53 @@ impl Schema {
             })
             .map(|field| (field.name, field.field_type))
     }
+}
+
+/// How large a query's parameters may be: what one request may make the server parse, hold and
+/// compute. Past a limit the request is a [`QueryError`] naming the parameter and the limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueryLimits {
+    /// `where` ([`WhereLimits`]: 64 KiB, 8,192 terms, nesting 32).
+    pub where_clause: WhereLimits,
+    /// Most `objectIds` (default 100,000) and their longest text (default 2 MiB).
+    pub max_object_ids: usize,
+    /// Longest `objectIds` text, in bytes.
+    pub max_object_ids_bytes: usize,
+    /// Longest `geometry` text (default 1 MiB) and most positions in it (default 100,000).
+    pub max_geometry_bytes: usize,
+    /// Most positions in the `geometry` filter.
+    pub max_geometry_positions: usize,
+    /// Most `outStatistics` entries (default 32) and their longest text (default 64 KiB).
+    pub max_statistics: usize,
+    /// Longest `outStatistics` text, in bytes.
+    pub max_statistics_bytes: usize,
+    /// Most fields of `orderByFields` and of `groupByFieldsForStatistics` (default 16 each).
+    pub max_sort_fields: usize,
+    /// Most fields of `outFields` (default 1,024).
+    pub max_out_fields: usize,
+}
+
+impl Default for QueryLimits {
+    fn default() -> Self {
+        Self {
+            where_clause: WhereLimits::default(),
+            max_object_ids: 100_000,
+            max_object_ids_bytes: 2 << 20,
+            max_geometry_bytes: 1 << 20,
+            max_geometry_positions: 100_000,
+            max_statistics: 32,
+            max_statistics_bytes: 64 * 1024,
+            max_sort_fields: 16,
+            max_out_fields: 1024,
+        }
+    }
+}
+
+/// The error for a parameter longer than its limit.
+fn too_long(parameter: &str, length: usize, limit: usize, unit: &str) -> QueryError {
+    QueryError::new(format!(
+        "\"{parameter}\" has {length} {unit}; this server accepts at most {limit}"
+    ))
 }
 
 /// A query parameter that is not acceptable: Geoservices error 400 with `message` and `details`.
@@ -247,7 +294,19 @@ fn spatial_reference(
         .ok_or_else(|| QueryError::new(format!("\"{name}\" must be a well-known id such as 4326")))
 }
 
-fn field_list(schema: &Schema, text: &str, parameter: &str) -> Result<Vec<String>, QueryError> {
+fn field_list(
+    schema: &Schema,
+    text: &str,
+    parameter: &str,
+    limit: usize,
+) -> Result<Vec<String>, QueryError> {
+    let count = text
+        .split(',')
+        .filter(|name| !name.trim().is_empty())
+        .count();
+    if count > limit {
+        return Err(too_long(parameter, count, limit, "fields"));
+    }
     text.split(',')
         .map(str::trim)
         .filter(|name| !name.is_empty())
@@ -261,12 +320,32 @@ fn field_list(schema: &Schema, text: &str, parameter: &str) -> Result<Vec<String
         .collect()
 }
 
-fn statistics(schema: &Schema, text: &str) -> Result<Vec<Statistic>, QueryError> {
+fn statistics(
+    schema: &Schema,
+    text: &str,
+    limits: &QueryLimits,
+) -> Result<Vec<Statistic>, QueryError> {
+    if text.len() > limits.max_statistics_bytes {
+        return Err(too_long(
+            "outStatistics",
+            text.len(),
+            limits.max_statistics_bytes,
+            "bytes",
+        ));
+    }
     let json: serde_json::Value = serde_json::from_str(text)
         .map_err(|_| QueryError::new("\"outStatistics\" must be a JSON array"))?;
     let entries = json
         .as_array()
         .ok_or_else(|| QueryError::new("\"outStatistics\" must be a JSON array"))?;
+    if entries.len() > limits.max_statistics {
+        return Err(too_long(
+            "outStatistics",
+            entries.len(),
+            limits.max_statistics,
+            "statistics",
+        ));
+    }
     entries
         .iter()
         .map(|entry| {
@@ -307,10 +386,61 @@ fn statistics(schema: &Schema, text: &str) -> Result<Vec<Statistic>, QueryError>
         .collect()
 }
 
+/// `geometry` with `geometryType`, `inSR` and `spatialRel`, within the limits.
+fn geometry_filter(
+    params: &BTreeMap<String, String>,
+    in_sr: Option<u32>,
+    relation: SpatialRel,
+    limits: &QueryLimits,
+) -> Result<Option<GeometryFilter>, QueryError> {
+    lookup(params, "geometry")
+        .map(|text| {
+            if text.len() > limits.max_geometry_bytes {
+                return Err(too_long(
+                    "geometry",
+                    text.len(),
+                    limits.max_geometry_bytes,
+                    "bytes",
+                ));
+            }
+            let filter =
+                GeometryFilter::parse(text, lookup(params, "geometryType"), in_sr, relation)
+                    .map_err(|reason| {
+                        QueryError::new(format!("Invalid \"geometry\" parameter: {reason}"))
+                    })?;
+            let positions = geo::CoordsIter::coords_count(&filter.geometry);
+            if positions > limits.max_geometry_positions {
+                return Err(too_long(
+                    "geometry",
+                    positions,
+                    limits.max_geometry_positions,
+                    "positions",
+                ));
+            }
+            Ok(filter)
+        })
+        .transpose()
+}
+
 /// `objectIds`: a comma-separated list of integers.
-fn object_ids(params: &BTreeMap<String, String>) -> Result<Option<Vec<i64>>, QueryError> {
+fn object_ids(
+    params: &BTreeMap<String, String>,
+    limits: &QueryLimits,
+) -> Result<Option<Vec<i64>>, QueryError> {
     lookup(params, "objectIds")
         .map(|text| {
+            if text.len() > limits.max_object_ids_bytes {
+                return Err(too_long(
+                    "objectIds",
+                    text.len(),
+                    limits.max_object_ids_bytes,
+                    "bytes",
+                ));
+            }
+            let count = text.split(',').filter(|id| !id.trim().is_empty()).count();
+            if count > limits.max_object_ids {
+                return Err(too_long("objectIds", count, limits.max_object_ids, "ids"));
+            }
             text.split(',')
                 .map(str::trim)
                 .filter(|id| !id.is_empty())
@@ -327,10 +457,23 @@ fn object_ids(params: &BTreeMap<String, String>) -> Result<Option<Vec<i64>>, Que
 fn order_by(
     params: &BTreeMap<String, String>,
     schema: &Schema,
+    limits: &QueryLimits,
 ) -> Result<Vec<(String, bool)>, QueryError> {
     let Some(text) = lookup(params, "orderByFields") else {
         return Ok(Vec::new());
     };
+    let count = text
+        .split(',')
+        .filter(|part| !part.trim().is_empty())
+        .count();
+    if count > limits.max_sort_fields {
+        return Err(too_long(
+            "orderByFields",
+            count,
+            limits.max_sort_fields,
+            "fields",
+        ));
+    }
     text.split(',')
         .map(str::trim)
         .filter(|part| !part.is_empty())
@@ -354,6 +497,16 @@ fn order_by(
             Ok((field, descending))
         })
         .collect()
+}
+
+/// At most `limit` characters of `text`, with `…` when cut (for messages that echo input).
+pub(crate) fn shortened(text: &str, limit: usize) -> String {
+    if text.chars().count() <= limit {
+        return text.to_owned();
+    }
+    let mut short: String = text.chars().take(limit).collect();
+    short.push('…');
+    short
 }
 
 /// The `callback` parameter (JSONP): a JavaScript function name (letters, digits, `_`, `$`,
@@ -390,6 +543,35 @@ impl Query {
     /// [`QueryError`] naming the parameter: an invalid format, `where`, number, boolean,
     /// geometry, spatial reference, field name, statistic or callback.
     pub fn parse(params: &BTreeMap<String, String>, schema: &Schema) -> Result<Self, QueryError> {
+        Self::parse_within(params, schema, &QueryLimits::default())
+    }
+
+    /// Parses the query parameters of a request against the layer's `schema`, within `limits`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Query::parse`]; a parameter past its limit is named with the limit.
+    pub fn parse_within(
+        params: &BTreeMap<String, String>,
+        schema: &Schema,
+        limits: &QueryLimits,
+    ) -> Result<Self, QueryError> {
+        // Messages echo parts of the request: keep them short whatever was sent.
+        Self::parse_unbounded_messages(params, schema, limits).map_err(|error| QueryError {
+            message: shortened(&error.message, 300),
+            details: error
+                .details
+                .iter()
+                .map(|detail| shortened(detail, 300))
+                .collect(),
+        })
+    }
+
+    fn parse_unbounded_messages(
+        params: &BTreeMap<String, String>,
+        schema: &Schema,
+        limits: &QueryLimits,
+    ) -> Result<Self, QueryError> {
         let format = match lookup(params, "f").map(str::to_ascii_lowercase).as_deref() {
             None | Some("json") => Format::Json,
             Some("pjson") => Format::PrettyJson,
@@ -403,27 +585,29 @@ impl Query {
         };
         let where_text = lookup(params, "where").unwrap_or_default().to_owned();
         let predicate =
-            Predicate::parse(&where_text, &schema.where_fields()).map_err(|reason| QueryError {
-                message: format!("Invalid \"where\" parameter: {where_text}"),
-                details: vec![reason],
-            })?;
-        let object_ids = object_ids(params)?;
+            Predicate::parse_within(&where_text, &schema.where_fields(), &limits.where_clause)
+                .map_err(|reason| QueryError {
+                    message: format!(
+                        "Invalid \"where\" parameter: {}",
+                        shortened(&where_text, 200)
+                    ),
+                    details: vec![reason],
+                })?;
+        let object_ids = object_ids(params, limits)?;
         let in_sr = spatial_reference(params, "inSR")?;
         let relation = SpatialRel::parse(lookup(params, "spatialRel").unwrap_or_default())
             .map_err(QueryError::new)?;
-        let geometry = lookup(params, "geometry")
-            .map(|text| {
-                GeometryFilter::parse(text, lookup(params, "geometryType"), in_sr, relation)
-                    .map_err(|reason| {
-                        QueryError::new(format!("Invalid \"geometry\" parameter: {reason}"))
-                    })
-            })
-            .transpose()?;
+        let geometry = geometry_filter(params, in_sr, relation, limits)?;
         let out_fields = match lookup(params, "outFields").map(str::trim) {
             None | Some("*") => OutFields::All,
-            Some(text) => OutFields::Fields(field_list(schema, text, "outFields")?),
+            Some(text) => OutFields::Fields(field_list(
+                schema,
+                text,
+                "outFields",
+                limits.max_out_fields,
+            )?),
         };
-        let order_by = order_by(params, schema)?;
+        let order_by = order_by(params, schema, limits)?;
         let out_sr = spatial_reference(params, "outSR")?.unwrap_or(4326);
         let unknown = || {
             QueryError::new(format!(
@@ -450,11 +634,18 @@ impl Query {
             extent_only: boolean(params, "returnExtentOnly", false)?,
             distinct: boolean(params, "returnDistinctValues", false)?,
             statistics: lookup(params, "outStatistics")
-                .map(|text| statistics(schema, text))
+                .map(|text| statistics(schema, text, limits))
                 .transpose()?
                 .unwrap_or_default(),
             group_by: lookup(params, "groupByFieldsForStatistics")
-                .map(|text| field_list(schema, text, "groupByFieldsForStatistics"))
+                .map(|text| {
+                    field_list(
+                        schema,
+                        text,
+                        "groupByFieldsForStatistics",
+                        limits.max_sort_fields,
+                    )
+                })
                 .transpose()?
                 .unwrap_or_default(),
             out_sr,

@@ -133,6 +133,7 @@ fn record(state: &State, listener: Listener, request: &Request) {
             .map_or_else(String::new, ToString::to_string),
         authorization: header_text(request.headers(), header::AUTHORIZATION),
         range: header_text(request.headers(), header::RANGE),
+        at: state.started.elapsed(),
     });
 }
 

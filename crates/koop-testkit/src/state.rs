@@ -105,6 +105,8 @@ pub struct RecordedRequest {
     pub authorization: Option<String>,
     /// The `Range` header, verbatim.
     pub range: Option<String>,
+    /// When it arrived, since the server started.
+    pub at: std::time::Duration,
 }
 
 /// A snapshot of the server's request counters.
@@ -214,6 +216,8 @@ pub(crate) struct State {
     pub(crate) storage_origin: String,
     pub(crate) counters: AtomicCounters,
     pub(crate) artifacts: Artifacts,
+    /// When the server started, the origin of [`RecordedRequest::at`].
+    pub(crate) started: Instant,
     mutable: Mutex<Mutable>,
 }
 
@@ -256,6 +260,7 @@ impl State {
             storage_origin,
             counters: AtomicCounters::default(),
             artifacts,
+            started: Instant::now(),
             mutable: Mutex::new(Mutable {
                 layers: BTreeMap::new(),
                 exports: BTreeMap::new(),

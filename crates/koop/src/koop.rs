@@ -369,19 +369,7 @@ impl Koop {
                     )
                     .await?;
                 let (export, origin) = exporter.create(&details, &spec, observer).await?;
-                let export = exporter.wait(layer_id, export, origin, observer).await?;
-                // An export is of the layer, not of a version: file it only under the version
-                // whose data it holds.
-                let now = self.layer_details(layer_id).await?;
-                if now.data_version_id() != details.data_version_id() {
-                    tracing::info!(
-                        layer_id,
-                        "the layer's data changed during the export; starting over"
-                    );
-                    details = now;
-                    continue;
-                }
-                export
+                exporter.wait(layer_id, export, origin, observer).await?
             };
             let _permit = self
                 .until_cancelled(
@@ -391,8 +379,19 @@ impl Koop {
                 )
                 .await?;
             let zip = staging.path().join("export.zip");
-            self.download(exporter, &key, &export, &zip, &lock, observer)
+            // An export is of the layer, not of a version: file it only under the version whose
+            // data it holds.
+            let changed = self
+                .download_checked(exporter, &key, &export, &zip, &lock, &details, observer)
                 .await?;
+            if let Some(now) = changed {
+                tracing::info!(
+                    layer_id,
+                    "the layer's data changed during the export; starting over"
+                );
+                details = now;
+                continue;
+            }
             let extraction = exporter
                 .extract(layer_id, &spec, &zip, staging.path(), &key.stem(), observer)
                 .await?;
@@ -464,6 +463,44 @@ impl Koop {
             }
             Err(error) => Err(error.into()),
         }
+    }
+
+    /// Downloads `export` while checking that the layer's data is still the version `details`
+    /// names: the check runs while the download starts (it would cost a round trip on every cold
+    /// get otherwise), and data that changed stops the download at once. Returns the new
+    /// details when the data changed.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the pieces of one fetch, borrowed from its loop"
+    )]
+    async fn download_checked(
+        &self,
+        exporter: &Exporter,
+        key: &EntryKey,
+        export: &koop_api::Export,
+        zip: &std::path::Path,
+        lock: &EntryLock,
+        details: &LayerDetails,
+        observer: &dyn Observer,
+    ) -> Result<Option<LayerDetails>> {
+        let download = self.download(exporter, key, export, zip, lock, observer);
+        tokio::pin!(download);
+        let mut downloaded = None;
+        let now = tokio::select! {
+            now = self.layer_details(key.layer_id) => now?,
+            result = &mut download => {
+                downloaded = Some(result);
+                self.layer_details(key.layer_id).await?
+            }
+        };
+        if now.data_version_id() != details.data_version_id() {
+            return Ok(Some(now));
+        }
+        match downloaded {
+            Some(result) => result?,
+            None => download.await?,
+        }
+        Ok(None)
     }
 
     /// `future`, unless this `Koop` is cancelled first.
