@@ -57,6 +57,41 @@ pub(crate) struct Global {
     pub(crate) quiet: bool,
 }
 
+/// What `koop serve` serves, to whom, and within which bounds.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct ServeArgs {
+    /// The address to listen on (port 0 picks a free one).
+    #[arg(long, value_name = "ADDRESS", default_value = "127.0.0.1:8080")]
+    pub(crate) bind: String,
+    /// Layers that may be fetched from Koordinates when a client asks for them: ids or layer
+    /// URLs separated by commas (`--layers 50772,51571`), or `@FILE` with one a line (`#`
+    /// comments). Repeatable. Layers in the cache are served without being listed.
+    #[arg(long, value_name = "IDS|@FILE")]
+    pub(crate) layers: Vec<String>,
+    /// Fetch any layer of the `--domain` sites that a client asks for: anyone who reaches the
+    /// server can then spend exports of the API key.
+    #[arg(long)]
+    pub(crate) any_layer: bool,
+    /// Exports in flight at once for the whole server.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub(crate) max_exports: usize,
+    /// Longest time a request is worked on (seconds or 10s, 2m); a query still running then is
+    /// interrupted and answered with an error.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub(crate) request_timeout: std::time::Duration,
+    /// Browser origins allowed to read answers (CORS), e.g. `https://www.arcgis.com`;
+    /// repeatable. Default: any origin. `none` sends no CORS headers.
+    #[arg(long, value_name = "ORIGIN")]
+    pub(crate) cors_origin: Vec<String>,
+    /// How long browsers and proxies may keep an answer before asking again (`Cache-Control:
+    /// max-age`); answers carry an ETag either way.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub(crate) cache_max_age: std::time::Duration,
+    /// Most connections open at once; more are closed as they arrive.
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    pub(crate) max_connections: usize,
+}
+
 /// How long an export may take.
 #[derive(Debug, Clone, Copy, Args)]
 pub(crate) struct Deadline {
@@ -169,10 +204,12 @@ pub(crate) enum Command {
     /// Serve layers of the `--domain` sites to GIS clients: GeoJSON at
     /// `/koordinates/{domain}/{layer}/geojson` and an ArcGIS FeatureServer at
     /// `/koordinates/rest/services/{domain}/{layer}/FeatureServer`, fetched once into the cache.
+    ///
+    /// Only the layers named by `--layers` are fetched on demand (and whatever the cache
+    /// holds is served from it); `--any-layer` lets any client make koop export any layer.
     Serve {
-        /// The address to listen on (port 0 picks a free one).
-        #[arg(long, value_name = "ADDRESS", default_value = "127.0.0.1:8080")]
-        bind: String,
+        #[command(flatten)]
+        options: ServeArgs,
         #[command(flatten)]
         deadline: Deadline,
     },

@@ -12,7 +12,7 @@ use std::collections::{HashMap, HashSet};
 
 use geojson::Feature;
 use koop_geoservices::{OutFields, Query, Reprojector, Statistic, StatisticType, Value};
-use koop_provider::{Epsg, FieldType, FiltersApplied};
+use koop_provider::{Epsg, FieldType, FiltersApplied, QueryAnswer};
 use serde_json::{Map, Value as Json};
 
 use crate::esri::{CoordinateMapper, Extent};
@@ -38,10 +38,44 @@ pub(crate) enum Answer {
         /// More features match than the page holds.
         exceeded: bool,
     },
-    /// `outStatistics`: one row of attributes per group.
-    Statistics(Vec<Map<String, Json>>),
-    /// `returnDistinctValues`: one row of attributes per distinct combination.
-    Distinct(Vec<Map<String, Json>>),
+    /// `outStatistics`: one row of attributes per group, and whether more groups exist.
+    Statistics(Vec<Map<String, Json>>, bool),
+    /// `returnDistinctValues`: one row of attributes per distinct combination, and whether
+    /// more exist.
+    Distinct(Vec<Map<String, Json>>, bool),
+}
+
+/// Most features an ordered page may keep in memory (`resultOffset` + page) for a provider
+/// that cannot order in its source.
+pub(crate) const MAX_ORDERED_IN_MEMORY: u64 = 100_000;
+
+impl Answer {
+    /// The answer a provider gave whole (`filtersApplied.all` with a [`QueryAnswer`]).
+    pub(crate) fn from_provider(answer: QueryAnswer, query: &Query) -> Self {
+        match answer {
+            QueryAnswer::ObjectIds(ids) => Self::Ids(ids),
+            QueryAnswer::Extent { extent, count } => {
+                let extent = extent.map(|[xmin, ymin, xmax, ymax]| Extent {
+                    xmin,
+                    ymin,
+                    xmax,
+                    ymax,
+                });
+                if query.count_only {
+                    Self::CountExtent(count.unwrap_or(0), extent)
+                } else {
+                    Self::Extent(extent)
+                }
+            }
+            QueryAnswer::Rows { rows, exceeded } => {
+                if query.statistics.is_empty() {
+                    Self::Distinct(rows, exceeded)
+                } else {
+                    Self::Statistics(rows, exceeded)
+                }
+            }
+        }
+    }
 }
 
 /// A statistic being computed (Welford's algorithm for the mean and variance).
@@ -160,6 +194,8 @@ enum State {
     Distinct {
         seen: HashSet<String>,
         rows: Vec<Map<String, Json>>,
+        /// Most rows kept: the page (`maxRecordCount` caps it), plus one to tell.
+        limit: usize,
     },
 }
 
@@ -173,6 +209,10 @@ pub(crate) struct Engine<'a> {
     /// From the data's CRS to `outSR`, for extents.
     to_out: CoordinateMapper,
     provider_exceeded: bool,
+    /// `objectIds`, for lookups.
+    object_ids: Option<HashSet<i64>>,
+    /// The page size: `resultRecordCount` capped by `maxRecordCount`.
+    page: u64,
     state: State,
 }
 
@@ -221,6 +261,7 @@ impl<'a> Engine<'a> {
             State::Distinct {
                 seen: HashSet::new(),
                 rows: Vec::new(),
+                limit: usize::try_from(page.saturating_add(1)).unwrap_or(usize::MAX),
             }
         } else {
             let skip = if applied.offset || applied.all {
@@ -233,6 +274,14 @@ impl<'a> Engine<'a> {
             } else {
                 page
             };
+            if !(query.order_by.is_empty() || applied.offset || applied.all)
+                && query.offset.saturating_add(page) > MAX_ORDERED_IN_MEMORY
+            {
+                return Err(format!(
+                    "this layer's provider cannot order its features, and ordering {} of them in memory is more than this server does (resultOffset + resultRecordCount at most {MAX_ORDERED_IN_MEMORY})",
+                    query.offset.saturating_add(page)
+                ));
+            }
             if query.order_by.is_empty() || applied.offset || applied.all {
                 State::Page {
                     skip,
@@ -257,6 +306,11 @@ impl<'a> Engine<'a> {
             to_4326,
             to_out,
             provider_exceeded: exceeded && (applied.limit || applied.all),
+            object_ids: query
+                .object_ids
+                .as_ref()
+                .map(|ids| ids.iter().copied().collect()),
+            page,
             state,
         })
     }
@@ -292,7 +346,7 @@ impl<'a> Engine<'a> {
     /// Whether the feature passes the filters the provider did not apply.
     fn matches(&self, feature: &Feature) -> bool {
         if !(self.applied.where_clause || self.applied.all) {
-            if let Some(ids) = &self.query.object_ids {
+            if let Some(ids) = &self.object_ids {
                 match Self::object_id(self.layer, feature) {
                     Some(id) if ids.contains(&id) => {}
                     _ => return false,
@@ -486,13 +540,17 @@ impl<'a> Engine<'a> {
                     accumulator.add(input);
                 }
             }
-            State::Distinct { seen, rows } => {
+            State::Distinct { seen, rows, limit } => {
                 let Some(row) = distinct_row else {
                     return true;
                 };
                 let key = serde_json::to_string(&row).unwrap_or_default();
                 if seen.insert(key) {
                     rows.push(row);
+                    if rows.len() >= *limit {
+                        // A page and one more: the answer is exceeded; no more are needed.
+                        return false;
+                    }
                 }
             }
         }
@@ -541,28 +599,52 @@ impl<'a> Engine<'a> {
                 } else {
                     groups
                 };
-                Answer::Statistics(
-                    groups
-                        .into_iter()
-                        .map(|group| {
-                            let mut row = Map::new();
-                            for (statistic, accumulator) in
-                                self.query.statistics.iter().zip(&group.accumulators)
-                            {
-                                row.insert(
-                                    statistic.out_name.clone(),
-                                    accumulator.result(statistic.kind),
-                                );
-                            }
-                            for (name, value) in self.query.group_by.iter().zip(group.values) {
-                                row.insert(name.clone(), value);
-                            }
-                            row
-                        })
-                        .collect(),
-                )
+                let mut rows: Vec<Map<String, Json>> = groups
+                    .into_iter()
+                    .map(|group| {
+                        let mut row = Map::new();
+                        for (statistic, accumulator) in
+                            self.query.statistics.iter().zip(&group.accumulators)
+                        {
+                            row.insert(
+                                statistic.out_name.clone(),
+                                accumulator.result(statistic.kind),
+                            );
+                        }
+                        for (name, value) in self.query.group_by.iter().zip(group.values) {
+                            row.insert(name.clone(), value);
+                        }
+                        row
+                    })
+                    .collect();
+                // Groups in the order asked, else in the order of their first features (as the
+                // reference Koop answers), then paged.
+                if !order_by.is_empty() {
+                    let key = |row: &Map<String, Json>| -> Vec<Value> {
+                        order_by
+                            .iter()
+                            .map(|(name, _)| {
+                                let value = row.get(name).or_else(|| {
+                                    row.iter()
+                                        .find(|(key, _)| key.eq_ignore_ascii_case(name))
+                                        .map(|(_, value)| value)
+                                });
+                                Value::from_json(value, FieldType::Double)
+                            })
+                            .collect()
+                    };
+                    rows.sort_by(|a, b| Self::compare_keys(order_by, &key(a), &key(b)));
+                }
+                let skip = usize::try_from(self.query.offset).unwrap_or(usize::MAX);
+                let page = usize::try_from(self.page).unwrap_or(usize::MAX);
+                let exceeded = rows.len().saturating_sub(skip) > page;
+                Answer::Statistics(rows.into_iter().skip(skip).take(page).collect(), exceeded)
             }
-            State::Distinct { mut rows, .. } => {
+            State::Distinct {
+                mut rows, limit, ..
+            } => {
+                let exceeded = rows.len() >= limit;
+                rows.truncate(limit.saturating_sub(1));
                 if !order_by.is_empty() {
                     rows.sort_by(|a, b| {
                         let key = |row: &Map<String, Json>| -> Vec<Value> {
@@ -574,7 +656,7 @@ impl<'a> Engine<'a> {
                         Self::compare_keys(order_by, &key(a), &key(b))
                     });
                 }
-                Answer::Distinct(rows)
+                Answer::Distinct(rows, exceeded)
             }
         }
     }

@@ -8,7 +8,7 @@ use futures::StreamExt;
 use koop_geoservices::{COMPUTED_OBJECT_ID, Schema};
 use koop_provider::{
     Epsg, FieldType, FiltersApplied, GeometryType, Metadata, ProviderData, ProviderError,
-    ProviderRequest, ProviderStream, infer_fields,
+    ProviderRequest, ProviderStream, QueryAnswer, infer_fields,
 };
 use koop_server::OutputContext;
 
@@ -32,6 +32,10 @@ pub(crate) struct Fetched {
     pub(crate) crs: Epsg,
     /// The provider's count of matching features, when it counted.
     pub(crate) count: Option<u64>,
+    /// The query, when the provider answered it whole.
+    pub(crate) answer: Option<QueryAnswer>,
+    /// A tag that changes with the data, for `ETag`.
+    pub(crate) version_tag: Option<String>,
     /// The features.
     pub(crate) features: Features,
 }
@@ -43,12 +47,14 @@ impl Fetched {
         request: &ProviderRequest,
     ) -> Result<Self, ProviderError> {
         if context.provider.prefers_stream() {
-            let stream = context.get_stream(request).await?;
+            let mut stream = context.get_stream(request).await?;
             Ok(Self {
                 metadata: stream.metadata.clone(),
                 applied: stream.filters_applied,
                 crs: stream.crs.unwrap_or(Epsg::WGS84),
                 count: stream.count,
+                answer: stream.answer.take(),
+                version_tag: stream.version_tag.take(),
                 features: Features::Stream(Box::new(stream)),
             })
         } else {
@@ -58,6 +64,8 @@ impl Fetched {
                 applied: data.filters_applied,
                 crs: data.crs.unwrap_or(Epsg::WGS84),
                 count: data.count,
+                answer: data.answer.clone(),
+                version_tag: data.version_tag.clone(),
                 features: Features::Data(data),
             })
         }

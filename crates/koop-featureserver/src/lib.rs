@@ -76,6 +76,7 @@ use koop_server::{Output, OutputContext, OutputHandler, OutputRoute};
 
 pub use response::GeoservicesError;
 
+mod caching;
 mod engine;
 mod esri;
 mod info;
@@ -84,6 +85,7 @@ mod object_id;
 mod render;
 mod response;
 
+use caching::Caching;
 use engine::Engine;
 use layer::{Features, Fetched, Layer};
 use response::Encoding;
@@ -92,13 +94,18 @@ use response::Encoding;
 #[derive(Debug, Clone, Copy)]
 pub struct FeatureServerOutput {
     max_record_count: u32,
+    caching: Caching,
 }
 
 impl Default for FeatureServerOutput {
-    /// `maxRecordCount` 2000 for providers whose metadata sets none (as Koop).
+    /// `maxRecordCount` 2000 for providers whose metadata sets none (as Koop); answers may be
+    /// kept 60 s by HTTP caches.
     fn default() -> Self {
         Self {
             max_record_count: 2000,
+            caching: Caching {
+                max_age: std::time::Duration::from_secs(60),
+            },
         }
     }
 }
@@ -110,6 +117,24 @@ impl FeatureServerOutput {
         self.max_record_count = count.max(1);
         self
     }
+
+    /// How long HTTP caches (browsers, proxies) may keep an answer without asking again, sent
+    /// as `Cache-Control: max-age` in whole seconds (default 60 s; zero sends `no-cache`).
+    /// Whatever the age, answers carry an `ETag` from the provider's version tag and the
+    /// normalised query, and a request with a matching `If-None-Match` gets `304 Not
+    /// Modified` without the query being run.
+    #[must_use]
+    pub fn cache_max_age(mut self, max_age: std::time::Duration) -> Self {
+        self.caching.max_age = max_age;
+        self
+    }
+}
+
+/// What every route handler is given besides the request.
+#[derive(Debug, Clone, Copy)]
+struct Settings {
+    max_record_count: u32,
+    caching: Caching,
 }
 
 /// What a route answers.
@@ -160,12 +185,15 @@ impl Output for FeatureServerOutput {
                 Operation::InvalidUrl,
             ),
         ]);
-        let max_record_count = self.max_record_count;
+        let settings = Settings {
+            max_record_count: self.max_record_count,
+            caching: self.caching,
+        };
         routes
             .into_iter()
             .map(|(path, operation)| {
                 let handler: OutputHandler = Arc::new(move |context, request| {
-                    Box::pin(answer(operation, context, request, max_record_count))
+                    Box::pin(answer(operation, context, request, settings))
                 });
                 OutputRoute {
                     absolute_path: matches!(
@@ -216,7 +244,7 @@ async fn answer(
     operation: Operation,
     context: OutputContext,
     mut request: ProviderRequest,
-    max_record_count: u32,
+    settings: Settings,
 ) -> Response {
     let method = request.params.method.take();
     let result = match operation {
@@ -224,11 +252,11 @@ async fn answer(
         Operation::GenerateToken => generate_token(&context, &request).await,
         Operation::InvalidUrl => Err(GeoservicesError::bad_request("Invalid URL")),
         Operation::Server | Operation::Layers | Operation::Layer => {
-            describe(operation, &context, request, max_record_count).await
+            describe(operation, &context, request, settings).await
         }
         Operation::LayerMethod => match method.as_deref() {
-            Some("query") => query(&context, request, max_record_count).await,
-            Some("info") => describe(Operation::Layer, &context, request, max_record_count).await,
+            Some("query") => query(&context, request, settings).await,
+            Some("info") => describe(Operation::Layer, &context, request, settings).await,
             other => Err(GeoservicesError {
                 code: 400,
                 message: format!(
@@ -317,12 +345,22 @@ async fn describe(
     operation: Operation,
     context: &OutputContext,
     mut request: ProviderRequest,
-    max_record_count: u32,
+    settings: Settings,
 ) -> Result<Response, GeoservicesError> {
     let encoding = info_encoding(&request)?;
     let id = layer_id(&request)?;
     request.params.method = Some("info".to_owned());
-    let (fetched, mut layer) = fetch_layer(context, &request, max_record_count).await?;
+    let (fetched, mut layer) = fetch_layer(context, &request, settings.max_record_count).await?;
+    let etag = fetched
+        .version_tag
+        .as_deref()
+        .map(|tag| caching::etag(tag, &request));
+    if let Some(response) = etag
+        .as_deref()
+        .and_then(|etag| settings.caching.not_modified(&request, etag))
+    {
+        return Ok(response);
+    }
     if layer.extent.is_none() {
         layer.extent = fetched.feature_extent();
     }
@@ -331,24 +369,55 @@ async fn describe(
         Operation::Layers => info::layers(&layer, id),
         _ => info::layer_info(&layer, id),
     };
-    Ok(encoding.respond(&body))
+    let mut response = encoding.respond(&body);
+    settings
+        .caching
+        .decorate(&mut response, &request, etag.as_deref());
+    Ok(response)
+}
+
+/// The tag of the provider's current data for `request`, from an info request (which costs a
+/// provider that answers queries in its source no query), when the caller holds tags.
+async fn held_etag(context: &OutputContext, request: &ProviderRequest) -> Option<String> {
+    request.if_none_match.as_ref()?;
+    let mut info = request.clone();
+    info.params.method = Some("info".to_owned());
+    let fetched = Fetched::fetch(context, &info).await.ok()?;
+    Some(caching::etag(fetched.version_tag.as_deref()?, request))
 }
 
 async fn query(
     context: &OutputContext,
     mut request: ProviderRequest,
-    max_record_count: u32,
+    settings: Settings,
 ) -> Result<Response, GeoservicesError> {
     layer_id(&request)?;
+    if let Some(response) = held_etag(context, &request)
+        .await
+        .and_then(|etag| settings.caching.not_modified(&request, &etag))
+    {
+        return Ok(response);
+    }
     request.params.method = Some("query".to_owned());
     let had_token = request.token.is_some();
-    let (mut fetched, layer) = fetch_layer(context, &request, max_record_count).await?;
+    let (mut fetched, layer) = fetch_layer(context, &request, settings.max_record_count).await?;
     let query = Query::parse(&request.query, &layer.schema)?;
-    let internal = |message: String| GeoservicesError {
-        code: 500,
-        message,
-        details: Vec::new(),
+    let etag = fetched
+        .version_tag
+        .as_deref()
+        .map(|tag| caching::etag(tag, &request));
+    let finish = |response: Result<Response, GeoservicesError>| {
+        response.map(|mut response| {
+            settings
+                .caching
+                .decorate(&mut response, &request, etag.as_deref());
+            response
+        })
     };
+    if let Some(answer) = fetched.answer.take() {
+        let answer = engine::Answer::from_provider(answer, &query);
+        return finish(respond(answer, &layer, &query, fetched.crs));
+    }
     let mut engine = Engine::new(
         &query,
         &layer,
@@ -357,7 +426,7 @@ async fn query(
         fetched.count,
         fetched.metadata.exceeded_transfer_limit,
     )
-    .map_err(internal)?;
+    .map_err(GeoservicesError::bad_request)?;
     match &mut fetched.features {
         Features::Data(data) => {
             for feature in &data.features {
@@ -382,8 +451,21 @@ async fn query(
             }
         }
     }
-    let answer = engine.finish();
-    let body = render::render(answer, &layer, &query, fetched.crs).map_err(internal)?;
+    finish(respond(engine.finish(), &layer, &query, fetched.crs))
+}
+
+/// The response of an answer, in the query's format.
+fn respond(
+    answer: engine::Answer,
+    layer: &Layer,
+    query: &Query,
+    crs: koop_provider::Epsg,
+) -> Result<Response, GeoservicesError> {
+    let body = render::render(answer, layer, query, crs).map_err(|message| GeoservicesError {
+        code: 500,
+        message,
+        details: Vec::new(),
+    })?;
     let encoding = Encoding {
         pretty: query.format == koop_geoservices::Format::PrettyJson,
         callback: query.callback.clone(),

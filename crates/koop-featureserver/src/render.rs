@@ -317,7 +317,7 @@ pub(crate) fn render<'a>(
         Answer::Ids(ids) => {
             json!({"objectIdFieldName": layer.schema.object_id, "objectIds": ids})
         }
-        Answer::Statistics(rows) => {
+        Answer::Statistics(rows, exceeded) => {
             let mut fields: Vec<Json> = query
                 .statistics
                 .iter()
@@ -337,13 +337,17 @@ pub(crate) fn render<'a>(
                     .iter()
                     .filter_map(|name| layer.field_json(name, FieldStyle::Query)),
             );
-            json!({
+            let mut body = json!({
                 "displayFieldName": "",
                 "fields": fields,
                 "features": rows.into_iter().map(|row| json!({"attributes": row})).collect::<Vec<_>>(),
-            })
+            });
+            if exceeded {
+                body["exceededTransferLimit"] = json!(true);
+            }
+            body
         }
-        Answer::Distinct(rows) => {
+        Answer::Distinct(rows, exceeded) => {
             let mut body = header(layer, query);
             body.insert(
                 "features".into(),
@@ -353,7 +357,7 @@ pub(crate) fn render<'a>(
                         .collect(),
                 ),
             );
-            body.insert("exceededTransferLimit".into(), json!(false));
+            body.insert("exceededTransferLimit".into(), json!(exceeded));
             if let Some(name) = layer.geometry_type_name() {
                 body.insert("geometryType".into(), json!(name));
             }

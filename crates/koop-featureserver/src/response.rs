@@ -68,9 +68,16 @@ impl GeoservicesError {
         let body =
             json!({"error": {"code": self.code, "message": self.message, "details": self.details}});
         let mut response = axum::Json(body).into_response();
-        response.headers_mut().insert(
+        let headers = response.headers_mut();
+        headers.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json; charset=utf-8"),
+        );
+        // An error is answered 200 (as ArcGIS clients expect): no cache may keep it.
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        headers.insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
         );
         response
     }
@@ -130,9 +137,17 @@ impl Encoding {
             }
             None => ("application/json; charset=utf-8", json),
         };
+        // `nosniff`: a JSONP answer is script only where a page asks for script, and a JSON answer
+        // is never read as HTML or script whatever its text.
         (
             StatusCode::OK,
-            [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))],
+            [
+                (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
+                (
+                    header::X_CONTENT_TYPE_OPTIONS,
+                    HeaderValue::from_static("nosniff"),
+                ),
+            ],
             bytes,
         )
             .into_response()

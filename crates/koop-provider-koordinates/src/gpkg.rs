@@ -8,7 +8,6 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags};
 
 use koop::Epsg;
-use koop_geoservices::Reprojector;
 use koop_provider::{Field, FieldType, ProviderError};
 
 /// How a column's values become JSON.
@@ -90,9 +89,13 @@ pub(crate) struct GeoPackageError {
 }
 
 /// The error for a failed SQLite call on the GeoPackage at `path`: the client reads what SQLite
-/// said, the log also where.
+/// said, the log also where. A statement interrupted at its request's deadline is
+/// [`past_deadline`].
 pub(crate) fn sqlite_error(path: &Path) -> impl Fn(rusqlite::Error) -> ProviderError + '_ {
     move |source| {
+        if source.sqlite_error_code() == Some(rusqlite::ErrorCode::OperationInterrupted) {
+            return past_deadline();
+        }
         let message = format!("reading the layer's cached GeoPackage failed: {source}");
         ProviderError::internal(
             message,
@@ -150,6 +153,14 @@ impl std::ops::Deref for PooledConnection<'_> {
     fn deref(&self) -> &Connection {
         self.connection
             .as_ref()
+            .unwrap_or_else(|| unreachable!("a pooled connection is present until dropped"))
+    }
+}
+
+impl std::ops::DerefMut for PooledConnection<'_> {
+    fn deref_mut(&mut self) -> &mut Connection {
+        self.connection
+            .as_mut()
             .unwrap_or_else(|| unreachable!("a pooled connection is present until dropped"))
     }
 }
@@ -358,20 +369,18 @@ impl Table {
             })
     }
 
-    /// `SELECT fid, geometry, columns… FROM table`.
-    pub(crate) fn select_all(&self) -> String {
-        let mut columns = vec![Self::quoted(&self.fid)];
-        columns.push(
-            self.geometry
-                .as_deref()
-                .map_or_else(|| "NULL".to_owned(), Self::quoted),
-        );
-        columns.extend(self.columns.iter().map(|column| Self::quoted(&column.name)));
-        format!(
-            "SELECT {} FROM {}",
-            columns.join(", "),
-            Self::quoted(&self.name)
-        )
+    /// The SQL of column `name`: an attribute column or the fid, quoted; `None` otherwise.
+    pub(crate) fn sql_column(&self, name: &str) -> Option<String> {
+        (name == self.fid || self.column_index(name).is_some()).then(|| Self::quoted(name))
+    }
+
+    /// How column `name` reads (the fid is an integer).
+    pub(crate) fn column_kind(&self, name: &str) -> Option<ColumnKind> {
+        if name == self.fid {
+            return Some(ColumnKind::Integer);
+        }
+        self.column_index(name)
+            .map(|index| self.columns[index].kind)
     }
 }
 
@@ -402,91 +411,92 @@ pub(crate) fn json_value(value: ValueRef<'_>, kind: ColumnKind) -> serde_json::V
     }
 }
 
-/// A GeoPackage geometry blob as a GeoJSON geometry reprojected by `reprojector`; `None` for
-/// null or empty geometries.
-pub(crate) fn geometry(
-    blob: Option<&[u8]>,
-    reprojector: &Reprojector,
-) -> Result<Option<geojson::Geometry>, String> {
-    let Some(blob) = blob.filter(|blob| !blob.is_empty()) else {
-        return Ok(None);
-    };
-    let mut geometry = GpkgWkb(blob)
-        .to_geo()
-        .map_err(|error| format!("unreadable geometry: {error}"))?;
-    reprojector
-        .geometry(&mut geometry)
-        .map_err(|error| error.to_string())?;
-    Ok(Some(geojson::Geometry::from(&geometry)))
+/// What a query reads of each row: `fid`, the geometry (or `NULL`), then these attribute
+/// columns; and whether the fid is also a property (when it is the layer's OBJECTID).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RowShape {
+    /// Attribute columns, indices into `Table::columns`, in the order selected.
+    pub(crate) columns: Vec<usize>,
+    /// Whether the geometry column is read.
+    pub(crate) geometry: bool,
+    /// The property name the fid is written under, when the fid is the OBJECTID.
+    pub(crate) fid_property: Option<String>,
 }
 
-/// Reads every row of `table` as a GeoJSON feature in EPSG:4326 and hands it to `send`, until
-/// `send` returns `false` (the receiver is gone). Blocking.
-pub(crate) fn read_features(
-    table: &Table,
-    reprojector: &Reprojector,
-    mut send: impl FnMut(Result<geojson::Feature, ProviderError>) -> bool,
-) {
-    let connection = match open(&table.path) {
-        Ok(connection) => connection,
-        Err(error) => {
-            send(Err(error));
-            return;
+impl RowShape {
+    /// Every column, the geometry, and the fid as a property when it is the OBJECTID.
+    pub(crate) fn whole(table: &Table, fid_property: Option<String>) -> Self {
+        Self {
+            columns: (0..table.columns.len()).collect(),
+            geometry: table.geometry.is_some(),
+            fid_property,
         }
-    };
-    let error = sqlite_error(&table.path);
-    let mut statement = match connection.prepare(&table.select_all()) {
-        Ok(statement) => statement,
-        Err(cause) => {
-            send(Err(error(cause)));
-            return;
+    }
+
+    /// `SELECT fid, geometry (or NULL), columns… FROM table`.
+    pub(crate) fn select(&self, table: &Table) -> String {
+        let mut select = vec![Table::quoted(&table.fid)];
+        select.push(match (&table.geometry, self.geometry) {
+            (Some(column), true) => Table::quoted(column),
+            _ => "NULL".to_owned(),
+        });
+        select.extend(
+            self.columns
+                .iter()
+                .map(|index| Table::quoted(&table.columns[*index].name)),
+        );
+        format!(
+            "SELECT {} FROM {}",
+            select.join(", "),
+            Table::quoted(&table.name)
+        )
+    }
+
+    /// The properties of a row selected by [`RowShape::select`].
+    pub(crate) fn properties(
+        &self,
+        table: &Table,
+        row: &rusqlite::Row<'_>,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, ProviderError> {
+        let error = sqlite_error(&table.path);
+        let mut properties = serde_json::Map::with_capacity(
+            self.columns.len() + usize::from(self.fid_property.is_some()),
+        );
+        if let Some(name) = &self.fid_property {
+            let fid: i64 = row.get(0).map_err(&error)?;
+            properties.insert(name.clone(), serde_json::Value::from(fid));
         }
-    };
-    let mut rows = match statement.query([]) {
-        Ok(rows) => rows,
-        Err(cause) => {
-            send(Err(error(cause)));
-            return;
+        for (offset, index) in self.columns.iter().enumerate() {
+            let column = &table.columns[*index];
+            let value = row.get_ref(2 + offset).map_err(&error)?;
+            properties.insert(column.name.clone(), json_value(value, column.kind));
         }
-    };
-    loop {
-        let row = match rows.next() {
-            Ok(Some(row)) => row,
-            Ok(None) => return,
-            Err(cause) => {
-                send(Err(error(cause)));
-                return;
-            }
-        };
-        let feature = feature_from_row(table, reprojector, row);
-        if !send(feature) {
-            return;
-        }
+        Ok(properties)
     }
 }
 
-/// One row (`fid`, geometry, columns…) as a feature.
-pub(crate) fn feature_from_row(
+/// The geometry of a row selected by [`RowShape::select`], as geo-types in the table's CRS;
+/// `None` when not read, null or empty.
+pub(crate) fn row_geometry(
     table: &Table,
-    reprojector: &Reprojector,
     row: &rusqlite::Row<'_>,
-) -> Result<geojson::Feature, ProviderError> {
+) -> Result<Option<geo_types::Geometry<f64>>, ProviderError> {
     let error = sqlite_error(&table.path);
-    let fid: i64 = row.get(0).map_err(&error)?;
-    let blob = match row.get_ref(1).map_err(&error)? {
-        ValueRef::Blob(blob) => Some(blob),
-        _ => None,
-    };
-    let geometry = geometry(blob, reprojector).map_err(|reason| {
-        ProviderError::internal(format!("feature {fid} of {}: {reason}", table.name), None)
-    })?;
-    let properties = properties(
-        table,
-        row,
-        table.columns.iter().enumerate().map(|(i, _)| i),
-        2,
-    )?;
-    Ok(feature(fid, geometry, properties))
+    match row.get_ref(1).map_err(&error)? {
+        ValueRef::Blob(blob) if !blob.is_empty() => {
+            let fid: i64 = row.get(0).map_err(&error)?;
+            GpkgWkb(blob).to_geo().map(Some).map_err(|cause| {
+                ProviderError::internal(
+                    format!(
+                        "feature {fid} of {}: unreadable geometry: {cause}",
+                        table.name
+                    ),
+                    None,
+                )
+            })
+        }
+        _ => Ok(None),
+    }
 }
 
 /// A feature with GeoJSON `id` `fid`.
@@ -504,20 +514,33 @@ pub(crate) fn feature(
     }
 }
 
-/// The properties of the `columns` (indices into `table.columns`) of a row that selected them
-/// in that order from SQL column `first` on.
-pub(crate) fn properties(
-    table: &Table,
-    row: &rusqlite::Row<'_>,
-    columns: impl ExactSizeIterator<Item = usize>,
-    first: usize,
-) -> Result<serde_json::Map<String, serde_json::Value>, ProviderError> {
-    let error = sqlite_error(&table.path);
-    let mut properties = serde_json::Map::with_capacity(columns.len());
-    for (offset, index) in columns.enumerate() {
-        let column = &table.columns[index];
-        let value = row.get_ref(first + offset).map_err(&error)?;
-        properties.insert(column.name.clone(), json_value(value, column.kind));
+/// Runs `work` on `connection` with SQLite interrupting it at `deadline` (a progress handler
+/// checked every few thousand virtual-machine steps); the handler is removed afterwards.
+pub(crate) fn until_deadline<T>(
+    connection: &mut Connection,
+    deadline: Option<std::time::Instant>,
+    work: impl FnOnce(&Connection) -> Result<T, ProviderError>,
+) -> Result<T, ProviderError> {
+    let Some(deadline) = deadline else {
+        return work(connection);
+    };
+    if std::time::Instant::now() >= deadline {
+        return Err(past_deadline());
     }
-    Ok(properties)
+    let installed = connection
+        .progress_handler(4096, Some(move || std::time::Instant::now() >= deadline))
+        .is_ok();
+    let result = work(connection);
+    if installed {
+        let _ = connection.progress_handler(0, None::<fn() -> bool>);
+    }
+    result
+}
+
+/// The error of a query stopped at its request's deadline.
+pub(crate) fn past_deadline() -> ProviderError {
+    ProviderError::unavailable(
+        "the query ran past this server's time limit for one request; narrow it (a where clause, a smaller page) or try again",
+        None,
+    )
 }

@@ -12,8 +12,22 @@
 //! Outputs that say what they want in `RouteParams::method` get more than every feature:
 //! `info` is answered with the metadata alone, and `query` (a Geoservices query from the
 //! FeatureServer output) is answered by SQLite on the cached GeoPackage: bound-parameter SQL for
-//! `where`, ordering, paging and counts, the GeoPackage R-tree for geometry filters (see the
-//! `query` module). These answers are not cached (no `ttl`): they cost milliseconds.
+//! `where`, ordering, paging, counts, ids, extents, statistics and distinct values, the
+//! GeoPackage R-tree for geometry filters (see the `query` module). The OBJECTID is the layer's
+//! integer primary key, or the GeoPackage fid.
+//!
+//! # Safe in front of the operator's key
+//!
+//! - **What may cost money**: [`ServedLayers`] says which layers are fetched on demand (by
+//!   default only those listed; layers already in the cache are always served, from the cache
+//!   alone); only vector layers and tables are exported, checked from their details before any
+//!   export; at most `max_exports` exports are in flight, and at most `max_fetches` fetches wait.
+//! - **Time**: a fetch runs in the background, shared by every request for the layer; a request
+//!   waits for it until its deadline ([`ProviderRequest::deadline`]) and is answered 503 if it is
+//!   not done (the fetch goes on). SQLite statements are interrupted at the deadline.
+//! - **Threads and memory**: SQLite work waits for one of `sqlite_threads` permits; streams read
+//!   1,024 rows at a time as their reader asks, so a client that stops reading holds no thread;
+//!   at most `max_layers` layers stay open (least recently used first out).
 //!
 //! Errors name the upstream cause for the client (a 401 from Koordinates, a failed export) and
 //! keep the whole chain, local paths included, for the server's log only.
@@ -21,11 +35,13 @@
 //! # Example
 //!
 //! ```no_run
-//! use koop_provider_koordinates::{KoordinatesConfig, KoordinatesProvider};
+//! use koop_provider_koordinates::{KoordinatesConfig, KoordinatesProvider, ServedLayers};
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let linz = koop::Domain::parse("data.linz.govt.nz")?;
 //! let provider = KoordinatesProvider::new(KoordinatesConfig {
-//!     domains: vec![koop::Domain::parse("data.linz.govt.nz")?],
+//!     domains: vec![linz.clone()],
+//!     layers: ServedLayers::listed([(linz, 50772)]),
 //!     ..KoordinatesConfig::default()
 //! });
 //! let router = koop_server::ServerBuilder::default().provider(provider).build()?;
@@ -37,27 +53,63 @@
 //! ```
 #![deny(missing_docs)]
 
-pub(crate) mod gpkg;
+mod gpkg;
+mod layer;
 mod query;
+mod stream;
+mod work;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use koop::{Domain, Epsg, FetchedLayer, Koop, LayerDetails, Quiet};
+use futures::future::{BoxFuture, FutureExt, Shared};
+use koop::{Domain, Epsg, FetchPolicy, Koop, Quiet};
 use koop_geoservices::Reprojector;
 use koop_provider::{
-    Field, FieldType, FiltersApplied, GeometryType, Metadata, Provider, ProviderData,
-    ProviderError, ProviderRequest, ProviderStream, Registration,
+    FiltersApplied, Provider, ProviderData, ProviderError, ProviderRequest, ProviderStream,
+    Registration,
 };
 
-use gpkg::Table;
+use layer::LayerState;
+pub use layer::field_type;
+use query::{Kind, Outcome};
+use work::Work;
 
-/// Features buffered between the SQLite reader and the response.
-const STREAM_BUFFER: usize = 512;
+/// Which layers the provider fetches from Koordinates when a request names them. Layers already
+/// in the cache are served whatever this says (from the cache alone, with no request).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServedLayers {
+    /// These layers (domain, layer id), and those already cached.
+    Listed(HashSet<(Domain, u64)>),
+    /// Any layer of the configured domains: anyone who can reach the server can make it export.
+    Any,
+}
+
+impl ServedLayers {
+    /// The layers `layers`, and those already cached.
+    pub fn listed(layers: impl IntoIterator<Item = (Domain, u64)>) -> Self {
+        Self::Listed(layers.into_iter().collect())
+    }
+
+    fn allows(&self, domain: &Domain, layer_id: u64) -> bool {
+        match self {
+            Self::Any => true,
+            Self::Listed(layers) => layers.contains(&(domain.clone(), layer_id)),
+        }
+    }
+}
+
+impl Default for ServedLayers {
+    /// Nothing is fetched on demand: only what the cache holds is served.
+    fn default() -> Self {
+        Self::Listed(HashSet::new())
+    }
+}
 
 /// Settings of the Koordinates provider. `Debug` never shows the API key.
 #[derive(Clone)]
@@ -65,6 +117,8 @@ pub struct KoordinatesConfig {
     /// The Koordinates sites served, e.g. `data.linz.govt.nz`; a domain read from
     /// `http://host:port` (a loopback test server) is reached over plain HTTP.
     pub domains: Vec<Domain>,
+    /// Which layers may be fetched on demand (default: none; cached layers are served).
+    pub layers: ServedLayers,
     /// The API key; when `None`, read from `api_key_env` (as for `koop get`).
     pub api_key: Option<String>,
     /// The environment variable holding the API key when `api_key` is `None`.
@@ -79,8 +133,16 @@ pub struct KoordinatesConfig {
     pub refresh: Duration,
     /// Longest time an export may stay processing before it is cancelled (default 1 hour).
     pub export_timeout: Duration,
-    /// `maxRecordCount` of the metadata.
+    /// `maxRecordCount` of the metadata (default 2000).
     pub max_record_count: u32,
+    /// Exports in flight at once for the whole server (default 2).
+    pub max_exports: usize,
+    /// Fetches running or waiting at once (default 16); a request for another answers 503.
+    pub max_fetches: usize,
+    /// Layers kept open, least recently used out first (default 256).
+    pub max_layers: usize,
+    /// SQLite calls at once (default 8): bounds the blocking threads queries take.
+    pub sqlite_threads: usize,
 }
 
 impl Default for KoordinatesConfig {
@@ -89,6 +151,7 @@ impl Default for KoordinatesConfig {
             domains: Domain::parse(koop::koop_api::DEFAULT_DOMAIN)
                 .into_iter()
                 .collect(),
+            layers: ServedLayers::default(),
             api_key: None,
             api_key_env: koop::koop_api::API_KEY_ENV.to_owned(),
             cache_dir: None,
@@ -97,6 +160,10 @@ impl Default for KoordinatesConfig {
             refresh: Duration::from_secs(60),
             export_timeout: Duration::from_secs(3600),
             max_record_count: 2000,
+            max_exports: 2,
+            max_fetches: 16,
+            max_layers: 256,
+            sqlite_threads: 8,
         }
     }
 }
@@ -105,6 +172,7 @@ impl std::fmt::Debug for KoordinatesConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KoordinatesConfig")
             .field("domains", &self.domains)
+            .field("layers", &self.layers)
             .field("api_key", &self.api_key.as_ref().map(|_| "***"))
             .field("api_key_env", &self.api_key_env)
             .field("cache_dir", &self.cache_dir)
@@ -113,57 +181,40 @@ impl std::fmt::Debug for KoordinatesConfig {
             .field("refresh", &self.refresh)
             .field("export_timeout", &self.export_timeout)
             .field("max_record_count", &self.max_record_count)
+            .field("max_exports", &self.max_exports)
+            .field("max_fetches", &self.max_fetches)
+            .field("max_layers", &self.max_layers)
+            .field("sqlite_threads", &self.sqlite_threads)
             .finish()
     }
 }
 
-/// A layer as served: its table, metadata and when its version was last checked.
-#[derive(Debug, Clone)]
-pub(crate) struct LayerState {
-    pub(crate) table: Arc<Table>,
-    /// Connections to the table's GeoPackage, for queries.
-    pub(crate) connections: Arc<gpkg::ConnectionPool>,
-    pub(crate) metadata: Metadata,
-    pub(crate) checked: Instant,
+/// A layer's identity: its domain and id.
+type LayerKey = (Domain, u64);
+
+/// A fetch of a layer, shared by every request waiting for it.
+type SharedFetch = Shared<BoxFuture<'static, Result<LayerState, ProviderError>>>;
+
+struct Inner {
+    config: KoordinatesConfig,
+    policy: FetchPolicy,
+    work: Work,
+    /// One `Koop` per domain: online, and offline (for cached layers that are not listed).
+    koops: Mutex<HashMap<(Domain, bool), Koop>>,
+    states: Mutex<lru::LruCache<LayerKey, LayerState>>,
+    fetches: Mutex<HashMap<LayerKey, SharedFetch>>,
 }
 
 /// The Koordinates provider (name `koordinates`, with `:host` and `:id`).
 pub struct KoordinatesProvider {
-    config: KoordinatesConfig,
-    koops: Mutex<HashMap<Domain, Koop>>,
-    layers: Mutex<HashMap<(Domain, u64), LayerState>>,
+    inner: Arc<Inner>,
 }
 
 impl std::fmt::Debug for KoordinatesProvider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KoordinatesProvider")
-            .field("config", &self.config)
+            .field("config", &self.inner.config)
             .finish_non_exhaustive()
-    }
-}
-
-fn geometry_type(details: &LayerDetails) -> Option<GeometryType> {
-    use koop::koop_api::GeometryType as Koordinates;
-    match details.data.as_ref()?.geometry_type.as_ref()? {
-        Koordinates::Point => Some(GeometryType::Point),
-        Koordinates::MultiPoint => Some(GeometryType::MultiPoint),
-        Koordinates::LineString => Some(GeometryType::LineString),
-        Koordinates::MultiLineString => Some(GeometryType::MultiLineString),
-        Koordinates::Polygon => Some(GeometryType::Polygon),
-        Koordinates::MultiPolygon => Some(GeometryType::MultiPolygon),
-        _ => None,
-    }
-}
-
-/// The field type of a Koordinates attribute type: integer/bigint → Integer,
-/// double/float/numeric → Double, date/datetime → Date, string/boolean (and others) → String.
-pub fn field_type(koordinates: &koop::koop_api::FieldType) -> FieldType {
-    use koop::koop_api::FieldType as Koordinates;
-    match koordinates {
-        Koordinates::Integer | Koordinates::BigInteger => FieldType::Integer,
-        Koordinates::Double | Koordinates::Float | Koordinates::Numeric => FieldType::Double,
-        Koordinates::Date | Koordinates::DateTime => FieldType::Date,
-        _ => FieldType::String,
     }
 }
 
@@ -210,6 +261,9 @@ fn provider_error(layer_id: u64, error: koop::Error) -> ProviderError {
         Error::NotCached { domain, .. } => ProviderError::not_found(format!(
             "layer {layer_id} of {domain} is not in this server's cache, and the server is offline"
         )),
+        Error::KindNotAllowed { .. } => ProviderError::bad_request(format!(
+            "{error}; only vector layers and tables are served as features"
+        )),
         Error::Offline { .. } => ProviderError::unavailable(error.to_string(), None),
         _ => ProviderError::internal(
             format!("layer {layer_id}: this server's cache failed (the server's log says more)"),
@@ -218,84 +272,41 @@ fn provider_error(layer_id: u64, error: koop::Error) -> ProviderError {
     }
 }
 
-/// A blocking task that panicked or was cancelled.
-fn task_failed(error: tokio::task::JoinError) -> ProviderError {
-    ProviderError::internal(
-        "a background task of this server failed",
-        Some(Arc::new(error)),
-    )
-}
-
 /// A CRS that proj4rs cannot transform.
 fn reproject_failed(error: koop_geoservices::ReprojectError) -> ProviderError {
     ProviderError::internal(error.to_string(), Some(Arc::new(error)))
 }
 
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 impl KoordinatesProvider {
     /// A provider with `config`. Nothing is fetched until a request arrives.
     pub fn new(config: KoordinatesConfig) -> Self {
+        let layers = NonZeroUsize::new(config.max_layers.max(1)).unwrap_or(NonZeroUsize::MIN);
         Self {
-            config,
-            koops: Mutex::new(HashMap::new()),
-            layers: Mutex::new(HashMap::new()),
+            inner: Arc::new(Inner {
+                policy: FetchPolicy::features(config.max_exports),
+                work: Work::new(config.sqlite_threads),
+                koops: Mutex::new(HashMap::new()),
+                states: Mutex::new(lru::LruCache::new(layers)),
+                fetches: Mutex::new(HashMap::new()),
+                config,
+            }),
         }
     }
 
     /// The settings.
     pub fn config(&self) -> &KoordinatesConfig {
-        &self.config
-    }
-
-    /// The `Koop` for a requested domain, if the domain is served.
-    fn koop_for(&self, domain: &Domain) -> Result<Koop, ProviderError> {
-        let configured = self
-            .config
-            .domains
-            .iter()
-            .find(|served| *served == domain)
-            .ok_or_else(|| {
-                ProviderError::not_found(format!(
-                    "this server serves layers of {}, not {domain}",
-                    self.config
-                        .domains
-                        .iter()
-                        .map(Domain::as_str)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ))
-            })?;
-        let mut koops = self
-            .koops
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(koop) = koops.get(domain) {
-            return Ok(koop.clone());
-        }
-        let koop = Koop::builder()
-            .api_key(self.config.api_key.clone())
-            .api_key_env(&self.config.api_key_env)
-            .configure_connection(|connection| connection.site(configured))
-            .cache_dir(self.config.cache_dir.clone())
-            .crs(self.config.export_crs)
-            .offline(self.config.offline)
-            .export_options(koop::ExportOptions {
-                deadline: self.config.export_timeout,
-                ..koop::ExportOptions::default()
-            })
-            .build()
-            .map_err(|error| {
-                ProviderError::unavailable(
-                    format!("this server cannot reach {domain}: {error}"),
-                    Some(Arc::new(error)),
-                )
-            })?;
-        koops.insert(domain.clone(), koop.clone());
-        Ok(koop)
+        &self.inner.config
     }
 
     /// The domain and layer id a request names, normalised (`DATA.linz.govt.nz` and
     /// `data.linz.govt.nz`, `01006` and `1006` are the same layer).
-    fn layer_of(request: &ProviderRequest) -> Result<(Domain, u64), ProviderError> {
+    fn layer_of(request: &ProviderRequest) -> Result<LayerKey, ProviderError> {
         let host =
             request.params.host.as_deref().ok_or_else(|| {
                 ProviderError::bad_request("the request names no Koordinates domain")
@@ -315,220 +326,285 @@ impl KoordinatesProvider {
         Ok((domain, layer_id))
     }
 
-    /// The layer's state: cached for `refresh`, then its version is checked again (one API
-    /// request; two when the version changed, for the new details).
-    pub(crate) async fn state(
-        &self,
-        request: &ProviderRequest,
-    ) -> Result<LayerState, ProviderError> {
-        let (domain, layer_id) = Self::layer_of(request)?;
-        let previous = self
-            .layers
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&(domain.clone(), layer_id))
-            .cloned();
-        if let Some(state) = &previous
-            && state.checked.elapsed() < self.config.refresh
-        {
+    /// The layer's state: open already and checked within `refresh`, or fetched (in the
+    /// background, shared by every request for it) and waited for until the request's
+    /// deadline. A state due for its check is served while the check runs.
+    async fn state(&self, request: &ProviderRequest) -> Result<LayerState, ProviderError> {
+        let key = Self::layer_of(request)?;
+        let previous = lock(&self.inner.states).get(&key).cloned();
+        if let Some(state) = &previous {
+            if state.checked.elapsed() >= self.inner.config.refresh {
+                // Stale: check again in the background; meanwhile serve what is open.
+                let _ = Inner::fetch(&self.inner, &key, Some(state.clone()));
+            }
             return Ok(state.clone());
         }
-        let koop = self.koop_for(&domain)?;
-        let fetched = koop
-            .fetch_layer(layer_id, &Quiet)
-            .await
-            .map_err(|error| provider_error(layer_id, error))?;
-        let state = match previous {
-            Some(state) if state.table.path == fetched.path => LayerState {
-                checked: Instant::now(),
-                ..state
-            },
-            _ => {
-                let details = if koop.is_offline() {
-                    None
-                } else {
-                    Some(
-                        koop.layer_details(layer_id)
-                            .await
-                            .map_err(|error| provider_error(layer_id, error))?,
-                    )
-                };
-                self.load(&fetched, details.as_ref()).await?
+        let fetch = Inner::fetch(&self.inner, &key, None)?;
+        let waited = match request.deadline {
+            Some(deadline) => {
+                tokio::time::timeout_at(tokio::time::Instant::from_std(deadline), fetch).await
             }
+            None => Ok(fetch.await),
         };
-        self.layers
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert((domain, layer_id), state.clone());
-        Ok(state)
-    }
-
-    /// Reads the GeoPackage's table and builds the metadata: from the layer details when given
-    /// (fields and their types, geometry type, primary key), else from the GeoPackage.
-    async fn load(
-        &self,
-        fetched: &FetchedLayer,
-        details: Option<&LayerDetails>,
-    ) -> Result<LayerState, ProviderError> {
-        let manifest = &fetched.entry.manifest;
-        if fetched.path.extension().is_none_or(|ext| ext != "gpkg") {
-            return Err(ProviderError::bad_request(format!(
-                "layer {} is a {} layer; only vector layers and tables are served as features",
-                manifest.key.layer_id, manifest.kind
-            )));
-        }
-        let path = fetched.path.clone();
-        let details = details.cloned();
-        let title = manifest.title.clone();
-        let max_record_count = self.config.max_record_count;
-        tokio::task::spawn_blocking(move || {
-            let table = gpkg::inspect(&path)?;
-            let connection = gpkg::open(&path)?;
-            let fields: Vec<Field> = match &details {
-                Some(details) if !details.fields().is_empty() => details
-                    .fields()
-                    .iter()
-                    .filter(|field| field.field_type != koop::koop_api::FieldType::Geometry)
-                    .filter(|field| table.columns.iter().any(|column| column.name == field.name))
-                    .map(|field| Field::new(&field.name, field_type(&field.field_type)))
-                    .collect(),
-                _ => table.fields(),
-            };
-            // idField: the primary key, when it is an integer whose values fit 0..=2^31-1.
-            let id_field = details
-                .as_ref()
-                .and_then(|details| details.data.as_ref())
-                .and_then(|data| data.primary_key_fields.first().cloned())
-                .filter(|key| {
-                    fields
-                        .iter()
-                        .any(|field| field.name == *key && field.field_type == FieldType::Integer)
-                })
-                .filter(|key| {
-                    table
-                        .integer_range(&connection, key)
-                        .is_some_and(|(min, max)| min >= 0 && max <= i64::from(i32::MAX))
-                });
-            let extent = match (table.bounds, table.srs) {
-                (Some(bounds), Some(srs)) => extent_4326(bounds, srs),
-                _ => None,
-            };
-            let geometry_type = match &details {
-                Some(details) => geometry_type(details),
-                None => None,
-            };
-            let metadata = Metadata {
-                name: Some(
-                    details
-                        .as_ref()
-                        .map_or(title, |details| details.title.clone()),
+        waited.unwrap_or_else(|_| {
+            Err(ProviderError::unavailable(
+                format!(
+                    "layer {} of {} is being fetched from Koordinates (an export can take minutes); try again shortly",
+                    key.1, key.0
                 ),
-                description: details
-                    .as_ref()
-                    .and_then(|details| details.description.clone()),
-                extent,
-                display_field: fields
-                    .iter()
-                    .find(|field| matches!(field.name.as_str(), "name" | "title"))
-                    .map(|field| field.name.clone()),
-                geometry_type,
-                id_field,
-                max_record_count: Some(max_record_count),
-                exceeded_transfer_limit: false,
-                time_info: None,
-                fields,
-            };
-            Ok(LayerState {
-                connections: Arc::new(gpkg::ConnectionPool::new(&table.path)),
-                table: Arc::new(table),
-                metadata,
-                checked: Instant::now(),
-            })
+                None,
+            ))
         })
-        .await
-        .map_err(task_failed)?
     }
-}
 
-impl KoordinatesProvider {
-    /// A Geoservices query, pushed down into SQLite: counts and pages are answered whole;
-    /// other queries stream their matching rows.
+    /// A Geoservices query, pushed down into SQLite.
     async fn query(
         &self,
         state: LayerState,
         request: &ProviderRequest,
     ) -> Result<ProviderStream, ProviderError> {
-        let plan = query::plan(&state, request, self.config.max_record_count)?;
-        let mut metadata = state.metadata;
+        let plan = query::plan(&state, request, self.inner.config.max_record_count)?;
+        let mut metadata = state.metadata.clone();
         let (applied, crs) = (plan.applied, plan.crs);
-        let (table, connections) = (state.table.clone(), state.connections.clone());
-        if plan.kind == query::Kind::Rows {
-            let (sender, mut receiver) = tokio::sync::mpsc::channel(STREAM_BUFFER);
-            tokio::task::spawn_blocking(move || {
-                let failed = sender.clone();
-                if let Err(error) = plan.run(&table, &connections, |feature| {
-                    sender.blocking_send(Ok(feature)).is_ok()
-                }) {
-                    let _ = failed.blocking_send(Err(error));
-                }
-            });
+        if plan.kind == Kind::Rows {
+            let rows = stream::Rows {
+                conditions: plan.conditions,
+                params: plan.params,
+                exact: plan.exact,
+                shape: plan.shape,
+                to_4326: plan.to_4326,
+                from_source: plan.from_source,
+                from_4326: plan.from_4326,
+            };
             return Ok(ProviderStream {
                 metadata,
                 filters_applied: applied,
                 crs,
                 count: None,
-                features: Box::pin(futures::stream::poll_fn(move |context| {
-                    receiver.poll_recv(context)
-                })),
+                answer: None,
+                version_tag: Some(state.entry.clone()),
+                features: stream::features(state, rows, self.inner.work.clone()),
             });
         }
-        let kind = plan.kind;
-        let (features, outcome) = tokio::task::spawn_blocking(move || {
-            let mut features = Vec::new();
-            let outcome = plan.run(&table, &connections, |feature| {
-                features.push(feature);
-                true
-            })?;
-            Ok::<_, ProviderError>((features, outcome))
-        })
-        .await
-        .map_err(task_failed)??;
-        metadata.exceeded_transfer_limit = outcome.exceeded;
+        let deadline = request.deadline;
+        let version_tag = Some(state.entry.clone());
+        let outcome = self
+            .inner
+            .work
+            .run(deadline, move || plan.run(&state, deadline))
+            .await?;
+        let (features, count, answer) = match outcome {
+            Outcome::Count(count) => (Vec::new(), Some(count), None),
+            Outcome::Page { features, exceeded } => {
+                metadata.exceeded_transfer_limit = exceeded;
+                (features, None, None)
+            }
+            Outcome::Answer(answer) => (Vec::new(), None, Some(answer)),
+        };
         Ok(ProviderStream {
             metadata,
             filters_applied: applied,
             crs,
-            // A count answers with it; a page's total is not known (only whether more exist).
-            count: (kind == query::Kind::Count).then_some(outcome.count),
+            count,
+            answer,
+            version_tag,
             features: Box::pin(futures::stream::iter(features.into_iter().map(Ok))),
         })
     }
 }
 
-/// The extent of `bounds` (in EPSG `srs`) in EPSG:4326: `[[xmin, ymin], [xmax, ymax]]`, from
-/// the corners and edge midpoints.
-fn extent_4326([min_x, min_y, max_x, max_y]: [f64; 4], srs: Epsg) -> Option<[[f64; 2]; 2]> {
-    let reprojector = Reprojector::new(srs, Epsg::WGS84).ok()?;
-    let (center_x, center_y) = (f64::midpoint(min_x, max_x), f64::midpoint(min_y, max_y));
-    let mut extent = [
-        [f64::INFINITY, f64::INFINITY],
-        [f64::NEG_INFINITY, f64::NEG_INFINITY],
-    ];
-    for (x, y) in [
-        (min_x, min_y),
-        (min_x, max_y),
-        (max_x, min_y),
-        (max_x, max_y),
-        (center_x, min_y),
-        (center_x, max_y),
-        (min_x, center_y),
-        (max_x, center_y),
-    ] {
-        let (lon, lat) = reprojector.position(x, y).ok()?;
-        extent[0] = [extent[0][0].min(lon), extent[0][1].min(lat)];
-        extent[1] = [extent[1][0].max(lon), extent[1][1].max(lat)];
+impl Inner {
+    /// The `Koop` for a domain, if the domain is served: online, or offline (answering from the
+    /// cache alone).
+    fn koop_for(&self, domain: &Domain, offline: bool) -> Result<Koop, ProviderError> {
+        let configured = self
+            .config
+            .domains
+            .iter()
+            .find(|served| *served == domain)
+            .ok_or_else(|| {
+                ProviderError::not_found(format!(
+                    "this server serves layers of {}, not {domain}",
+                    self.config
+                        .domains
+                        .iter()
+                        .map(Domain::as_str)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })?;
+        let offline = offline || self.config.offline;
+        let mut koops = lock(&self.koops);
+        if let Some(koop) = koops.get(&(domain.clone(), offline)) {
+            return Ok(koop.clone());
+        }
+        let koop = Koop::builder()
+            .api_key(self.config.api_key.clone())
+            .api_key_env(&self.config.api_key_env)
+            .configure_connection(|connection| connection.site(configured))
+            .cache_dir(self.config.cache_dir.clone())
+            .crs(self.config.export_crs)
+            .offline(offline)
+            .export_options(koop::ExportOptions {
+                deadline: self.config.export_timeout,
+                ..koop::ExportOptions::default()
+            })
+            .build()
+            .map_err(|error| {
+                ProviderError::unavailable(
+                    format!("this server cannot reach {domain}: {error}"),
+                    Some(Arc::new(error)),
+                )
+            })?;
+        koops.insert((domain.clone(), offline), koop.clone());
+        Ok(koop)
     }
-    Some(extent)
+
+    /// The running fetch of `key`, or a new one: refused for a layer that is neither allowed
+    /// nor cached (no request is made for it), and when `max_fetches` are running already.
+    fn fetch(
+        inner: &Arc<Self>,
+        key: &LayerKey,
+        previous: Option<LayerState>,
+    ) -> Result<SharedFetch, ProviderError> {
+        let mut fetches = lock(&inner.fetches);
+        if let Some(fetch) = fetches.get(key) {
+            return Ok(fetch.clone());
+        }
+        let (domain, layer_id) = key;
+        let allowed = !inner.config.offline && inner.config.layers.allows(domain, *layer_id);
+        if !allowed {
+            let cached = inner
+                .koop_for(domain, true)?
+                .cache()
+                .newest(domain, *layer_id)
+                .ok()
+                .flatten()
+                .is_some();
+            if !cached && inner.config.offline {
+                return Err(ProviderError::not_found(format!(
+                    "layer {layer_id} of {domain} is not in this server's cache, and the server is offline"
+                )));
+            }
+            if !cached {
+                return Err(ProviderError::not_found(format!(
+                    "layer {layer_id} of {domain} is not served here: it is neither cached nor among the layers this server fetches (koop serve --layers; --any-layer allows every layer)"
+                )));
+            }
+        }
+        if fetches.len() >= inner.config.max_fetches.max(1) {
+            return Err(ProviderError::unavailable(
+                format!(
+                    "this server is fetching {} layers already; try again shortly",
+                    fetches.len()
+                ),
+                None,
+            ));
+        }
+        let task = tokio::spawn(Self::refresh(
+            inner.clone(),
+            key.clone(),
+            previous,
+            !allowed,
+        ));
+        let fetch: SharedFetch = async move {
+            task.await.unwrap_or_else(|error| {
+                Err(ProviderError::internal(
+                    "a background fetch of this server failed",
+                    Some(Arc::new(error)),
+                ))
+            })
+        }
+        .boxed()
+        .shared();
+        fetches.insert(key.clone(), fetch.clone());
+        Ok(fetch)
+    }
+
+    /// Fetches (or checks) a layer and opens its state; runs in the background whether anyone
+    /// still waits or not. A failed check of a layer already open keeps serving it.
+    async fn refresh(
+        inner: Arc<Self>,
+        key: LayerKey,
+        previous: Option<LayerState>,
+        offline: bool,
+    ) -> Result<LayerState, ProviderError> {
+        let result = inner.load(&key, previous.as_ref(), offline).await;
+        lock(&inner.fetches).remove(&key);
+        match (result, previous) {
+            (Ok(state), _) => {
+                lock(&inner.states).put(key, state.clone());
+                Ok(state)
+            }
+            (Err(error), Some(mut previous)) => {
+                tracing::warn!(
+                    layer_id = key.1,
+                    domain = %key.0,
+                    "checking the layer's version failed; serving the version open: {}",
+                    error.chain()
+                );
+                previous.checked = Instant::now();
+                lock(&inner.states).put(key, previous.clone());
+                Ok(previous)
+            }
+            (Err(error), None) => Err(error),
+        }
+    }
+
+    async fn load(
+        &self,
+        (domain, layer_id): &LayerKey,
+        previous: Option<&LayerState>,
+        offline: bool,
+    ) -> Result<LayerState, ProviderError> {
+        let layer_id = *layer_id;
+        let koop = self.koop_for(domain, offline)?;
+        let fetched = koop
+            .fetch_layer_with(layer_id, &self.policy, &Quiet)
+            .await
+            .map_err(|error| provider_error(layer_id, error))?;
+        if let Some(previous) = previous
+            && previous.table.path == fetched.path
+        {
+            return Ok(LayerState {
+                checked: Instant::now(),
+                ..previous.clone()
+            });
+        }
+        let manifest = &fetched.entry.manifest;
+        if fetched.path.extension().is_none_or(|ext| ext != "gpkg") {
+            return Err(ProviderError::bad_request(format!(
+                "layer {layer_id} is a {} layer; only vector layers and tables are served as features",
+                manifest.kind
+            )));
+        }
+        let details = if koop.is_offline() {
+            None
+        } else {
+            Some(
+                koop.layer_details(layer_id)
+                    .await
+                    .map_err(|error| provider_error(layer_id, error))?,
+            )
+        };
+        let (path, entry, title) = (
+            fetched.path.clone(),
+            manifest.entry.clone(),
+            manifest.title.clone(),
+        );
+        let max_record_count = self.config.max_record_count;
+        self.work
+            .run(None, move || {
+                layer::load(&layer::Source {
+                    path: &path,
+                    entry: &entry,
+                    title: &title,
+                    details: details.as_ref(),
+                    max_record_count,
+                })
+            })
+            .await
+    }
 }
 
 #[async_trait]
@@ -551,7 +627,7 @@ impl Provider for KoordinatesProvider {
     }
 
     /// Every feature of the layer's current version, in EPSG:4326. For large layers prefer
-    /// [`Provider::get_stream`], which holds a few hundred features at a time.
+    /// [`Provider::get_stream`], which holds a chunk of features at a time.
     async fn get_data(&self, request: &ProviderRequest) -> Result<ProviderData, ProviderError> {
         let stream = self.get_stream(request).await?;
         let features: Vec<geojson::Feature> = stream
@@ -571,44 +647,53 @@ impl Provider for KoordinatesProvider {
             metadata: stream.metadata,
             filters_applied: stream.filters_applied,
             crs: stream.crs,
+            answer: stream.answer,
+            version_tag: stream.version_tag,
             ttl: None,
         })
     }
 
-    /// The layer's features in EPSG:4326, streamed from the cached GeoPackage. Outputs that
-    /// set `method` get more: `info` answers the metadata alone (and the row count), `query`
-    /// answers a Geoservices query in SQLite (see the module documentation).
+    /// The layer's features in EPSG:4326, read from the cached GeoPackage in chunks as the
+    /// stream is polled. Outputs that set `method` get more: `info` answers the metadata alone
+    /// (and the row count), `query` answers a Geoservices query in SQLite (see the module
+    /// documentation).
     async fn get_stream(&self, request: &ProviderRequest) -> Result<ProviderStream, ProviderError> {
         let state = self.state(request).await?;
         match request.params.method.as_deref() {
             Some("info") => {
                 return Ok(ProviderStream {
-                    metadata: state.metadata,
+                    metadata: state.metadata.clone(),
                     filters_applied: FiltersApplied::default(),
                     crs: None,
                     count: Some(state.table.count),
+                    answer: None,
+                    version_tag: Some(state.entry.clone()),
                     features: Box::pin(futures::stream::empty()),
                 });
             }
             Some("query") => return self.query(state, request).await,
             _ => {}
         }
-        let reprojector = Reprojector::new(state.table.srs.unwrap_or(Epsg::WGS84), Epsg::WGS84)
-            .map_err(reproject_failed)?;
-        let (sender, mut receiver) = tokio::sync::mpsc::channel(STREAM_BUFFER);
-        let table = state.table.clone();
-        tokio::task::spawn_blocking(move || {
-            gpkg::read_features(&table, &reprojector, |feature| {
-                sender.blocking_send(feature).is_ok()
-            });
-        });
-        let features = futures::stream::poll_fn(move |context| receiver.poll_recv(context));
+        let source = state.table.srs.unwrap_or(Epsg::WGS84);
+        let reprojector =
+            |from: Epsg| Reprojector::new(from, Epsg::WGS84).map_err(reproject_failed);
+        let rows = stream::Rows {
+            conditions: Vec::new(),
+            params: Vec::new(),
+            exact: None,
+            shape: gpkg::RowShape::whole(&state.table, state.fid_property()),
+            to_4326: reprojector(source)?,
+            from_source: reprojector(source)?,
+            from_4326: reprojector(Epsg::WGS84)?,
+        };
         Ok(ProviderStream {
-            metadata: state.metadata,
+            metadata: state.metadata.clone(),
             filters_applied: FiltersApplied::default(),
             crs: None,
             count: None,
-            features: Box::pin(features),
+            answer: None,
+            version_tag: Some(state.entry.clone()),
+            features: stream::features(state, rows, self.inner.work.clone()),
         })
     }
 }
@@ -616,24 +701,6 @@ impl Provider for KoordinatesProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn koordinates_field_types_map_to_koop_types() {
-        use koop::koop_api::FieldType as Koordinates;
-        for (koordinates, koop) in [
-            (Koordinates::Integer, FieldType::Integer),
-            (Koordinates::BigInteger, FieldType::Integer),
-            (Koordinates::Double, FieldType::Double),
-            (Koordinates::Float, FieldType::Double),
-            (Koordinates::Numeric, FieldType::Double),
-            (Koordinates::Date, FieldType::Date),
-            (Koordinates::DateTime, FieldType::Date),
-            (Koordinates::String, FieldType::String),
-            (Koordinates::Boolean, FieldType::String),
-        ] {
-            assert_eq!(field_type(&koordinates), koop, "{koordinates:?}");
-        }
-    }
 
     #[test]
     fn debug_never_shows_the_key() {
@@ -645,21 +712,6 @@ mod tests {
         assert!(
             !debug.contains("secret-key-123") && debug.contains("***"),
             "{debug}"
-        );
-    }
-
-    #[test]
-    fn extents_are_reprojected_to_degrees() {
-        let extent = extent_4326(
-            [1_090_000.0, 4_750_000.0, 2_090_000.0, 6_190_000.0],
-            Epsg::NZTM2000,
-        )
-        .expect("extent");
-        assert!(extent[0][0] > 165.0 && extent[1][0] < 180.0, "{extent:?}");
-        assert!(extent[0][1] > -48.0 && extent[1][1] < -33.0, "{extent:?}");
-        assert_eq!(
-            extent_4326([0.0, 0.0, 1.0, 1.0], Epsg::WGS84),
-            Some([[0.0, 0.0], [1.0, 1.0]])
         );
     }
 }

@@ -1,43 +1,54 @@
-//! Geoservices queries answered by SQLite on the cached GeoPackage, so memory stays flat and a
-//! page of a layer of millions of features costs milliseconds.
+//! Geoservices queries answered by SQLite on the cached GeoPackage, so memory stays the size of
+//! the answer and a page of a layer of millions of features costs milliseconds.
 //!
 //! - `where` and `objectIds` become a `WHERE` clause with bound parameters
-//!   ([`Predicate::to_sql`]); `orderByFields` an `ORDER BY` (then `fid`, so pages are stable);
-//!   `resultOffset` and `resultRecordCount` (capped by `maxRecordCount`) `LIMIT`/`OFFSET`, with
-//!   one row more to tell whether more features exist.
+//!   ([`Predicate::to_sql`]; ids through `json_each`, one parameter however many); the OBJECTID
+//!   is the integer primary key, or the GeoPackage fid.
 //! - `geometry` filters read candidates from the GeoPackage R-tree (`rtree_<table>_<column>`)
 //!   with the filter's envelope in the layer's CRS, then test each candidate exactly in
 //!   EPSG:4326.
-//! - `returnCountOnly` is `count(*)` (the table's row count, read when the layer was opened,
-//!   when nothing filters).
+//! - Pages: `orderByFields` (then the fid, so pages are stable) with `LIMIT page + 1 OFFSET`:
+//!   the extra row tells whether more exist.
+//! - `returnCountOnly` is `count(*)` (the row count read when the layer was opened, when nothing
+//!   filters); `returnIdsOnly` reads one column; `returnExtentOnly` aggregates the R-tree;
+//!   `outStatistics` with `groupByFieldsForStatistics` is `GROUP BY` with SQL aggregates, and
+//!   `returnDistinctValues` is `SELECT DISTINCT`, both paged like features.
 //! - `outFields` and `returnGeometry` choose the columns read; `outSR` is applied while reading.
 //!
-//! What cannot be pushed down is left to the output and said in `filtersApplied`: a `where`
-//! that names a computed `OBJECTID` (a hash of the whole feature), ordering by it, and the
-//! shaping of ids, extents, statistics and distinct values (the matching rows are streamed).
+//! What SQL cannot answer (a computed OBJECTID, statistics under an exact geometry filter) is left
+//! to the output and said in `filtersApplied`: the matching rows are streamed in chunks.
 
-use geozero::ToGeo;
-use geozero::wkb::GpkgWkb;
-use rusqlite::types::{ToSqlOutput, ValueRef};
+use std::fmt::Write as _;
+use std::time::Instant;
 
 use koop::Epsg;
 use koop_geoservices::{
-    COMPUTED_OBJECT_ID, GeometryFilter, OutFields, Query, Reprojector, Schema, SqlParam,
+    GeometryFilter, OutFields, Query, Reprojector, SqlParam, Statistic, StatisticType,
+    parse_date_ms,
 };
-use koop_provider::{FiltersApplied, ProviderError, ProviderRequest};
+use koop_provider::{FiltersApplied, ProviderError, ProviderRequest, QueryAnswer};
+use rusqlite::types::{ToSqlOutput, ValueRef};
+use serde_json::{Map, Value as Json};
 
-use crate::LayerState;
-use crate::gpkg::{self, Table, sqlite_error};
+use crate::gpkg::{self, ColumnKind, RowShape, Table, sqlite_error};
+use crate::layer::{LayerState, reproject_box};
 
 /// What a pushed-down query produces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
-    /// `count(*)`: the count is the answer.
+    /// `returnCountOnly`: the count is the answer.
     Count,
     /// One page of features, and whether more exist.
     Page,
-    /// Every matching row, streamed (the output shapes ids, extents, statistics, or applies
-    /// what SQL could not).
+    /// `returnIdsOnly`.
+    Ids,
+    /// `returnExtentOnly` (with the count for `returnCountOnly`).
+    Extent,
+    /// `outStatistics`.
+    Statistics,
+    /// `returnDistinctValues`.
+    Distinct,
+    /// Every matching row, streamed (the output applies what SQL could not).
     Rows,
 }
 
@@ -45,116 +56,58 @@ pub(crate) enum Kind {
 #[derive(Debug)]
 pub(crate) struct Plan {
     pub(crate) kind: Kind,
-    sql: String,
-    params: Vec<SqlParam>,
-    /// Attribute columns read (indices into `table.columns`), in table order.
-    columns: Vec<usize>,
-    /// Whether the geometry column is read.
-    geometry: bool,
+    query: Query,
+    /// `WHERE` conditions and their parameters (the R-tree prefilter among them).
+    pub(crate) conditions: Vec<String>,
+    pub(crate) params: Vec<SqlParam>,
     /// The exact geometry test of R-tree candidates, in EPSG:4326.
-    exact: Option<GeometryFilter>,
-    /// Paging left to Rust (when candidates are tested exactly): rows to skip, page size.
-    skip: u64,
-    limit: Option<u64>,
+    pub(crate) exact: Option<GeometryFilter>,
+    /// What each row reads.
+    pub(crate) shape: RowShape,
+    /// The OBJECTID's SQL, when it has one.
+    object_id: Option<String>,
+    /// Page size (`resultRecordCount` capped by `maxRecordCount`).
+    page: u64,
     /// From the table's CRS to EPSG:4326.
-    to_4326: Reprojector,
+    pub(crate) to_4326: Reprojector,
     /// From the table's CRS to the output CRS, and from EPSG:4326 to it.
-    from_source: Reprojector,
-    from_4326: Reprojector,
+    pub(crate) from_source: Reprojector,
+    pub(crate) from_4326: Reprojector,
     /// What the answer applied.
     pub(crate) applied: FiltersApplied,
     /// The output CRS, when not EPSG:4326.
     pub(crate) crs: Option<Epsg>,
     /// The row count, when no filter applies.
-    pub(crate) known_count: Option<u64>,
-}
-
-/// The schema a query is checked against: the layer's fields; the object id is its `idField`,
-/// or a computed `OBJECTID`.
-pub(crate) fn schema(state: &LayerState) -> Schema {
-    let id_field = state.metadata.id_field.clone();
-    Schema {
-        fields: state.metadata.fields.clone(),
-        object_id_is_attribute: id_field.is_some(),
-        object_id: id_field.unwrap_or_else(|| COMPUTED_OBJECT_ID.to_owned()),
-    }
+    known_count: Option<u64>,
 }
 
 fn internal(error: impl std::fmt::Display) -> ProviderError {
     ProviderError::internal(error.to_string(), None)
 }
 
-/// Points sampled along each edge of a geometry filter's envelope to find its box in another CRS.
-const STEPS: u32 = 16;
-
-/// `[min_x, min_y, max_x, max_y]` of an EPSG:4326 envelope in EPSG `srs`, from points along its
-/// edges, grown by 1 % so the curved edges stay inside; `None` when it cannot be reprojected.
-fn envelope_in(filter: &GeometryFilter, srs: Epsg) -> Option<[f64; 4]> {
-    let reprojector = Reprojector::new(Epsg::WGS84, srs).ok()?;
-    let (min, max) = (filter.envelope.min(), filter.envelope.max());
-    let mut bounds = [
-        f64::INFINITY,
-        f64::INFINITY,
-        f64::NEG_INFINITY,
-        f64::NEG_INFINITY,
-    ];
-    for step in 0..=STEPS {
-        let t = f64::from(step) / f64::from(STEPS);
-        let x = min.x + (max.x - min.x) * t;
-        let y = min.y + (max.y - min.y) * t;
-        for (lon, lat) in [(x, min.y), (x, max.y), (min.x, y), (max.x, y)] {
-            let (px, py) = reprojector.position(lon, lat).ok()?;
-            if !(px.is_finite() && py.is_finite()) {
-                return None;
-            }
-            bounds = [
-                bounds[0].min(px),
-                bounds[1].min(py),
-                bounds[2].max(px),
-                bounds[3].max(py),
-            ];
-        }
-    }
-    let (dx, dy) = (
-        (bounds[2] - bounds[0]) * 0.01 + 1e-9,
-        (bounds[3] - bounds[1]) * 0.01 + 1e-9,
-    );
-    Some([
-        bounds[0] - dx,
-        bounds[1] - dy,
-        bounds[2] + dx,
-        bounds[3] + dy,
-    ])
-}
-
-/// The `WHERE` conditions of the predicate and `objectIds`, when every column they name is a
-/// table column (a computed `OBJECTID` is not).
+/// The `WHERE` conditions of the predicate and `objectIds`, when every column they name has SQL
+/// (a computed `OBJECTID` has none).
 fn where_conditions(
     query: &Query,
-    schema: &Schema,
     table: &Table,
+    object_id: Option<&str>,
 ) -> Option<(Vec<String>, Vec<SqlParam>)> {
     let mut conditions = Vec::new();
     let mut params = Vec::new();
     if !query.predicate.is_always_true() {
-        let (sql, bound) = query.predicate.to_sql(&|column| {
-            table
-                .column_index(&column.name)
-                .map(|_| Table::quoted(&column.name))
-        })?;
+        let (sql, bound) = query
+            .predicate
+            .to_sql(&|column| table.sql_column(&column.name))?;
         conditions.push(format!("({sql})"));
         params.extend(bound);
     }
     if let Some(ids) = &query.object_ids {
-        if !schema.object_id_is_attribute {
-            return None;
-        }
-        let placeholders = vec!["?"; ids.len()].join(", ");
-        conditions.push(format!(
-            "{} IN ({placeholders})",
-            Table::quoted(&schema.object_id)
+        let column = object_id?;
+        // One parameter however many ids: no SQLite variable limit to chunk under.
+        conditions.push(format!("{column} IN (SELECT value FROM json_each(?))"));
+        params.push(SqlParam::Text(
+            serde_json::to_string(ids).unwrap_or_else(|_| "[]".to_owned()),
         ));
-        params.extend(ids.iter().map(|id| SqlParam::Integer(*id)));
     }
     Some((conditions, params))
 }
@@ -166,7 +119,14 @@ fn spatial_condition(filter: &GeometryFilter, table: &Table) -> Option<(String, 
         return Some(("0".to_owned(), Vec::new()));
     }
     let rtree = table.rtree.as_ref()?;
-    let [min_x, min_y, max_x, max_y] = envelope_in(filter, table.srs.unwrap_or(Epsg::WGS84))?;
+    let (min, max) = (filter.envelope.min(), filter.envelope.max());
+    let [min_x, min_y, max_x, max_y] = reproject_box(
+        [min.x, min.y, max.x, max.y],
+        Epsg::WGS84,
+        table.srs.unwrap_or(Epsg::WGS84),
+    )?;
+    // Grown by 1 %: the reprojected box's edges are sampled, not exact.
+    let (dx, dy) = ((max_x - min_x) * 0.01 + 1e-9, (max_y - min_y) * 0.01 + 1e-9);
     Some((
         format!(
             "{} IN (SELECT id FROM {} WHERE minx <= ? AND maxx >= ? AND miny <= ? AND maxy >= ?)",
@@ -174,67 +134,38 @@ fn spatial_condition(filter: &GeometryFilter, table: &Table) -> Option<(String, 
             Table::quoted(rtree)
         ),
         vec![
-            SqlParam::Real(max_x),
-            SqlParam::Real(min_x),
-            SqlParam::Real(max_y),
-            SqlParam::Real(min_y),
+            SqlParam::Real(max_x + dx),
+            SqlParam::Real(min_x - dx),
+            SqlParam::Real(max_y + dy),
+            SqlParam::Real(min_y - dy),
         ],
     ))
 }
 
-/// The attribute columns read: all of them, unless a page asks for some and the object id is
-/// an attribute (a computed one hashes the whole feature).
-fn read_columns(query: &Query, kind: Kind, schema: &Schema, table: &Table) -> Vec<usize> {
-    match (&query.out_fields, kind, schema.object_id_is_attribute) {
-        (OutFields::Fields(names), Kind::Page, true) => (0..table.columns.len())
+/// The attribute columns a page reads: those asked for and the OBJECTID's, unless the OBJECTID
+/// is computed (a hash of the whole feature); every column otherwise.
+fn read_columns(query: &Query, state: &LayerState) -> Vec<usize> {
+    let table = &state.table;
+    match (&query.out_fields, state.object_id_sql()) {
+        (OutFields::Fields(names), Some(_)) => (0..table.columns.len())
             .filter(|index| {
                 let name = &table.columns[*index].name;
-                names.contains(name) || *name == schema.object_id
+                names.contains(name) || state.metadata.id_field.as_deref() == Some(name)
             })
             .collect(),
-        (_, Kind::Count, _) => Vec::new(),
         _ => (0..table.columns.len()).collect(),
     }
 }
 
-/// `ORDER BY`: a page's `orderByFields`, then `fid` so pages are stable.
-fn order_by(query: &Query, kind: Kind, table: &Table) -> String {
-    let mut order: Vec<String> = if kind == Kind::Page {
-        query
-            .order_by
-            .iter()
-            .map(|(name, descending)| {
-                format!(
-                    "{}{}",
-                    Table::quoted(name),
-                    if *descending { " DESC" } else { "" }
-                )
-            })
-            .collect()
-    } else {
-        Vec::new()
-    };
+/// `ORDER BY` items: `orderByFields`, then the fid so pages are stable.
+fn order_items(query: &Query, table: &Table) -> Option<Vec<String>> {
+    let mut order = Vec::new();
+    for (name, descending) in &query.order_by {
+        let sql = table.sql_column(name)?;
+        order.push(format!("{sql}{}", if *descending { " DESC" } else { "" }));
+    }
     order.push(Table::quoted(&table.fid));
-    format!(" ORDER BY {}", order.join(", "))
-}
-
-/// `SELECT fid, geometry (or NULL), columns… FROM table`.
-fn select(table: &Table, columns: &[usize], geometry: bool) -> String {
-    let mut select = vec![Table::quoted(&table.fid)];
-    select.push(match (&table.geometry, geometry) {
-        (Some(column), true) => Table::quoted(column),
-        _ => "NULL".to_owned(),
-    });
-    select.extend(
-        columns
-            .iter()
-            .map(|index| Table::quoted(&table.columns[*index].name)),
-    );
-    format!(
-        "SELECT {} FROM {}",
-        select.join(", "),
-        Table::quoted(&table.name)
-    )
+    Some(order)
 }
 
 /// Plans `request` (a `query` of the layer in `state`), or says it is not a valid query.
@@ -244,10 +175,10 @@ pub(crate) fn plan(
     max_record_count: u32,
 ) -> Result<Plan, ProviderError> {
     let table = &state.table;
-    let schema = schema(state);
-    let query = Query::parse(&request.query, &schema)?;
+    let query = Query::parse(&request.query, &state.schema())?;
     let srs = table.srs.unwrap_or(Epsg::WGS84);
-    let pushed = where_conditions(&query, &schema, table);
+    let object_id = state.object_id_sql();
+    let pushed = where_conditions(&query, table, object_id.as_deref());
     let where_pushed = pushed.is_some();
     let (mut conditions, mut params) = pushed.unwrap_or_default();
     let exact = query.geometry.clone();
@@ -258,73 +189,70 @@ pub(crate) fn plan(
         conditions.push(condition);
         params.extend(bound);
     }
-    let order_pushed = where_pushed
+    let has_sql = |name: &String| table.sql_column(name).is_some();
+    let statistics_pushed = exact.is_none()
         && query
-            .order_by
+            .statistics
             .iter()
-            .all(|(name, _)| table.column_index(name).is_some());
-    let kind = if query.count_only && !query.extent_only && where_pushed {
+            .all(|statistic| has_sql(&statistic.field))
+        && query.group_by.iter().all(has_sql);
+    let distinct_names = distinct_names(&query, state);
+    let kind = if !where_pushed {
+        Kind::Rows
+    } else if query.count_only && !query.extent_only {
         Kind::Count
-    } else if query.returns_features() && order_pushed {
+    } else if query.extent_only {
+        Kind::Extent
+    } else if query.ids_only && object_id.is_some() {
+        Kind::Ids
+    } else if !query.statistics.is_empty() && statistics_pushed {
+        Kind::Statistics
+    } else if query.distinct
+        && query.statistics.is_empty()
+        && exact.is_none()
+        && distinct_names.iter().all(has_sql)
+    {
+        Kind::Distinct
+    } else if query.returns_features() && order_items(&query, table).is_some() {
         Kind::Page
     } else {
         Kind::Rows
     };
-    let computed_id = !schema.object_id_is_attribute;
-    let columns = read_columns(&query, kind, &schema, table);
+    let computed_id = object_id.is_none();
+    let columns = match kind {
+        Kind::Page => read_columns(&query, state),
+        Kind::Rows => (0..table.columns.len()).collect(),
+        _ => Vec::new(),
+    };
     let geometry = table.geometry.is_some()
         && (exact.is_some()
             || match kind {
-                Kind::Count => false,
                 Kind::Page => query.return_geometry || computed_id,
                 Kind::Rows => true,
+                _ => false,
             });
     // outSR while reading, unless a computed object id must hash the EPSG:4326 geometry.
-    let project = kind == Kind::Page && !computed_id;
-    let output = if project { query.out_epsg } else { Epsg::WGS84 };
-    let reprojector = |from: Epsg, to: Epsg| Reprojector::new(from, to).map_err(internal);
-
-    let counts_in_sql = kind == Kind::Count && exact.is_none();
-    let mut sql = if counts_in_sql {
-        format!("SELECT count(*) FROM {}", Table::quoted(&table.name))
+    let project = matches!(kind, Kind::Page | Kind::Extent) && !computed_id;
+    let output = if project || kind == Kind::Extent {
+        query.out_epsg
     } else {
-        select(table, &columns, geometry)
+        Epsg::WGS84
     };
-    if !conditions.is_empty() {
-        sql.push_str(" WHERE ");
-        sql.push_str(&conditions.join(" AND "));
-    }
-    if !counts_in_sql {
-        sql.push_str(&order_by(&query, kind, table));
-    }
-    let page = query.page_size(max_record_count);
-    let (mut skip, mut limit) = (0, None);
-    if kind == Kind::Page {
-        limit = Some(page);
-        if exact.is_some() {
-            // Candidates are tested in Rust: page there.
-            skip = query.offset;
-        } else {
-            // One row more than the page tells whether more features exist.
-            sql.push_str(" LIMIT ? OFFSET ?");
-            params.push(SqlParam::Integer(
-                i64::try_from(page.saturating_add(1)).unwrap_or(i64::MAX),
-            ));
-            params.push(SqlParam::Integer(
-                i64::try_from(query.offset).unwrap_or(i64::MAX),
-            ));
-        }
-    }
-    let unfiltered = counts_in_sql && conditions.is_empty();
+    let reprojector = |from: Epsg, to: Epsg| Reprojector::new(from, to).map_err(internal);
+    let unfiltered = conditions.is_empty() && exact.is_none();
+    let answered = !matches!(kind, Kind::Rows | Kind::Page);
     Ok(Plan {
         kind,
-        sql,
+        page: query.page_size(max_record_count),
+        shape: RowShape {
+            columns,
+            geometry,
+            fid_property: state.fid_property(),
+        },
+        object_id,
+        conditions,
         params,
-        columns,
-        geometry,
         exact,
-        skip,
-        limit,
         to_4326: reprojector(srs, Epsg::WGS84)?,
         from_source: reprojector(srs, output)?,
         from_4326: reprojector(Epsg::WGS84, output)?,
@@ -334,15 +262,29 @@ pub(crate) fn plan(
             offset: kind == Kind::Page,
             limit: kind == Kind::Page,
             projection: project,
-            all: kind == Kind::Count,
+            all: answered,
         },
         crs: (output != Epsg::WGS84).then_some(output),
-        known_count: unfiltered.then_some(table.count),
+        known_count: (unfiltered && kind == Kind::Count).then_some(table.count),
+        query,
     })
 }
 
+/// The fields `returnDistinctValues` reads: those asked for, or every field.
+fn distinct_names(query: &Query, state: &LayerState) -> Vec<String> {
+    match &query.out_fields {
+        OutFields::Fields(names) => names.clone(),
+        OutFields::All => state
+            .metadata
+            .fields
+            .iter()
+            .map(|field| field.name.clone())
+            .collect(),
+    }
+}
+
 /// A bound parameter as SQLite takes it.
-struct Bound<'a>(&'a SqlParam);
+pub(crate) struct Bound<'a>(pub(crate) &'a SqlParam);
 
 impl rusqlite::ToSql for Bound<'_> {
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
@@ -354,97 +296,192 @@ impl rusqlite::ToSql for Bound<'_> {
     }
 }
 
-/// What running a plan found.
-#[derive(Debug, Default)]
-pub(crate) struct Outcome {
-    /// Matching rows (for counts), or rows sent.
-    pub(crate) count: u64,
-    /// More rows match than the page holds.
-    pub(crate) exceeded: bool,
+/// What running a plan answered.
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    /// `returnCountOnly`.
+    Count(u64),
+    /// A page of features, and whether more exist.
+    Page {
+        features: Vec<geojson::Feature>,
+        exceeded: bool,
+    },
+    /// Ids, an extent, statistics or distinct values.
+    Answer(QueryAnswer),
+}
+
+fn where_sql(conditions: &[String]) -> String {
+    if conditions.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", conditions.join(" AND "))
+    }
+}
+
+/// `LIMIT ? OFFSET ?` for a page of `page` rows (one more, to tell whether more exist).
+fn limit(sql: &mut String, params: &mut Vec<SqlParam>, page: u64, offset: u64) {
+    sql.push_str(" LIMIT ? OFFSET ?");
+    params.push(SqlParam::Integer(
+        i64::try_from(page.saturating_add(1)).unwrap_or(i64::MAX),
+    ));
+    params.push(SqlParam::Integer(i64::try_from(offset).unwrap_or(i64::MAX)));
+}
+
+/// An Esri attribute of a column value: dates as epoch milliseconds, the rest as
+/// [`gpkg::json_value`] reads it.
+fn esri_value(value: ValueRef<'_>, kind: ColumnKind) -> Json {
+    if kind == ColumnKind::Date
+        && let ValueRef::Text(text) = value
+        && let Some(ms) = parse_date_ms(&String::from_utf8_lossy(text))
+    {
+        return Json::from(ms);
+    }
+    gpkg::json_value(value, kind)
 }
 
 impl Plan {
-    /// Runs the plan on `table` (with a connection of `connections`), handing each resulting feature to `send` until it returns
-    /// `false`. Blocking.
+    /// Runs a plan of any kind but [`Kind::Rows`] on a pooled connection, interrupted at
+    /// `deadline`. Blocking.
     pub(crate) fn run(
         &self,
-        table: &Table,
-        connections: &gpkg::ConnectionPool,
-        mut send: impl FnMut(geojson::Feature) -> bool,
+        state: &LayerState,
+        deadline: Option<Instant>,
     ) -> Result<Outcome, ProviderError> {
         if let Some(count) = self.known_count {
-            return Ok(Outcome {
-                count,
-                exceeded: false,
-            });
+            return Ok(Outcome::Count(count));
         }
-        // Pages and counts are short: they borrow a pooled connection. Streams of rows last as
-        // long as their reader, so they open their own rather than hold one of the pool's.
-        let (pooled, own);
-        let connection: &rusqlite::Connection = if self.kind == Kind::Rows {
-            own = gpkg::open(&table.path)?;
-            &own
-        } else {
-            pooled = connections.get()?;
-            &pooled
-        };
+        let mut connection = state.connections.get()?;
+        gpkg::until_deadline(&mut connection, deadline, |connection| match self.kind {
+            Kind::Count => self.count(&state.table, connection).map(Outcome::Count),
+            Kind::Page => self.page(&state.table, connection),
+            Kind::Ids => self.ids(&state.table, connection),
+            Kind::Extent => self.extent(&state.table, connection),
+            Kind::Statistics => self.statistics(&state.table, connection),
+            Kind::Distinct => self.distinct(state, connection),
+            Kind::Rows => Err(internal("a stream of rows is read in chunks, not run")),
+        })
+    }
+
+    /// Visits the rows of `sql` whose geometry passes the exact filter (every row without one),
+    /// with the geometry in EPSG:4326 when it was tested; `visit` returns `false` to stop.
+    fn each_match(
+        &self,
+        table: &Table,
+        connection: &rusqlite::Connection,
+        sql: &str,
+        params: &[SqlParam],
+        mut visit: impl FnMut(
+            &rusqlite::Row<'_>,
+            Option<geo_types::Geometry<f64>>,
+        ) -> Result<bool, ProviderError>,
+    ) -> Result<(), ProviderError> {
         let error = sqlite_error(&table.path);
-        let mut statement = connection.prepare_cached(&self.sql).map_err(&error)?;
+        let mut statement = connection.prepare_cached(sql).map_err(&error)?;
         let mut rows = statement
-            .query(rusqlite::params_from_iter(self.params.iter().map(Bound)))
+            .query(rusqlite::params_from_iter(params.iter().map(Bound)))
             .map_err(&error)?;
-        let mut outcome = Outcome::default();
-        if self.kind == Kind::Count && self.exact.is_none() {
-            if let Some(row) = rows.next().map_err(&error)? {
-                let count: i64 = row.get(0).map_err(&error)?;
-                outcome.count = u64::try_from(count).unwrap_or(0);
-            }
-            return Ok(outcome);
-        }
-        let mut matched: u64 = 0;
         while let Some(row) = rows.next().map_err(&error)? {
-            let fid: i64 = row.get(0).map_err(&error)?;
-            let mut geometry = match row.get_ref(1).map_err(&error)? {
-                ValueRef::Blob(blob) if self.geometry && !blob.is_empty() => {
-                    Some(GpkgWkb(blob).to_geo().map_err(|cause| {
-                        internal(format!("feature {fid} of {}: {cause}", table.name))
-                    })?)
+            let geometry = match &self.exact {
+                Some(filter) => {
+                    let Some(mut shape) = gpkg::row_geometry(table, row)? else {
+                        continue;
+                    };
+                    if self.to_4326.geometry(&mut shape).is_err() || !filter.matches(&shape) {
+                        continue;
+                    }
+                    Some(shape)
                 }
-                _ => None,
+                None => None,
             };
-            let mut in_4326 = false;
-            if let Some(filter) = &self.exact {
-                let Some(shape) = &mut geometry else {
-                    continue;
-                };
-                if self.to_4326.geometry(shape).is_err() {
-                    continue;
-                }
-                in_4326 = true;
-                if !filter.matches(shape) {
-                    continue;
-                }
-            }
-            matched += 1;
-            if self.kind == Kind::Count {
-                continue;
-            }
-            if matched <= self.skip {
-                continue;
-            }
-            if let Some(limit) = self.limit
-                && outcome.count >= limit
-            {
-                outcome.exceeded = true;
+            if !visit(row, geometry)? {
                 break;
             }
-            let geometry = match geometry {
+        }
+        Ok(())
+    }
+
+    /// `SELECT fid, geometry (when tested exactly) FROM table WHERE …`.
+    fn candidates(&self, table: &Table) -> String {
+        let geometry = match (&table.geometry, &self.exact) {
+            (Some(column), Some(_)) => Table::quoted(column),
+            _ => "NULL".to_owned(),
+        };
+        format!(
+            "SELECT {}, {geometry} FROM {}{}",
+            Table::quoted(&table.fid),
+            Table::quoted(&table.name),
+            where_sql(&self.conditions)
+        )
+    }
+
+    fn count(
+        &self,
+        table: &Table,
+        connection: &rusqlite::Connection,
+    ) -> Result<u64, ProviderError> {
+        let error = sqlite_error(&table.path);
+        if self.exact.is_none() {
+            let sql = format!(
+                "SELECT count(*) FROM {}{}",
+                Table::quoted(&table.name),
+                where_sql(&self.conditions)
+            );
+            let mut statement = connection.prepare_cached(&sql).map_err(&error)?;
+            let count: i64 = statement
+                .query_row(
+                    rusqlite::params_from_iter(self.params.iter().map(Bound)),
+                    |row| row.get(0),
+                )
+                .map_err(&error)?;
+            return Ok(u64::try_from(count).unwrap_or(0));
+        }
+        let mut count = 0;
+        self.each_match(
+            table,
+            connection,
+            &self.candidates(table),
+            &self.params,
+            |_, _| {
+                count += 1;
+                Ok(true)
+            },
+        )?;
+        Ok(count)
+    }
+
+    fn page(
+        &self,
+        table: &Table,
+        connection: &rusqlite::Connection,
+    ) -> Result<Outcome, ProviderError> {
+        let mut sql = self.shape.select(table);
+        sql.push_str(&where_sql(&self.conditions));
+        let order = order_items(&self.query, table).unwrap_or_default();
+        let _ = write!(sql, " ORDER BY {}", order.join(", "));
+        let mut params = self.params.clone();
+        let (skip, exact) = (self.query.offset, self.exact.is_some());
+        if !exact {
+            limit(&mut sql, &mut params, self.page, self.query.offset);
+        }
+        let error = sqlite_error(&table.path);
+        let (mut matched, mut features, mut exceeded) = (0_u64, Vec::new(), false);
+        self.each_match(table, connection, &sql, &params, |row, tested| {
+            matched += 1;
+            if exact && matched <= skip {
+                return Ok(true);
+            }
+            if features.len() as u64 >= self.page {
+                exceeded = true;
+                return Ok(false);
+            }
+            let fid: i64 = row.get(0).map_err(&error)?;
+            let (shape, reprojector) = match tested {
+                Some(shape) => (Some(shape), &self.from_4326),
+                None if self.shape.geometry => (gpkg::row_geometry(table, row)?, &self.from_source),
+                None => (None, &self.from_source),
+            };
+            let geometry = match shape {
                 Some(mut shape) => {
-                    let reprojector = if in_4326 {
-                        &self.from_4326
-                    } else {
-                        &self.from_source
-                    };
                     reprojector.geometry(&mut shape).map_err(|cause| {
                         internal(format!("feature {fid} of {}: {cause}", table.name))
                     })?;
@@ -452,199 +489,361 @@ impl Plan {
                 }
                 None => None,
             };
-            let properties = gpkg::properties(table, row, self.columns.iter().copied(), 2)?;
-            outcome.count += 1;
-            if !send(gpkg::feature(fid, geometry, properties)) {
-                break;
+            let properties = self.shape.properties(table, row)?;
+            features.push(gpkg::feature(fid, geometry, properties));
+            Ok(true)
+        })?;
+        Ok(Outcome::Page { features, exceeded })
+    }
+
+    fn ids(
+        &self,
+        table: &Table,
+        connection: &rusqlite::Connection,
+    ) -> Result<Outcome, ProviderError> {
+        let column = self
+            .object_id
+            .clone()
+            .unwrap_or_else(|| Table::quoted(&table.fid));
+        let geometry = match (&table.geometry, &self.exact) {
+            (Some(geometry), Some(_)) => Table::quoted(geometry),
+            _ => "NULL".to_owned(),
+        };
+        let sql = format!(
+            "SELECT {column}, {geometry} FROM {}{} ORDER BY {column}",
+            Table::quoted(&table.name),
+            where_sql(&self.conditions)
+        );
+        let error = sqlite_error(&table.path);
+        let mut ids = Vec::new();
+        self.each_match(table, connection, &sql, &self.params, |row, _| {
+            ids.push(row.get::<_, i64>(0).map_err(&error)?);
+            Ok(true)
+        })?;
+        Ok(Outcome::Answer(QueryAnswer::ObjectIds(ids)))
+    }
+
+    fn extent(
+        &self,
+        table: &Table,
+        connection: &rusqlite::Connection,
+    ) -> Result<Outcome, ProviderError> {
+        let count = if self.query.count_only {
+            Some(self.count(table, connection)?)
+        } else {
+            None
+        };
+        let output = self.crs.unwrap_or(Epsg::WGS84);
+        let error = sqlite_error(&table.path);
+        let grow = |bounds: &mut Option<[f64; 4]>, [a, b, c, d]: [f64; 4]| {
+            *bounds = Some(match *bounds {
+                Some([x0, y0, x1, y1]) => [x0.min(a), y0.min(b), x1.max(c), y1.max(d)],
+                None => [a, b, c, d],
+            });
+        };
+        let extent = match (&table.rtree, &self.exact) {
+            (Some(rtree), None) => {
+                // The R-tree holds every geometry's box: aggregate it, filtered like the rows.
+                let filter = if self.conditions.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " WHERE id IN (SELECT {} FROM {}{})",
+                        Table::quoted(&table.fid),
+                        Table::quoted(&table.name),
+                        where_sql(&self.conditions)
+                    )
+                };
+                let srs = table.srs.unwrap_or(Epsg::WGS84);
+                let reprojector = Reprojector::new(srs, output).map_err(internal)?;
+                if reprojector.is_identity() {
+                    // GDAL's fast extent: the boxes' aggregate (float32, rounded outwards).
+                    let sql = format!(
+                        "SELECT min(minx), min(miny), max(maxx), max(maxy) FROM {}{filter}",
+                        Table::quoted(rtree)
+                    );
+                    let mut statement = connection.prepare_cached(&sql).map_err(&error)?;
+                    let bounds: (Option<f64>, Option<f64>, Option<f64>, Option<f64>) = statement
+                        .query_row(
+                            rusqlite::params_from_iter(self.params.iter().map(Bound)),
+                            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
+                        )
+                        .map_err(&error)?;
+                    match bounds {
+                        (Some(a), Some(b), Some(c), Some(d)) => Some([a, b, c, d]),
+                        _ => None,
+                    }
+                } else {
+                    Self::reprojected_boxes(
+                        table,
+                        connection,
+                        rtree,
+                        &filter,
+                        &self.params,
+                        &reprojector,
+                    )?
+                }
+            }
+            _ if table.geometry.is_none() => None,
+            _ => {
+                // Box of each matching geometry, in EPSG:4326.
+                let mut bounds = None;
+                let sql = format!(
+                    "SELECT {}, {} FROM {}{}",
+                    Table::quoted(&table.fid),
+                    table
+                        .geometry
+                        .as_deref()
+                        .map_or_else(|| "NULL".to_owned(), Table::quoted),
+                    Table::quoted(&table.name),
+                    where_sql(&self.conditions)
+                );
+                self.each_match(table, connection, &sql, &self.params, |row, tested| {
+                    let shape = match tested {
+                        Some(shape) => Some(shape),
+                        None => gpkg::row_geometry(table, row)?.and_then(|mut shape| {
+                            self.to_4326.geometry(&mut shape).ok().map(|()| shape)
+                        }),
+                    };
+                    if let Some(rect) = shape.as_ref().and_then(geo::BoundingRect::bounding_rect) {
+                        grow(
+                            &mut bounds,
+                            [rect.min().x, rect.min().y, rect.max().x, rect.max().y],
+                        );
+                    }
+                    Ok(true)
+                })?;
+                bounds.and_then(|bounds| reproject_box(bounds, Epsg::WGS84, output))
+            }
+        };
+        Ok(Outcome::Answer(QueryAnswer::Extent { extent, count }))
+    }
+
+    /// The extent in another CRS of the R-tree boxes `filter` selects: each box reprojected (a
+    /// point's box is the point), the results joined. (The aggregate's box reprojected is far
+    /// larger than the features: one grid's edges are not the other's.)
+    fn reprojected_boxes(
+        table: &Table,
+        connection: &rusqlite::Connection,
+        rtree: &str,
+        filter: &str,
+        params: &[SqlParam],
+        reprojector: &Reprojector,
+    ) -> Result<Option<[f64; 4]>, ProviderError> {
+        let error = sqlite_error(&table.path);
+        let sql = format!(
+            "SELECT minx, miny, maxx, maxy FROM {}{filter}",
+            Table::quoted(rtree)
+        );
+        let mut statement = connection.prepare_cached(&sql).map_err(&error)?;
+        let mut rows = statement
+            .query(rusqlite::params_from_iter(params.iter().map(Bound)))
+            .map_err(&error)?;
+        let mut bounds: Option<[f64; 4]> = None;
+        while let Some(row) = rows.next().map_err(&error)? {
+            let corner = |index| row.get::<_, f64>(index).map_err(&error);
+            let (a, b, c, d) = (corner(0)?, corner(1)?, corner(2)?, corner(3)?);
+            let point = a.total_cmp(&c).is_eq() && b.total_cmp(&d).is_eq();
+            let corners: &[(f64, f64)] = if point {
+                &[(a, b)]
+            } else {
+                &[(a, b), (a, d), (c, b), (c, d)]
+            };
+            for &(x, y) in corners {
+                if let Ok((x, y)) = reprojector.position(x, y)
+                    && x.is_finite()
+                    && y.is_finite()
+                {
+                    bounds = Some(match bounds {
+                        Some([x0, y0, x1, y1]) => [x0.min(x), y0.min(y), x1.max(x), y1.max(y)],
+                        None => [x, y, x, y],
+                    });
+                }
             }
         }
-        if self.kind == Kind::Count {
-            outcome.count = matched;
+        Ok(bounds)
+    }
+
+    fn statistics(
+        &self,
+        table: &Table,
+        connection: &rusqlite::Connection,
+    ) -> Result<Outcome, ProviderError> {
+        let column = |name: &str| table.sql_column(name).unwrap_or_default();
+        let mut select: Vec<String> = self
+            .query
+            .group_by
+            .iter()
+            .map(|name| column(name))
+            .collect();
+        for statistic in &self.query.statistics {
+            let field = column(&statistic.field);
+            let number = format!("CAST({field} AS REAL)");
+            select.push(match statistic.kind {
+                StatisticType::Count => format!("count({field})"),
+                StatisticType::Sum => format!("sum({number})"),
+                StatisticType::Min => format!("min({field})"),
+                StatisticType::Max => format!("max({field})"),
+                StatisticType::Avg => format!("avg({number})"),
+                // Sample variance from the sums: (Σx² − (Σx)²/n) / (n − 1).
+                StatisticType::Var | StatisticType::Stddev => format!(
+                    "CASE WHEN count({field}) > 1 THEN (sum({number} * {number}) - sum({number}) * sum({number}) / count({field})) / (count({field}) - 1) END"
+                ),
+            });
         }
-        Ok(outcome)
+        let mut sql = format!(
+            "SELECT {} FROM {}{}",
+            select.join(", "),
+            Table::quoted(&table.name),
+            where_sql(&self.conditions)
+        );
+        if !self.query.group_by.is_empty() {
+            let groups: Vec<String> = self
+                .query
+                .group_by
+                .iter()
+                .map(|name| column(name))
+                .collect();
+            let _ = write!(sql, " GROUP BY {}", groups.join(", "));
+            let order: Vec<String> = if self.query.order_by.is_empty() {
+                // In the order of each group's first feature, as the reference Koop answers.
+                vec![format!("min({})", Table::quoted(&table.fid))]
+            } else {
+                self.query
+                    .order_by
+                    .iter()
+                    .map(|(name, descending)| {
+                        let sql = self
+                            .query
+                            .statistics
+                            .iter()
+                            .position(|statistic| statistic.out_name.eq_ignore_ascii_case(name))
+                            .map_or_else(
+                                || column(name),
+                                |index| format!("{}", self.query.group_by.len() + index + 1),
+                            );
+                        format!("{sql}{}", if *descending { " DESC" } else { "" })
+                    })
+                    .collect()
+            };
+            let _ = write!(sql, " ORDER BY {}", order.join(", "));
+        }
+        let mut params = self.params.clone();
+        limit(&mut sql, &mut params, self.page, self.query.offset);
+        let error = sqlite_error(&table.path);
+        let mut statement = connection.prepare_cached(&sql).map_err(&error)?;
+        let mut rows = statement
+            .query(rusqlite::params_from_iter(params.iter().map(Bound)))
+            .map_err(&error)?;
+        let mut out = Vec::new();
+        let mut exceeded = false;
+        let groups = self.query.group_by.len();
+        while let Some(row) = rows.next().map_err(&error)? {
+            if out.len() as u64 >= self.page {
+                exceeded = true;
+                break;
+            }
+            let mut attributes = Map::new();
+            for (index, statistic) in self.query.statistics.iter().enumerate() {
+                let value = row.get_ref(groups + index).map_err(&error)?;
+                attributes.insert(
+                    statistic.out_name.clone(),
+                    statistic_value(statistic, value, table),
+                );
+            }
+            for (index, name) in self.query.group_by.iter().enumerate() {
+                let value = row.get_ref(index).map_err(&error)?;
+                let kind = table.column_kind(name).unwrap_or(ColumnKind::Text);
+                attributes.insert(name.clone(), esri_value(value, kind));
+            }
+            out.push(attributes);
+        }
+        Ok(Outcome::Answer(QueryAnswer::Rows {
+            rows: out,
+            exceeded,
+        }))
+    }
+
+    fn distinct(
+        &self,
+        state: &LayerState,
+        connection: &rusqlite::Connection,
+    ) -> Result<Outcome, ProviderError> {
+        let table = &state.table;
+        let names = distinct_names(&self.query, state);
+        let columns: Vec<String> = names
+            .iter()
+            .map(|name| table.sql_column(name).unwrap_or_default())
+            .collect();
+        let order: Vec<String> = if self.query.order_by.is_empty() {
+            columns.clone()
+        } else {
+            self.query
+                .order_by
+                .iter()
+                .filter_map(|(name, descending)| {
+                    Some(format!(
+                        "{}{}",
+                        table.sql_column(name)?,
+                        if *descending { " DESC" } else { "" }
+                    ))
+                })
+                .collect()
+        };
+        let mut sql = format!(
+            "SELECT DISTINCT {} FROM {}{} ORDER BY {}",
+            columns.join(", "),
+            Table::quoted(&table.name),
+            where_sql(&self.conditions),
+            order.join(", ")
+        );
+        let mut params = self.params.clone();
+        limit(&mut sql, &mut params, self.page, self.query.offset);
+        let error = sqlite_error(&table.path);
+        let mut statement = connection.prepare_cached(&sql).map_err(&error)?;
+        let mut rows = statement
+            .query(rusqlite::params_from_iter(params.iter().map(Bound)))
+            .map_err(&error)?;
+        let (mut out, mut exceeded) = (Vec::new(), false);
+        while let Some(row) = rows.next().map_err(&error)? {
+            if out.len() as u64 >= self.page {
+                exceeded = true;
+                break;
+            }
+            let mut attributes = Map::new();
+            for (index, name) in names.iter().enumerate() {
+                let value = row.get_ref(index).map_err(&error)?;
+                let kind = table.column_kind(name).unwrap_or(ColumnKind::Text);
+                attributes.insert(name.clone(), esri_value(value, kind));
+            }
+            out.push(attributes);
+        }
+        Ok(Outcome::Answer(QueryAnswer::Rows {
+            rows: out,
+            exceeded,
+        }))
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use std::sync::Arc;
-    use std::time::Instant;
-
-    use koop_testkit::GeneratedContent;
-
-    use super::*;
-    use koop_provider::{Field, FieldType, Metadata};
-
-    /// A generated layer of `count` points (EPSG:2193, `id` = fid) as the provider holds it.
-    fn points(dir: &std::path::Path, count: u64, id_field: bool) -> anyhow::Result<LayerState> {
-        let path = dir.join("points.gpkg");
-        GeneratedContent::Points { count }.generate(&path, 7)?;
-        let table = gpkg::inspect(&path)?;
-        let metadata = Metadata {
-            id_field: id_field.then(|| "id".to_owned()),
-            fields: table.fields(),
-            ..Metadata::default()
-        };
-        Ok(LayerState {
-            connections: Arc::new(gpkg::ConnectionPool::new(&path)),
-            table: Arc::new(table),
-            metadata,
-            checked: Instant::now(),
-        })
-    }
-
-    fn request(pairs: &[(&str, &str)]) -> ProviderRequest {
-        let mut request = ProviderRequest::default();
-        request.params.method = Some("query".to_owned());
-        request.query = pairs
-            .iter()
-            .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
-            .collect();
-        request
-    }
-
-    fn run(plan: &Plan, table: &Table) -> anyhow::Result<(Vec<geojson::Feature>, Outcome)> {
-        let mut features = Vec::new();
-        let outcome = plan.run(table, &gpkg::ConnectionPool::new(&table.path), |feature| {
-            features.push(feature);
-            true
-        })?;
-        Ok((features, outcome))
-    }
-
-    #[test]
-    fn pages_are_read_with_limit_and_offset() -> anyhow::Result<()> {
-        let dir = tempfile::tempdir()?;
-        let state = points(dir.path(), 500, true)?;
-        let page = super::plan(
-            &state,
-            &request(&[
-                ("where", "category = 'c3'"),
-                ("outFields", "id,name"),
-                ("resultOffset", "10"),
-                ("resultRecordCount", "20"),
-                ("returnGeometry", "false"),
-            ]),
-            2000,
-        )?;
-        assert_eq!(page.kind, Kind::Page);
-        assert!(page.sql.ends_with("LIMIT ? OFFSET ?"), "{}", page.sql);
-        assert!(!page.sql.contains("c3"), "values are bound: {}", page.sql);
-        assert!(page.applied.where_clause && page.applied.offset && page.applied.limit);
-        let (features, outcome) = run(&page, &state.table)?;
-        let ids: Vec<i64> = features
-            .iter()
-            .filter_map(|feature| feature.property("id").and_then(serde_json::Value::as_i64))
-            .collect();
-        assert_eq!(ids, (0..20).map(|n| 103 + 10 * n).collect::<Vec<_>>());
-        assert!(outcome.exceeded, "50 match, 30 were read");
-        assert!(features.iter().all(|feature| feature.geometry.is_none()));
-        let names: Vec<&String> = features[0]
-            .properties
-            .iter()
-            .flatten()
-            .map(|(k, _)| k)
-            .collect();
-        assert_eq!(names, ["id", "name"], "only the columns asked for");
-
-        // The last page: exactly what is left, and no more.
-        let page = super::plan(
-            &state,
-            &request(&[
-                ("where", "category = 'c3'"),
-                ("resultOffset", "40"),
-                ("resultRecordCount", "10"),
-            ]),
-            2000,
-        )?;
-        let (features, outcome) = run(&page, &state.table)?;
-        assert_eq!((features.len(), outcome.exceeded), (10, false));
-        // maxRecordCount caps the page.
-        let page = super::plan(&state, &request(&[("resultRecordCount", "400")]), 100)?;
-        let (features, outcome) = run(&page, &state.table)?;
-        assert_eq!((features.len(), outcome.exceeded), (100, true));
-        Ok(())
-    }
-
-    #[test]
-    fn counts_are_counted_in_sqlite_or_known() -> anyhow::Result<()> {
-        let dir = tempfile::tempdir()?;
-        let state = points(dir.path(), 300, true)?;
-        let all = super::plan(
-            &state,
-            &request(&[("where", "1=1"), ("returnCountOnly", "true")]),
-            2000,
-        )?;
-        assert_eq!((all.kind, all.known_count), (Kind::Count, Some(300)));
-        assert!(all.applied.all);
-        let some = super::plan(
-            &state,
-            &request(&[("where", "id <= 42"), ("returnCountOnly", "true")]),
-            2000,
-        )?;
-        assert!(some.sql.starts_with("SELECT count(*)"), "{}", some.sql);
-        assert_eq!(run(&some, &state.table)?.1.count, 42);
-        let near = super::plan(
-            &state,
-            &request(&[("geometry", "165,-48,180,-33"), ("returnCountOnly", "true")]),
-            2000,
-        )?;
-        assert!(near.sql.contains("rtree_points_geom"), "{}", near.sql);
-        assert_eq!(run(&near, &state.table)?.1.count, 300, "all of New Zealand");
-        Ok(())
-    }
-
-    #[test]
-    fn what_sqlite_cannot_answer_is_left_to_the_output() -> anyhow::Result<()> {
-        let dir = tempfile::tempdir()?;
-        // Without an idField the object id is a hash of the feature: SQL cannot filter on it.
-        let state = points(dir.path(), 50, false)?;
-        let by_hash = super::plan(&state, &request(&[("where", "OBJECTID = 12345")]), 2000)?;
-        assert_eq!(by_hash.kind, Kind::Rows);
-        assert!(!by_hash.applied.where_clause && !by_hash.applied.limit);
-        let (features, _) = run(&by_hash, &state.table)?;
-        assert_eq!(
-            features.len(),
-            50,
-            "every row, whole, for the output to hash"
-        );
-        assert!(features.iter().all(|feature| {
-            feature.geometry.is_some()
-                && feature
-                    .properties
-                    .as_ref()
-                    .is_some_and(|p| p.len() == state.table.columns.len())
-        }));
-        let statistics = super::plan(
-            &state,
-            &request(&[
-                (
-                    "outStatistics",
-                    r#"[{"statisticType":"sum","onStatisticField":"value"}]"#,
-                ),
-                ("where", "id > 25"),
-            ]),
-            2000,
-        )?;
-        assert_eq!(statistics.kind, Kind::Rows);
-        assert!(statistics.applied.where_clause);
-        assert_eq!(run(&statistics, &state.table)?.0.len(), 25);
-        let invalid = super::plan(
-            &state,
-            &request(&[("where", "id = 1 OR 1 = (SELECT 1)")]),
-            2000,
-        );
-        assert!(
-            matches!(invalid, Err(ProviderError::InvalidQuery { .. })),
-            "{invalid:?}"
-        );
-        // Field types are those of the metadata.
-        assert!(
-            state
-                .metadata
-                .fields
-                .contains(&Field::new("observed", FieldType::Date))
-        );
-        Ok(())
+/// A statistic's value: a date's minimum or maximum as epoch milliseconds, numbers as numbers.
+fn statistic_value(statistic: &Statistic, value: ValueRef<'_>, table: &Table) -> Json {
+    let kind = table
+        .column_kind(&statistic.field)
+        .unwrap_or(ColumnKind::Text);
+    let value = match (statistic.kind, value) {
+        (StatisticType::Stddev, ValueRef::Real(variance)) => {
+            return serde_json::Number::from_f64(variance.max(0.0).sqrt())
+                .map_or(Json::Null, Json::Number);
+        }
+        (StatisticType::Min | StatisticType::Max, value) => return esri_value(value, kind),
+        (_, value) => value,
+    };
+    match value {
+        ValueRef::Integer(number) => Json::from(number),
+        ValueRef::Real(number) => {
+            serde_json::Number::from_f64(number).map_or(Json::Null, Json::Number)
+        }
+        ValueRef::Text(text) => Json::String(String::from_utf8_lossy(text).into_owned()),
+        ValueRef::Null | ValueRef::Blob(_) => Json::Null,
     }
 }

@@ -71,7 +71,8 @@ pub use infer::{infer_fields, is_iso_date};
 pub use koop_types::Epsg;
 pub use model::{
     Credentials, Field, FieldType, FiltersApplied, GeometryType, Metadata, Method, ProviderData,
-    ProviderRequest, ProviderRoute, ProviderStream, Registration, RouteHandler, RouteParams, Token,
+    ProviderRequest, ProviderRoute, ProviderStream, QueryAnswer, Registration, RouteHandler,
+    RouteParams, Token,
 };
 pub use provider::{Provider, default_key};
 pub use validate::{GeoJsonValidator, feature_problems};

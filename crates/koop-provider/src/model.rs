@@ -43,6 +43,12 @@ pub struct ProviderRequest {
     pub base_url: Option<String>,
     /// The request's path, without its query (which may hold a token), for logs.
     pub path: String,
+    /// When the server stops waiting for the answer (its per-request deadline); work still
+    /// running then should stop (the Koordinates provider interrupts its SQLite statement).
+    pub deadline: Option<std::time::Instant>,
+    /// The `If-None-Match` header: entity tags the caller holds (RFC 9110 §13.1.2), so an
+    /// output that tags its answers can answer `304 Not Modified`.
+    pub if_none_match: Option<String>,
 }
 
 impl ProviderRequest {
@@ -221,6 +227,39 @@ pub struct ProviderData {
     /// The number of features matching the request before paging, when the provider paged
     /// itself (so outputs can tell whether more exist).
     pub count: Option<u64>,
+    /// A query the provider answered whole ([`QueryAnswer`]), with `filtersApplied.all`.
+    pub answer: Option<QueryAnswer>,
+    /// A tag that changes whenever the data changes (the Koordinates provider: the cache
+    /// entry's name, which holds the layer version), for HTTP caches (`ETag`).
+    pub version_tag: Option<String>,
+}
+
+/// A Geoservices query the provider answered whole, as Koop lets providers pass `count`,
+/// `extent` and `statistics` with `filtersApplied.all`: what the output returns instead of
+/// features. Providers that answer queries in their source (SQL) return it so the output need
+/// not see every feature.
+#[derive(Debug, Clone, PartialEq)]
+pub enum QueryAnswer {
+    /// `returnIdsOnly`: the object ids of the matching features, in order.
+    ObjectIds(Vec<i64>),
+    /// `returnExtentOnly`, with the count for `returnCountOnly`: `[xmin, ymin, xmax, ymax]` of
+    /// the matching features in the output CRS (`crs`, or EPSG:4326); `None` when none match.
+    Extent {
+        /// The extent.
+        extent: Option<[f64; 4]>,
+        /// The number of matching features, when asked for.
+        count: Option<u64>,
+    },
+    /// `outStatistics` (one row per group) or `returnDistinctValues` (one row per distinct
+    /// combination): Esri attributes (dates as epoch milliseconds), and whether more rows exist
+    /// than were returned (the page rules of `resultOffset`/`resultRecordCount` and
+    /// `maxRecordCount` apply).
+    Rows {
+        /// The rows.
+        rows: Vec<serde_json::Map<String, serde_json::Value>>,
+        /// More rows exist.
+        exceeded: bool,
+    },
 }
 
 impl ProviderData {
@@ -258,6 +297,10 @@ pub struct ProviderStream {
     /// The number of features matching the request before paging, when the provider counted
     /// them itself (as [`ProviderData::count`]).
     pub count: Option<u64>,
+    /// A query the provider answered whole (as [`ProviderData::answer`]).
+    pub answer: Option<QueryAnswer>,
+    /// A tag that changes whenever the data changes (as [`ProviderData::version_tag`]).
+    pub version_tag: Option<String>,
     /// The features.
     pub features: BoxStream<'static, Result<geojson::Feature, ProviderError>>,
 }
@@ -270,6 +313,8 @@ impl ProviderStream {
             filters_applied: data.filters_applied,
             crs: data.crs,
             count: data.count,
+            answer: data.answer,
+            version_tag: data.version_tag,
             features: Box::pin(futures::stream::iter(data.features.into_iter().map(Ok))),
         }
     }
@@ -282,6 +327,7 @@ impl std::fmt::Debug for ProviderStream {
             .field("filters_applied", &self.filters_applied)
             .field("crs", &self.crs)
             .field("count", &self.count)
+            .field("answer", &self.answer)
             .finish_non_exhaustive()
     }
 }

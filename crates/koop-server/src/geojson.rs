@@ -96,7 +96,8 @@ async fn geojson(context: OutputContext, request: ProviderRequest) -> Response {
             }
         },
     );
-    let mut response = Response::new(Body::from_stream(body));
+    // Fused: a body layer (compression) may poll once more after the end.
+    let mut response = Response::new(Body::from_stream(body.fuse()));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/geo+json"),

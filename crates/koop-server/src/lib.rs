@@ -12,6 +12,12 @@
 //! provider's `get_stream` in bounded memory. Errors are JSON with their HTTP status:
 //! `{"error": {"code": 404, "message": "…"}}`; the server keeps serving.
 //!
+//! Safe on a network: every request carries a deadline and a bounded body, answers are
+//! compressed as the client asks, CORS lets web maps on other origins read them, and the log
+//! never shows a token. [`serve`] runs the router with bounded header reads, idle connections,
+//! stalled writes and connection counts ([`ServeOptions`]); `axum::serve` works too, without
+//! those bounds.
+//!
 //! # Example
 //!
 //! ```no_run
@@ -35,16 +41,23 @@
 //! let router = koop_server::ServerBuilder::default().provider(Empty).build()?;
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
 //! // GET /empty/anything/geojson
-//! axum::serve(listener, router).await?;
+//! koop_server::serve(listener, router, koop_server::ServeOptions::default(), async {
+//!     let _ = tokio::signal::ctrl_c().await;
+//! })
+//! .await?;
 //! # Ok(())
 //! # }
 //! ```
 #![deny(missing_docs)]
 
 pub use geojson::GeoJsonOutput;
+pub use layers::redacted_uri;
 pub use output::{Output, OutputContext, OutputHandler, OutputRoute, error_response, log_failure};
-pub use server::{ServerBuilder, ServerError};
+pub use serve::{ServeOptions, serve};
+pub use server::{Cors, ServerBuilder, ServerError};
 
 mod geojson;
+mod layers;
 mod output;
+mod serve;
 mod server;

@@ -83,6 +83,8 @@ impl OutputContext {
                 filters_applied: data.filters_applied,
                 crs: data.crs,
                 count: data.count,
+                answer: data.answer.clone(),
+                version_tag: data.version_tag.clone(),
                 features: Box::pin(futures::stream::iter(features)),
             });
         }

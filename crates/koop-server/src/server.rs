@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -34,12 +35,29 @@ pub enum ServerError {
     },
 }
 
-/// Builds the koop server: providers, outputs, the data cache and the validator.
+/// Which browser origins may read the server's answers (CORS).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cors {
+    /// Any origin (the default: ArcGIS Online, esri-leaflet and other web maps read layers from
+    /// pages on their own origins; no credentials are involved).
+    AnyOrigin,
+    /// Only these origins, e.g. `https://www.arcgis.com`.
+    Origins(Vec<String>),
+    /// No CORS headers: browsers allow same-origin pages only.
+    Off,
+}
+
+/// Builds the koop server: providers, outputs, the data cache and the validator, and the bounds
+/// every request gets (a deadline, a body limit), CORS and response compression.
 pub struct ServerBuilder {
     providers: Vec<Arc<dyn Provider>>,
     outputs: Vec<Arc<dyn Output>>,
     cache: Arc<DataCache>,
     validator: Arc<GeoJsonValidator>,
+    request_timeout: Duration,
+    body_limit: usize,
+    cors: Cors,
+    compression: bool,
 }
 
 impl std::fmt::Debug for ServerBuilder {
@@ -66,13 +84,18 @@ impl std::fmt::Debug for ServerBuilder {
 }
 
 impl Default for ServerBuilder {
-    /// The GeoJSON output, a [`DataCache::default`], and validation unless `KOOP_ENV=production`.
+    /// The GeoJSON output, a [`DataCache::default`], validation unless `KOOP_ENV=production`,
+    /// a 30 s request deadline, 2 MiB request bodies, CORS for any origin and compression.
     fn default() -> Self {
         Self {
             providers: Vec::new(),
             outputs: vec![Arc::new(GeoJsonOutput)],
             cache: Arc::new(DataCache::default()),
             validator: Arc::new(GeoJsonValidator::from_env()),
+            request_timeout: Duration::from_secs(30),
+            body_limit: 2 << 20,
+            cors: Cors::AnyOrigin,
+            compression: true,
         }
     }
 }
@@ -136,6 +159,7 @@ fn body_fields(headers: &HeaderMap, body: &[u8]) -> BTreeMap<String, String> {
 
 /// The framework-independent request of an HTTP request.
 fn provider_request(
+    deadline: Option<std::time::Instant>,
     path: &str,
     params: &HashMap<String, String>,
     query: Option<&str>,
@@ -174,6 +198,7 @@ fn provider_request(
         });
     ProviderRequest {
         base_url,
+        deadline,
         path: path.to_owned(),
         params: RouteParams {
             host: params.get("host").cloned(),
@@ -182,13 +207,14 @@ fn provider_request(
             method: params.get("method").cloned(),
         },
         token: fields.get("token").cloned().or(bearer),
+        if_none_match: header_text(&header::IF_NONE_MATCH),
         query: fields,
     }
 }
 
 type Handler = Arc<dyn Fn(ProviderRequest) -> BoxFuture<'static, Response> + Send + Sync>;
 
-fn method_router(methods: &[Method], handler: &Handler) -> MethodRouter {
+fn method_router(methods: &[Method], handler: &Handler, timeout: Duration) -> MethodRouter {
     let make = |handler: Handler| {
         move |OriginalUri(uri): OriginalUri,
               Path(params): Path<HashMap<String, String>>,
@@ -197,8 +223,15 @@ fn method_router(methods: &[Method], handler: &Handler) -> MethodRouter {
               body: Bytes| {
             let handler = handler.clone();
             async move {
-                let request =
-                    provider_request(uri.path(), &params, query.as_deref(), &headers, &body);
+                let deadline = std::time::Instant::now().checked_add(timeout);
+                let request = provider_request(
+                    deadline,
+                    uri.path(),
+                    &params,
+                    query.as_deref(),
+                    &headers,
+                    &body,
+                );
                 handler(request).await
             }
         }
@@ -266,6 +299,38 @@ impl ServerBuilder {
         self
     }
 
+    /// The deadline of each request (default 30 s): providers see it as
+    /// [`ProviderRequest::deadline`] and stop their work then; a handler still running a second
+    /// later is answered `408`. A streamed response's body is not bounded by it (only by the
+    /// write timeout of [`serve`](crate::serve)).
+    #[must_use]
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Largest request body, in bytes (default 2 MiB); a larger one is answered `413`.
+    #[must_use]
+    pub fn body_limit(mut self, bytes: usize) -> Self {
+        self.body_limit = bytes;
+        self
+    }
+
+    /// Which origins may read answers from a browser (default any).
+    #[must_use]
+    pub fn cors(mut self, cors: Cors) -> Self {
+        self.cors = cors;
+        self
+    }
+
+    /// Whether answers are compressed as `Accept-Encoding` asks (gzip, br, zstd, deflate;
+    /// default on).
+    #[must_use]
+    pub fn compression(mut self, compression: bool) -> Self {
+        self.compression = compression;
+        self
+    }
+
     /// The router: `GET /status`, every output's routes for every provider, and every
     /// provider's extra routes.
     ///
@@ -318,7 +383,7 @@ impl ServerBuilder {
                     });
                 }
             }
-            let methods_router = method_router(&methods, &handler);
+            let methods_router = method_router(&methods, &handler, self.request_timeout);
             match grouped.iter_mut().find(|(existing, _)| *existing == path) {
                 Some((_, existing)) => {
                     let merged = std::mem::take(existing).merge(methods_router);
@@ -334,7 +399,15 @@ impl ServerBuilder {
         for (path, methods_router) in grouped {
             app = app.route(&path, methods_router);
         }
-        Ok(app)
+        Ok(crate::layers::wrap(
+            app,
+            &crate::layers::Layers {
+                request_timeout: self.request_timeout,
+                body_limit: self.body_limit,
+                cors: self.cors,
+                compression: self.compression,
+            },
+        ))
     }
 }
 
@@ -374,6 +447,7 @@ mod tests {
             "application/x-www-form-urlencoded".parse().expect("header"),
         );
         let request = provider_request(
+            None,
             "/test/sample/FeatureServer/0/query",
             &params,
             Some("f=json&where=1%3D1"),
@@ -393,6 +467,7 @@ mod tests {
         );
         headers.insert(header::HOST, "127.0.0.1:8080".parse().expect("header"));
         let request = provider_request(
+            None,
             "/test/sample/FeatureServer/0/query",
             &params,
             None,
@@ -406,7 +481,7 @@ mod tests {
             header::HOST,
             "evil.example/<script>".parse().expect("header"),
         );
-        let request = provider_request("/", &params, None, &headers, b"");
+        let request = provider_request(None, "/", &params, None, &headers, b"");
         assert_eq!(
             request.base_url, None,
             "a Host that is not a host name is ignored"

@@ -62,6 +62,20 @@ pub enum Error {
         attempts: u32,
     },
 
+    /// The layer is of a kind the fetch policy does not allow (a raster asked of a feature
+    /// server, say); nothing was exported.
+    #[error(
+        "layer {layer_id} on {domain} is a {kind} layer, which is not served here; nothing was exported"
+    )]
+    KindNotAllowed {
+        /// Koordinates domain.
+        domain: koop_types::Domain,
+        /// Layer id.
+        layer_id: u64,
+        /// Its kind.
+        kind: String,
+    },
+
     /// A background task failed (a panic in a blocking cache operation).
     #[error("an internal task failed: {0}")]
     Task(String),

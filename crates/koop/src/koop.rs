@@ -314,6 +314,44 @@ impl Koop {
         }
     }
 
+    /// [`Koop::fetch_layer`] under a [`FetchPolicy`]: a layer of a kind the policy does not allow
+    /// is refused from its details, before any export ([`Error::KindNotAllowed`]; a version
+    /// already cached is still answered), and exports wait for one of the policy's export slots,
+    /// shared by every fetch given the same policy.
+    ///
+    /// # Errors
+    ///
+    /// As [`Koop::fetch_layer`], and [`Error::KindNotAllowed`].
+    pub async fn fetch_layer_with(
+        &self,
+        layer_id: u64,
+        policy: &FetchPolicy,
+        observer: &dyn Observer,
+    ) -> Result<FetchedLayer> {
+        match self.lookup(layer_id, observer).await? {
+            Lookup::Found(fetched) => Ok(*fetched),
+            Lookup::Missing(details) => {
+                if let Some(kinds) = &policy.kinds {
+                    let kind = details.kind.clone();
+                    if !kind.as_ref().is_some_and(|kind| kinds.contains(kind)) {
+                        return Err(Error::KindNotAllowed {
+                            domain: self.domain.clone(),
+                            layer_id,
+                            kind: kind
+                                .map_or_else(|| "unknown".to_owned(), |kind| kind.to_string()),
+                        });
+                    }
+                }
+                let limits = Limits {
+                    exports: policy.exports.clone(),
+                    downloads: None,
+                };
+                self.fetch_missing(layer_id, *details, observer, &limits)
+                    .await
+            }
+        }
+    }
+
     /// The first half of a fetch: the layer details (or, offline, the cache alone) and the cache
     /// lookup, including linking a metadata-only version to its data.
     pub(crate) async fn lookup(&self, layer_id: u64, observer: &dyn Observer) -> Result<Lookup> {
@@ -647,6 +685,27 @@ pub(crate) enum Lookup {
     Found(Box<FetchedLayer>),
     /// Not cached: the details to export from.
     Missing(Box<LayerDetails>),
+}
+
+/// What a fetch may do: which kinds of layer it may export, and how many exports may be in
+/// flight at once across every fetch sharing the policy (a server in front of many users).
+#[derive(Debug, Clone, Default)]
+pub struct FetchPolicy {
+    /// Kinds that may be exported; `None` for every kind koop exports.
+    pub kinds: Option<Vec<LayerKind>>,
+    /// Export slots, shared by the fetches given this policy; `None` for no bound.
+    pub exports: Option<Arc<Semaphore>>,
+}
+
+impl FetchPolicy {
+    /// Vector layers and tables only (what a feature server serves), with at most
+    /// `max_exports` exports in flight.
+    pub fn features(max_exports: usize) -> Self {
+        Self {
+            kinds: Some(vec![LayerKind::Vector, LayerKind::Table]),
+            exports: Some(Arc::new(Semaphore::new(max_exports.max(1)))),
+        }
+    }
 }
 
 /// Bounds on the stages of concurrent fetches; unbounded by default.

@@ -33,7 +33,7 @@
 #![deny(missing_docs)]
 
 pub use error::{Error, Result};
-pub use koop::{FetchedLayer, Koop, KoopBuilder, get_layer_from_id};
+pub use koop::{FetchPolicy, FetchedLayer, Koop, KoopBuilder, get_layer_from_id};
 pub use koop_api::{
     ExportFormat, ExportState, KoordinatesConnection, LayerDetails, LayerKind, RetryPolicy,
 };

@@ -192,7 +192,8 @@ pub(crate) async fn get(
     })
 }
 
-fn read_list(from: &Path) -> Result<String> {
+/// The text of a list file, or of standard input for `-`.
+pub(crate) fn read_list(from: &Path) -> Result<String> {
     if from == Path::new("-") {
         let mut text = String::new();
         std::io::stdin()

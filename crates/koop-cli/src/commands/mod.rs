@@ -68,7 +68,7 @@ pub(crate) async fn run(cli: Cli, bars: bool) -> Result<Status> {
             } => cache::gc(&global, keep, older_than_days, dry_run, json),
             CacheAction::Path => cache::path(&global),
         },
-        Command::Serve { bind, deadline } => serve::serve(&global, &bind, deadline).await,
+        Command::Serve { options, deadline } => serve::serve(&global, &options, deadline).await,
         Command::Demo => demo::demo(&global, bars).await,
     }
 }

@@ -1,14 +1,16 @@
 //! `koop serve`: Koordinates layers for GIS clients, through the cache.
 
-use anyhow::{Context, Result};
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use koop::Domain;
 use koop_featureserver::FeatureServerOutput;
-use koop_provider_koordinates::{KoordinatesConfig, KoordinatesProvider};
-use koop_server::ServerBuilder;
-use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
-use tracing::Level;
+use koop_provider_koordinates::{KoordinatesConfig, KoordinatesProvider, ServedLayers};
+use koop_server::{Cors, ServeOptions, ServerBuilder};
 
 use crate::Status;
-use crate::cli::{Deadline, Global};
+use crate::cli::{Deadline, Global, ServeArgs};
+use crate::ids::{parse_layer_ref, parse_list};
 
 /// Resolves on Ctrl-C (SIGINT) or SIGTERM.
 async fn shutdown_signal() {
@@ -33,37 +35,113 @@ async fn shutdown_signal() {
     tracing::info!("shutting down: finishing the requests in flight");
 }
 
-/// `koop serve [--bind ADDRESS]`.
-pub(crate) async fn serve(global: &Global, bind: &str, deadline: Deadline) -> Result<Status> {
+/// The layers `--layers` names: each value is ids or URLs separated by commas, or `@FILE`.
+/// A URL on a site that is not a `--domain` is refused, as for `koop mirror`.
+fn listed_layers(values: &[String], allowed: &[Domain]) -> Result<Vec<(Domain, u64)>> {
+    let mut layers = Vec::new();
+    let mut bad = Vec::new();
+    for value in values {
+        let entries: Vec<(String, _)> = match value.strip_prefix('@') {
+            Some(file) => {
+                let text = super::fetch::read_list(Path::new(file))?;
+                parse_list(&text)
+                    .into_iter()
+                    .map(|line| (format!("{file}:{}", line.number), line.layer))
+                    .collect()
+            }
+            None => value
+                .split(',')
+                .map(str::trim)
+                .filter(|part| !part.is_empty())
+                .map(|part| (format!("--layers {part}"), parse_layer_ref(part)))
+                .collect(),
+        };
+        for (place, layer) in entries {
+            match layer
+                .map_err(|error| error.to_string())
+                .and_then(|layer| Ok((super::domain_of(allowed, &layer)?, layer.id)))
+            {
+                Ok(layer) => layers.push(layer),
+                Err(error) => bad.push(format!("{place}: {error}")),
+            }
+        }
+    }
+    if !bad.is_empty() {
+        bail!("cannot serve these layers:\n  {}", bad.join("\n  "));
+    }
+    Ok(layers)
+}
+
+/// `--cors-origin` values as a policy: none given is any origin, `none` is off.
+fn cors(origins: &[String]) -> Result<Cors> {
+    match origins {
+        [] => Ok(Cors::AnyOrigin),
+        [only] if only.eq_ignore_ascii_case("none") => Ok(Cors::Off),
+        _ => {
+            for origin in origins {
+                let parsed = url::Url::parse(origin)
+                    .ok()
+                    .filter(|url| url.has_host() && url.path() == "/" && url.query().is_none());
+                if parsed.is_none() {
+                    bail!(
+                        "--cors-origin {origin:?} is not an origin: give scheme and host, e.g. https://www.arcgis.com"
+                    );
+                }
+            }
+            Ok(Cors::Origins(
+                origins
+                    .iter()
+                    .map(|origin| origin.trim_end_matches('/').to_owned())
+                    .collect(),
+            ))
+        }
+    }
+}
+
+/// `koop serve`.
+pub(crate) async fn serve(global: &Global, args: &ServeArgs, deadline: Deadline) -> Result<Status> {
     let domains = super::allowed_domains(global)?;
+    let listed = listed_layers(&args.layers, &domains)?;
     if !global.offline && std::env::var_os(&global.api_key_env).is_none() {
         tracing::warn!(
             "{} is not set: cached layers are served, others answer 503 until a key is given",
             global.api_key_env
         );
     }
+    let layers = if args.any_layer {
+        tracing::warn!(
+            "--any-layer: any client can make this server export any layer of {}",
+            domains
+                .iter()
+                .map(Domain::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        ServedLayers::Any
+    } else {
+        ServedLayers::listed(listed.iter().cloned())
+    };
     let provider = KoordinatesProvider::new(KoordinatesConfig {
         domains: domains.clone(),
+        layers,
         export_timeout: deadline.timeout,
         api_key: None,
         api_key_env: global.api_key_env.clone(),
         cache_dir: global.cache_dir.clone(),
         offline: global.offline,
         export_crs: global.crs,
+        max_exports: args.max_exports.max(1),
         ..KoordinatesConfig::default()
     });
     let router = ServerBuilder::default()
         .provider(provider)
-        .output(FeatureServerOutput::default())
-        .build()?
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
-                .on_response(DefaultOnResponse::new().level(Level::INFO)),
-        );
-    let listener = tokio::net::TcpListener::bind(bind)
+        .output(FeatureServerOutput::default().cache_max_age(args.cache_max_age))
+        .request_timeout(args.request_timeout)
+        .cors(cors(&args.cors_origin)?)
+        .build()?;
+    let listener = tokio::net::TcpListener::bind(&args.bind)
         .await
-        .with_context(|| format!("cannot listen on {bind}"))?;
+        .with_context(|| format!("cannot listen on {}", args.bind))?;
     let address = listener.local_addr()?;
     println!("koop serve: listening on http://{address}");
     for domain in &domains {
@@ -73,9 +151,68 @@ pub(crate) async fn serve(global: &Global, bind: &str, deadline: Deadline) -> Re
             "  FeatureServer: http://{address}/koordinates/rest/services/{host}/{{layer id}}/FeatureServer"
         );
     }
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown_signal())
+    if !args.any_layer {
+        println!(
+            "  fetched on demand: {}; cached layers are served as they are",
+            match listed.len() {
+                0 => "no layer (name some with --layers)".to_owned(),
+                1 => "1 listed layer".to_owned(),
+                n => format!("{n} listed layers"),
+            }
+        );
+    }
+    let options = ServeOptions {
+        max_connections: args.max_connections.max(1),
+        ..ServeOptions::default()
+    };
+    koop_server::serve(listener, router, options, shutdown_signal())
         .await
         .context("the server failed")?;
     Ok(Status::Done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn domains() -> Vec<Domain> {
+        vec![Domain::parse("data.linz.govt.nz").expect("a domain")]
+    }
+
+    #[test]
+    fn layers_are_ids_and_urls_by_commas() {
+        let layers = listed_layers(
+            &[
+                "50772, 51571".to_owned(),
+                "https://data.linz.govt.nz/layer/53382-nz-roads/".to_owned(),
+            ],
+            &domains(),
+        )
+        .expect("layers");
+        let ids: Vec<u64> = layers.iter().map(|(_, id)| *id).collect();
+        assert_eq!(ids, [50772, 51571, 53382]);
+    }
+
+    #[test]
+    fn a_foreign_site_or_a_bad_id_is_refused_with_its_place() {
+        let error = listed_layers(
+            &["12,abc,https://example.com/layer/5/".to_owned()],
+            &domains(),
+        )
+        .expect_err("refused");
+        let text = format!("{error:#}");
+        assert!(text.contains("--layers abc"), "{text}");
+        assert!(text.contains("example.com"), "{text}");
+    }
+
+    #[test]
+    fn cors_origins_are_checked() {
+        assert_eq!(cors(&[]).expect("any"), Cors::AnyOrigin);
+        assert_eq!(cors(&["none".to_owned()]).expect("off"), Cors::Off);
+        assert_eq!(
+            cors(&["https://www.arcgis.com/".to_owned()]).expect("one"),
+            Cors::Origins(vec!["https://www.arcgis.com".to_owned()])
+        );
+        assert!(cors(&["www.arcgis.com".to_owned()]).is_err());
+    }
 }

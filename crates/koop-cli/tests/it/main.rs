@@ -424,7 +424,7 @@ async fn serve_answers_geojson_and_featureserver_and_stops_cleanly_on_sigint() -
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_koop"))
         .args(["--domain", &server.base_url(), "--cache-dir"])
         .arg(cache.path())
-        .args(["serve", "--bind", "127.0.0.1:0"])
+        .args(["serve", "--bind", "127.0.0.1:0", "--layers", "1001"])
         .env("KOORDINATES_API_KEY", server.api_key())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -444,6 +444,18 @@ async fn serve_answers_geojson_and_featureserver_and_stops_cleanly_on_sigint() -
     assert_eq!(json["features"].as_array().map(Vec::len), Some(177));
     let response = reqwest::get(format!("{base}/koordinates/{host}/424242/geojson")).await?;
     assert_eq!(response.status(), 404);
+    // Neither an unknown nor an unlisted layer is asked of the site, let alone exported.
+    let response = reqwest::get(format!("{base}/koordinates/{host}/1002/geojson")).await?;
+    assert_eq!(response.status(), 404);
+    assert!(
+        server
+            .requests()
+            .iter()
+            .all(|request| !request.path.contains("/1002") && !request.path.contains("/424242")),
+        "{:?}",
+        server.requests()
+    );
+    assert_eq!(server.exports_created_for(1002), 0);
     let response = reqwest::get(format!("{base}/status")).await?;
     assert_eq!(response.status(), 200);
     // The same layer as an ArcGIS feature service.

@@ -7,6 +7,7 @@
 mod example;
 
 mod auth;
+mod caching;
 mod compare;
 mod koordinates;
 

@@ -1,6 +1,8 @@
 //! koop-server with the Koordinates provider (against koop-testkit) and a second provider, over
 //! real HTTP on loopback.
 
+mod network;
+
 #[allow(dead_code, reason = "only the provider of the example is used")]
 #[path = "../../examples/geojson_file_provider.rs"]
 mod example;
@@ -17,7 +19,7 @@ use koop_provider::{
     Field, FieldType, GeoJsonValidator, Metadata, Provider, ProviderData, ProviderError,
     ProviderRequest,
 };
-use koop_provider_koordinates::{KoordinatesConfig, KoordinatesProvider};
+use koop_provider_koordinates::{KoordinatesConfig, KoordinatesProvider, ServedLayers};
 use koop_server::ServerBuilder;
 use koop_testkit::{ExportFaults, ExportOutcome, TestServer};
 use serde_json::Value;
@@ -31,6 +33,7 @@ async fn serve(router: axum::Router) -> Result<String> {
 fn koordinates(server: &TestServer, cache: &Path) -> KoordinatesProvider {
     KoordinatesProvider::new(KoordinatesConfig {
         domains: vec![server.site()],
+        layers: ServedLayers::Any,
         api_key: Some(server.api_key().to_owned()),
         cache_dir: Some(cache.to_owned()),
         ..KoordinatesConfig::default()
@@ -180,11 +183,13 @@ async fn a_koordinates_layer_is_served_with_every_feature_in_wgs84() -> Result<(
         .iter()
         .filter_map(|field| field["name"].as_str())
         .collect();
+    // The text `id` is no object id: the GeoPackage fid is the idField, served as a field.
     assert_eq!(
         names,
-        ["id", "name"],
+        ["fid", "id", "name"],
         "the layer schema, without the geometry"
     );
+    assert_eq!(metadata["idField"], "fid");
 
     // Served again from the provider's state: no new export, at most one request.
     let before = server.counters();
@@ -396,6 +401,7 @@ async fn errors_are_json_with_their_status_and_the_server_keeps_serving() -> Res
     let cache = tempfile::tempdir()?;
     let without_key = KoordinatesProvider::new(KoordinatesConfig {
         domains: vec![server.site()],
+        layers: ServedLayers::Any,
         api_key_env: "KOOP_SERVER_TEST_VARIABLE_NEVER_SET".to_owned(),
         cache_dir: Some(cache.path().to_owned()),
         ..KoordinatesConfig::default()
