@@ -1,6 +1,6 @@
 //! `cargo xtask tidy`: the rules of the workspace that the compiler does not keep.
 //!
-//! 1. The server knows no data source: `koop-server` and `koop-featureserver` have no normal
+//! 1. The server knows no data source: `koop-server`, `koop-featureserver` and `koop-auth` have no normal
 //!    dependency, direct or transitive, on `koop`, `koop-api`, `reqwest` or `rusqlite`.
 //! 2. Test code stays test code: no library crate depends on `koop-testkit` outside
 //!    dev-dependencies (binaries such as `koop-cli`, whose `koop demo` runs the test server, may).
@@ -19,7 +19,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
 /// Crates that must not reach a data source.
-const SERVER_CRATES: [&str; 2] = ["koop-server", "koop-featureserver"];
+const SERVER_CRATES: [&str; 3] = ["koop-server", "koop-featureserver", "koop-auth"];
 /// What the server crates must not depend on.
 const DATA_SOURCE_CRATES: [&str; 4] = ["koop", "koop-api", "reqwest", "rusqlite"];
 /// The crate that is for tests only.

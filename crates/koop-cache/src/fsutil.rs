@@ -81,12 +81,31 @@ pub(crate) fn hash_file(path: &Path) -> std::io::Result<(String, u64)> {
     Ok((hasher.finalize().to_hex().to_string(), size))
 }
 
-/// Hard-links `from` to `to`, copying when the file system cannot link.
+/// Hard-links `from` to `to`, copying when the file system cannot link; a copy is fsynced (a
+/// link shares the synced data of `from`). The caller syncs `to`'s directory.
 pub(crate) fn link_or_copy(from: &Path, to: &Path) -> Result<()> {
     if std::fs::hard_link(from, to).is_ok() {
         return Ok(());
     }
-    std::fs::copy(from, to)
-        .map(drop)
-        .map_err(Error::io("copying", to))
+    std::fs::copy(from, to).map_err(Error::io("copying", to))?;
+    File::open(to)
+        .and_then(|file| file.sync_all())
+        .map_err(Error::io("syncing", to))
+}
+
+/// Syncs `dir` and every directory under it (their entries: the files created in them), so a
+/// directory published by one rename holds its files after a crash.
+pub(crate) fn sync_tree(dir: &Path) -> Result<()> {
+    let mut pending = vec![dir.to_owned()];
+    while let Some(dir) = pending.pop() {
+        let entries = std::fs::read_dir(&dir).map_err(Error::io("listing", &dir))?;
+        for entry in entries {
+            let entry = entry.map_err(Error::io("listing", &dir))?;
+            if entry.file_type().is_ok_and(|kind| kind.is_dir()) {
+                pending.push(entry.path());
+            }
+        }
+        sync_dir(&dir)?;
+    }
+    Ok(())
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use koop_types::Domain;
 
 use crate::error::{Error, Result};
-use crate::fsutil::{link_or_copy, rename_durable, sync_dir, write_atomic};
+use crate::fsutil::{link_or_copy, rename_durable, sync_dir, sync_tree, write_atomic};
 use crate::guards::{EntryLock, Staging};
 use crate::key::EntryKey;
 use crate::manifest::{LayerInfo, MANIFEST_VERSION, Manifest, ManifestFile};
@@ -432,6 +432,8 @@ impl Cache {
                     // An orphan of an interrupted publish: no manifest points at it.
                     std::fs::remove_dir_all(&target).map_err(Error::io("removing", &target))?;
                 }
+                // The tiles were synced as they were written; their directories' entries too.
+                sync_tree(dir)?;
                 rename_durable(dir, &target)?;
                 let files = files
                     .iter()
@@ -518,7 +520,11 @@ impl Cache {
         if target.is_dir() {
             std::fs::remove_dir_all(&target).map_err(Error::io("removing", &target))?;
         }
-        rename_durable(&staging.path().join(&top), &target)?;
+        let staged_top = staging.path().join(&top);
+        if staged_top.is_dir() {
+            sync_tree(&staged_top)?;
+        }
+        rename_durable(&staged_top, &target)?;
         let metadata_xml = match &source.manifest.metadata_xml {
             Some(xml) => {
                 let name = format!("{stem}.xml");

@@ -87,6 +87,12 @@ pub(crate) struct ServeArgs {
     /// max-age`); answers carry an ETag either way.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     pub(crate) cache_max_age: std::time::Duration,
+    /// Require a token for every layer: users and their password hashes in a JSON file
+    /// (`{"users": [{"username": "analyst", "password_hash": "$argon2id$…"}],
+    /// "token_minutes": 60}`; hashes from `koop hash-password`). Clients get tokens from
+    /// `POST …/rest/generateToken`.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) auth_file: Option<PathBuf>,
     /// Most connections open at once; more are closed as they arrive.
     #[arg(long, value_name = "N", default_value_t = 1024)]
     pub(crate) max_connections: usize,
@@ -216,6 +222,9 @@ pub(crate) enum Command {
     /// Mirror the built-in demo layers from an in-process fake Koordinates site, twice: the
     /// second run is served from the cache.
     Demo,
+    /// Read a password from standard input and print its argon2id hash, for the users file of
+    /// `koop serve --auth-file` (`{"users": [{"username": …, "password_hash": …}]}`).
+    HashPassword,
 }
 
 #[derive(Debug, Subcommand)]

@@ -7,7 +7,7 @@
 //! | route | answer |
 //! | --- | --- |
 //! | `/{ns}/rest/info` | API version; token service when the provider issues tokens |
-//! | `/{ns}/rest/generateToken` | `{token, expires, ssl}` from the provider's `authenticate` |
+//! | `/{ns}/rest/generateToken` | `{token, expires, ssl}` from the provider's `authenticate` (POST only) |
 //! | `/{ns}/rest/services/{params}/FeatureServer` | the service: one layer (or table) |
 //! | `…/FeatureServer/layers` | every layer, described |
 //! | `…/FeatureServer/{layer}` and `…/{layer}/info` | one layer: fields, extent, capabilities |
@@ -142,6 +142,8 @@ struct Settings {
 enum Operation {
     RestInfo,
     GenerateToken,
+    /// `generateToken` by GET: refused, the password would be in the URL.
+    GenerateTokenByGet,
     Server,
     Layers,
     Layer,
@@ -160,6 +162,10 @@ impl Output for FeatureServerOutput {
             (
                 "$namespace/rest/generateToken".to_owned(),
                 Operation::GenerateToken,
+            ),
+            (
+                "$namespace/rest/generateToken".to_owned(),
+                Operation::GenerateTokenByGet,
             ),
         ];
         for prefix in [
@@ -198,10 +204,16 @@ impl Output for FeatureServerOutput {
                 OutputRoute {
                     absolute_path: matches!(
                         operation,
-                        Operation::RestInfo | Operation::GenerateToken
+                        Operation::RestInfo
+                            | Operation::GenerateToken
+                            | Operation::GenerateTokenByGet
                     ),
                     path,
-                    methods: vec![Method::Get, Method::Post],
+                    methods: match operation {
+                        Operation::GenerateToken => vec![Method::Post],
+                        Operation::GenerateTokenByGet => vec![Method::Get],
+                        _ => vec![Method::Get, Method::Post],
+                    },
                     handler,
                 }
             })
@@ -250,6 +262,9 @@ async fn answer(
     let result = match operation {
         Operation::RestInfo => rest_info(&context, &request),
         Operation::GenerateToken => generate_token(&context, &request).await,
+        Operation::GenerateTokenByGet => Err(GeoservicesError::bad_request(
+            "generateToken takes POST only (a form with username and password): a password in a URL is kept in logs and browser history",
+        )),
         Operation::InvalidUrl => Err(GeoservicesError::bad_request("Invalid URL")),
         Operation::Server | Operation::Layers | Operation::Layer => {
             describe(operation, &context, request, settings).await

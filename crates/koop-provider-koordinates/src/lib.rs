@@ -141,8 +141,11 @@ pub struct KoordinatesConfig {
     pub max_fetches: usize,
     /// Layers kept open, least recently used out first (default 256).
     pub max_layers: usize,
-    /// SQLite calls at once (default 8): bounds the blocking threads queries take.
+    /// SQLite query calls at once (default 8): bounds the blocking threads queries take.
     pub sqlite_threads: usize,
+    /// Chunks of feature streams (`/geojson`, whole-layer reads) read at once (default 2),
+    /// apart from queries: many streaming clients share these and never delay a count.
+    pub stream_threads: usize,
 }
 
 impl Default for KoordinatesConfig {
@@ -164,6 +167,7 @@ impl Default for KoordinatesConfig {
             max_fetches: 16,
             max_layers: 256,
             sqlite_threads: 8,
+            stream_threads: 2,
         }
     }
 }
@@ -185,6 +189,7 @@ impl std::fmt::Debug for KoordinatesConfig {
             .field("max_fetches", &self.max_fetches)
             .field("max_layers", &self.max_layers)
             .field("sqlite_threads", &self.sqlite_threads)
+            .field("stream_threads", &self.stream_threads)
             .finish()
     }
 }
@@ -290,7 +295,7 @@ impl KoordinatesProvider {
         Self {
             inner: Arc::new(Inner {
                 policy: FetchPolicy::features(config.max_exports),
-                work: Work::new(config.sqlite_threads),
+                work: Work::new(config.sqlite_threads, config.stream_threads),
                 koops: Mutex::new(HashMap::new()),
                 states: Mutex::new(lru::LruCache::new(layers)),
                 fetches: Mutex::new(HashMap::new()),
@@ -671,7 +676,7 @@ impl Provider for KoordinatesProvider {
                     features: Box::pin(futures::stream::empty()),
                 });
             }
-            Some("query") => return self.query(state, request).await,
+            Some("query") => return Box::pin(self.query(state, request)).await,
             _ => {}
         }
         let source = state.table.srs.unwrap_or(Epsg::WGS84);

@@ -21,7 +21,7 @@ use crate::query::Bound;
 use crate::work::Work;
 
 /// Rows read per blocking call.
-pub(crate) const CHUNK: usize = 1024;
+pub(crate) const CHUNK: usize = 256;
 /// Longest one chunk may take before SQLite is interrupted (a chunk scans at most `CHUNK` rows
 /// of its query, so this bounds only pathological queries).
 const CHUNK_DEADLINE: Duration = Duration::from_secs(10);
@@ -159,7 +159,7 @@ pub(crate) fn features(
                     (cursor.state.clone(), cursor.rows.clone(), cursor.after);
                 match cursor
                     .work
-                    .run(None, move || chunk(&state, &rows, after))
+                    .run_bulk(move || chunk(&state, &rows, after))
                     .await
                 {
                     Ok((features, last, done)) => {

@@ -1,6 +1,9 @@
 //! SQLite work off the async runtime, bounded: every call waits for one of a fixed number of
-//! permits before it takes a blocking thread, so no load can grow the blocking pool without end
-//! or starve a short query behind slow ones.
+//! permits before it takes a blocking thread, so no load can grow the blocking pool without end.
+//!
+//! Two classes, with permits of their own, so that a short query never waits behind bulk work:
+//! queries (counts, pages, ids: [`Work::run`]) and the chunks of feature streams
+//! ([`Work::run_bulk`]: hundreds of `/geojson` clients starting at once queue among themselves).
 
 use std::sync::Arc;
 
@@ -12,25 +15,43 @@ use crate::gpkg::past_deadline;
 /// Permits for blocking SQLite work, shared by every layer of a provider.
 #[derive(Debug, Clone)]
 pub(crate) struct Work {
-    permits: Arc<Semaphore>,
+    queries: Arc<Semaphore>,
+    bulk: Arc<Semaphore>,
 }
 
 impl Work {
-    /// At most `threads` SQLite calls at once.
-    pub(crate) fn new(threads: usize) -> Self {
+    /// At most `queries` query calls and `bulk` stream chunks at once.
+    pub(crate) fn new(queries: usize, bulk: usize) -> Self {
         Self {
-            permits: Arc::new(Semaphore::new(threads.max(1))),
+            queries: Arc::new(Semaphore::new(queries.max(1))),
+            bulk: Arc::new(Semaphore::new(bulk.max(1))),
         }
     }
 
-    /// Runs `work` on a blocking thread once a permit is free, waiting for one until
-    /// `deadline`.
+    /// Runs query `work` on a blocking thread once a query permit is free, waiting for one
+    /// until `deadline`.
     pub(crate) async fn run<T: Send + 'static>(
         &self,
         deadline: Option<std::time::Instant>,
         work: impl FnOnce() -> Result<T, ProviderError> + Send + 'static,
     ) -> Result<T, ProviderError> {
-        let acquire = self.permits.clone().acquire_owned();
+        Self::run_with(&self.queries, deadline, work).await
+    }
+
+    /// Runs one chunk of a stream on a blocking thread once a bulk permit is free.
+    pub(crate) async fn run_bulk<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> Result<T, ProviderError> + Send + 'static,
+    ) -> Result<T, ProviderError> {
+        Self::run_with(&self.bulk, None, work).await
+    }
+
+    async fn run_with<T: Send + 'static>(
+        permits: &Arc<Semaphore>,
+        deadline: Option<std::time::Instant>,
+        work: impl FnOnce() -> Result<T, ProviderError> + Send + 'static,
+    ) -> Result<T, ProviderError> {
+        let acquire = permits.clone().acquire_owned();
         let permit = match deadline {
             Some(deadline) => {
                 tokio::time::timeout_at(tokio::time::Instant::from_std(deadline), acquire)

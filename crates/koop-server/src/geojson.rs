@@ -12,7 +12,7 @@ use koop_provider::{Method, ProviderRequest};
 use crate::output::{Output, OutputContext, OutputRoute, error_response};
 
 /// Features are sent in chunks of about this many bytes.
-const CHUNK: usize = 64 * 1024;
+const CHUNK: usize = 32 * 1024;
 
 /// Serves a provider's data as one GeoJSON FeatureCollection with its `metadata`, streamed from
 /// `get_stream` (`application/geo+json`), so memory does not grow with the layer.

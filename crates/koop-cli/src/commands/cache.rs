@@ -112,7 +112,7 @@ pub(crate) fn gc(
     let cache = open(global)?;
     let policy = GcPolicy {
         keep_newest: keep,
-        max_age: older_than_days.map(|days| Duration::from_secs(days * 86_400)),
+        max_age: older_than_days.map(|days| Duration::from_secs(days.saturating_mul(86_400))),
         dry_run,
     };
     let report = cache.gc(&policy)?;

@@ -70,6 +70,7 @@ pub(crate) async fn run(cli: Cli, bars: bool) -> Result<Status> {
         },
         Command::Serve { options, deadline } => serve::serve(&global, &options, deadline).await,
         Command::Demo => demo::demo(&global, bars).await,
+        Command::HashPassword => serve::hash_password(),
     }
 }
 

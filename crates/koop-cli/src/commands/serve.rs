@@ -133,8 +133,21 @@ pub(crate) async fn serve(global: &Global, args: &ServeArgs, deadline: Deadline)
         max_exports: args.max_exports.max(1),
         ..KoordinatesConfig::default()
     });
+    let provider: std::sync::Arc<dyn koop_provider::Provider> = match &args.auth_file {
+        Some(file) => {
+            let users = koop_auth::Users::from_file(file)?;
+            let authority = koop_auth::Authority::new(users)?;
+            tracing::info!(
+                "tokens required: users from {}, tokens last {} min",
+                file.display(),
+                authority.lifetime().as_secs() / 60
+            );
+            std::sync::Arc::new(koop_auth::Secured::new(provider, authority))
+        }
+        None => std::sync::Arc::new(provider),
+    };
     let router = ServerBuilder::default()
-        .provider(provider)
+        .shared_provider(provider)
         .output(FeatureServerOutput::default().cache_max_age(args.cache_max_age))
         .request_timeout(args.request_timeout)
         .cors(cors(&args.cors_origin)?)
@@ -168,6 +181,24 @@ pub(crate) async fn serve(global: &Global, args: &ServeArgs, deadline: Deadline)
     koop_server::serve(listener, router, options, shutdown_signal())
         .await
         .context("the server failed")?;
+    Ok(Status::Done)
+}
+
+/// `koop hash-password`: the argon2id hash of the password on standard input (one line; the
+/// line break is not part of it).
+pub(crate) fn hash_password() -> Result<Status> {
+    use std::io::BufRead as _;
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("cannot read the password from standard input")?;
+    let password = line.strip_suffix('\n').unwrap_or(&line);
+    let password = password.strip_suffix('\r').unwrap_or(password);
+    if password.is_empty() {
+        bail!("no password on standard input: printf '%s' 'the password' | koop hash-password");
+    }
+    println!("{}", koop_auth::hash_password(password)?);
     Ok(Status::Done)
 }
 

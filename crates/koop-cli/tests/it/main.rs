@@ -4,6 +4,7 @@ use std::path::Path;
 use std::process::Output;
 
 mod interrupt;
+mod serve;
 
 use anyhow::{Context, Result};
 use koop_testkit::{BumpKind, TestServer};
@@ -195,6 +196,25 @@ async fn cache_ls_verify_gc_and_path() -> Result<()> {
         run.stdout
     );
 
+    // An age too large for seconds selects nothing (it once wrapped and selected everything).
+    let run = koop(
+        &server,
+        cache.path(),
+        &[
+            "cache",
+            "gc",
+            "--older-than-days",
+            "18446744073709551615",
+            "--dry-run",
+        ],
+    )
+    .await?;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout.contains("would remove 0 entries"),
+        "{}",
+        run.stdout
+    );
     let run = koop(
         &server,
         cache.path(),

@@ -101,9 +101,26 @@ async fn tokens_are_issued_required_and_checked() -> Result<()> {
     );
 
     let generate = format!("{base}/secured/rest/generateToken");
-    let (_, refused) =
-        get_json(&generate, &[("username", "analyst"), ("password", "wrong")]).await?;
+    let (_, refused) = get_json(
+        &generate,
+        &[("username", "analyst"), ("password", "s3cret")],
+    )
+    .await?;
     assert_eq!(refused["error"]["code"], 400, "{refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .is_some_and(|message| message.contains("POST only")),
+        "a password in a URL is refused even when right: {refused}"
+    );
+    let wrong: serde_json::Value = reqwest::Client::new()
+        .post(&generate)
+        .form(&[("username", "analyst"), ("password", "wrong")])
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(wrong["error"]["code"], 400, "{wrong}");
     let token: serde_json::Value = reqwest::Client::new()
         .post(&generate)
         .form(&[
