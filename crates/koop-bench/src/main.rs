@@ -17,9 +17,14 @@
 //!   features (goal ≥ 220/s) and a count (goal ≥ 250/s), and the server's peak RSS (goal
 //!   ≤ 100 MiB).
 //!
-//! Run with `cargo xtask bench [mirror|large|hit|geojson|featureserver]`, which builds `koop` and this harness in
+//! - **abuse**: `koop serve` for 60 s under slowloris, non-reading clients, random layer ids and
+//!   hostile queries at once: its peak RSS (goal ≤ 150 MiB), `/status` p99 (goal ≤ 50 ms) and
+//!   a count query's latency meanwhile, and that it keeps running.
+//!
+//! Run with `cargo xtask bench [mirror|large|hit|single|geojson|featureserver|abuse]`, which builds `koop` and this harness in
 //! release mode; `koop` is found next to this executable.
 
+mod abuse;
 mod common;
 mod fetch;
 mod serve;
@@ -33,7 +38,8 @@ use clap::Parser;
 #[derive(Parser)]
 #[command(about = "koop benchmarks against koop-testkit on loopback")]
 pub(crate) struct Args {
-    /// Which benchmarks: mirror, large, hit, single, geojson, featureserver (default: all).
+    /// Which benchmarks: mirror, large, hit, single, geojson, featureserver, abuse (default:
+    /// all).
     pub(crate) benches: Vec<String>,
     /// Layers mirrored.
     #[arg(long, default_value_t = 100)]
@@ -53,6 +59,9 @@ pub(crate) struct Args {
     /// Seconds each FeatureServer query runs at each concurrency.
     #[arg(long, default_value_t = 5)]
     pub(crate) seconds: u64,
+    /// Seconds the abuse benchmark attacks the server.
+    #[arg(long, default_value_t = 60)]
+    pub(crate) abuse_seconds: u64,
     /// Where to put the data (default: a temporary directory).
     #[arg(long)]
     pub(crate) work_dir: Option<PathBuf>,
@@ -88,6 +97,9 @@ async fn main() -> Result<()> {
     }
     if wanted("featureserver") {
         results.push(("featureserver", serve::featureserver(&args, &work).await?));
+    }
+    if wanted("abuse") {
+        results.push(("abuse", abuse::abuse(&args, &work).await?));
     }
     if wanted("single") {
         results.push(("single", single::single(&work).await?));

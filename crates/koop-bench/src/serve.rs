@@ -12,20 +12,37 @@ use crate::Args;
 use crate::common::{MB, koop_binary, mb, peak_rss, run_koop, verdict};
 
 /// A `koop serve` child process and its address.
-struct Served {
-    child: tokio::process::Child,
-    base: String,
-    pid: u32,
+pub(crate) struct Served {
+    pub(crate) child: tokio::process::Child,
+    pub(crate) base: String,
+    pub(crate) pid: u32,
 }
 
 async fn start_serve(server: &TestServer, cache: &Path) -> Result<Served> {
     use tokio::io::AsyncBufReadExt;
-    let mut child = tokio::process::Command::new(koop_binary()?)
+    // KOOP_BENCH_WRAP="heaptrack -o /tmp/koop" runs koop serve under a profiler;
+    // KOOP_BENCH_SERVE_ARGS adds flags to it.
+    let wrap = std::env::var("KOOP_BENCH_WRAP").unwrap_or_default();
+    let mut wrap = wrap.split_whitespace();
+    let mut command = match wrap.next() {
+        Some(program) => {
+            let mut command = tokio::process::Command::new(program);
+            command.args(wrap).arg(koop_binary()?);
+            command
+        }
+        None => tokio::process::Command::new(koop_binary()?),
+    };
+    let mut child = command
         .arg("--domain")
         .arg(server.base_url())
         .arg("--cache-dir")
         .arg(cache)
         .args(["--quiet", "serve", "--bind", "127.0.0.1:0"])
+        .args(
+            std::env::var("KOOP_BENCH_SERVE_ARGS")
+                .unwrap_or_default()
+                .split_whitespace(),
+        )
         .env("KOORDINATES_API_KEY", server.api_key())
         .env("KOOP_ENV", "production")
         .stdout(Stdio::piped())
@@ -33,15 +50,19 @@ async fn start_serve(server: &TestServer, cache: &Path) -> Result<Served> {
         .spawn()?;
     let pid = child.id().context("a process id")?;
     let stdout = child.stdout.take().context("stdout")?;
-    let line = tokio::io::BufReader::new(stdout)
-        .lines()
-        .next_line()
-        .await?
-        .context("koop serve's address")?;
-    let base = line
-        .strip_prefix("koop serve: listening on ")
-        .context("koop serve announces its address")?
-        .to_owned();
+    // A profiler may print lines of its own first; the rest of stdout is drained, so a later
+    // write of either never fails.
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let base = loop {
+        let line = lines
+            .next_line()
+            .await?
+            .context("koop serve announces its address")?;
+        if let Some(base) = line.strip_prefix("koop serve: listening on ") {
+            break base.to_owned();
+        }
+    };
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     Ok(Served { child, base, pid })
 }
 
@@ -63,7 +84,7 @@ async fn sample_peak<T>(pid: u32, done: impl std::future::Future<Output = T>) ->
 
 /// A test server with one layer of `args.points` points, the layer fetched into a new cache
 /// (the benchmarks measure serving, not the export), and `koop serve` on that cache.
-async fn serve_points(
+pub(crate) async fn serve_points(
     args: &Args,
     work: &Path,
     layer_id: u64,
@@ -152,10 +173,10 @@ geojson: koop serve streaming a layer of {} points",
 }
 
 /// Latencies of the requests a load generator made.
-struct Load {
-    requests: usize,
-    elapsed: Duration,
-    latencies: Vec<Duration>,
+pub(crate) struct Load {
+    pub(crate) requests: usize,
+    pub(crate) elapsed: Duration,
+    pub(crate) latencies: Vec<Duration>,
 }
 
 impl Load {
@@ -164,7 +185,7 @@ impl Load {
     }
 
     /// The `q` quantile (0..=1) of the latencies, in milliseconds.
-    fn quantile_ms(&self, q: f64) -> f64 {
+    pub(crate) fn quantile_ms(&self, q: f64) -> f64 {
         let mut sorted = self.latencies.clone();
         sorted.sort_unstable();
         #[allow(

@@ -93,6 +93,13 @@ pub(crate) struct ServeArgs {
     /// `POST …/rest/generateToken`.
     #[arg(long, value_name = "FILE")]
     pub(crate) auth_file: Option<PathBuf>,
+    /// Longest time a client may take to send a request's headers, and to stay idle between
+    /// requests on a kept-alive connection.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub(crate) header_timeout: std::time::Duration,
+    /// Longest time a response may wait for a client to read before the connection is dropped.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub(crate) write_timeout: std::time::Duration,
     /// Most connections open at once; more are closed as they arrive.
     #[arg(long, value_name = "N", default_value_t = 1024)]
     pub(crate) max_connections: usize,

@@ -116,6 +116,47 @@ pub(crate) fn open(path: &Path) -> Result<Connection, ProviderError> {
     .map_err(sqlite_error(path))
 }
 
+/// Longest SQL whose compiled statement is kept in a connection's statement cache. Queries a
+/// client repeats (pages, counts, envelopes) are short; a statement compiled from a long
+/// `where` clause can take megabytes, and an attacker can send a new one every time.
+const CACHED_SQL_BYTES: usize = 4096;
+
+/// A prepared statement: from the connection's cache when its SQL is short, else compiled for
+/// this call alone (see [`CACHED_SQL_BYTES`]).
+pub(crate) enum Prepared<'c> {
+    Cached(rusqlite::CachedStatement<'c>),
+    Fresh(rusqlite::Statement<'c>),
+}
+
+impl<'c> std::ops::Deref for Prepared<'c> {
+    type Target = rusqlite::Statement<'c>;
+
+    fn deref(&self) -> &Self::Target {
+        match self {
+            Self::Cached(statement) => statement,
+            Self::Fresh(statement) => statement,
+        }
+    }
+}
+
+impl std::ops::DerefMut for Prepared<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        match self {
+            Self::Cached(statement) => statement,
+            Self::Fresh(statement) => statement,
+        }
+    }
+}
+
+/// Prepares `sql` on `connection`, cached only when short.
+pub(crate) fn prepare<'c>(connection: &'c Connection, sql: &str) -> rusqlite::Result<Prepared<'c>> {
+    if sql.len() <= CACHED_SQL_BYTES {
+        connection.prepare_cached(sql).map(Prepared::Cached)
+    } else {
+        connection.prepare(sql).map(Prepared::Fresh)
+    }
+}
+
 /// Connections open at once per GeoPackage, for pages and counts: more would not run faster on
 /// a few cores, and each holds a page cache.
 const POOLED_CONNECTIONS: usize = 4;

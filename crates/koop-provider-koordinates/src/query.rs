@@ -376,7 +376,7 @@ impl Plan {
         ) -> Result<bool, ProviderError>,
     ) -> Result<(), ProviderError> {
         let error = sqlite_error(&table.path);
-        let mut statement = connection.prepare_cached(sql).map_err(&error)?;
+        let mut statement = gpkg::prepare(connection, sql).map_err(&error)?;
         let mut rows = statement
             .query(rusqlite::params_from_iter(params.iter().map(Bound)))
             .map_err(&error)?;
@@ -426,7 +426,7 @@ impl Plan {
                 Table::quoted(&table.name),
                 where_sql(&self.conditions)
             );
-            let mut statement = connection.prepare_cached(&sql).map_err(&error)?;
+            let mut statement = gpkg::prepare(connection, &sql).map_err(&error)?;
             let count: i64 = statement
                 .query_row(
                     rusqlite::params_from_iter(self.params.iter().map(Bound)),
@@ -562,7 +562,7 @@ impl Plan {
                         "SELECT min(minx), min(miny), max(maxx), max(maxy) FROM {}{filter}",
                         Table::quoted(rtree)
                     );
-                    let mut statement = connection.prepare_cached(&sql).map_err(&error)?;
+                    let mut statement = gpkg::prepare(connection, &sql).map_err(&error)?;
                     let bounds: (Option<f64>, Option<f64>, Option<f64>, Option<f64>) = statement
                         .query_row(
                             rusqlite::params_from_iter(self.params.iter().map(Bound)),
@@ -635,7 +635,7 @@ impl Plan {
             "SELECT minx, miny, maxx, maxy FROM {}{filter}",
             Table::quoted(rtree)
         );
-        let mut statement = connection.prepare_cached(&sql).map_err(&error)?;
+        let mut statement = gpkg::prepare(connection, &sql).map_err(&error)?;
         let mut rows = statement
             .query(rusqlite::params_from_iter(params.iter().map(Bound)))
             .map_err(&error)?;
@@ -731,7 +731,7 @@ impl Plan {
         let mut params = self.params.clone();
         limit(&mut sql, &mut params, self.page, self.query.offset);
         let error = sqlite_error(&table.path);
-        let mut statement = connection.prepare_cached(&sql).map_err(&error)?;
+        let mut statement = gpkg::prepare(connection, &sql).map_err(&error)?;
         let mut rows = statement
             .query(rusqlite::params_from_iter(params.iter().map(Bound)))
             .map_err(&error)?;
@@ -800,7 +800,7 @@ impl Plan {
         let mut params = self.params.clone();
         limit(&mut sql, &mut params, self.page, self.query.offset);
         let error = sqlite_error(&table.path);
-        let mut statement = connection.prepare_cached(&sql).map_err(&error)?;
+        let mut statement = gpkg::prepare(connection, &sql).map_err(&error)?;
         let mut rows = statement
             .query(rusqlite::params_from_iter(params.iter().map(Bound)))
             .map_err(&error)?;

@@ -2,9 +2,14 @@
 //!
 //! A stream of a whole layer (the GeoJSON route), or of every row matching a query the output
 //! finishes, reads [`CHUNK`] rows at a time in fid order (`WHERE fid > last ORDER BY fid LIMIT`):
-//! each chunk is one short blocking call on a pooled connection, taken when the reader asks for
-//! more. A client that stops reading stops the reading; between chunks nothing is held but the
-//! position.
+//! each chunk is one short blocking call on a pooled connection. While the reader takes one
+//! chunk, the next is read (one ahead, so SQLite and the writer overlap); a client that stops
+//! reading stops the reading, and holds at most two chunks of features and the position.
+//!
+//! Memory under many slow readers: every feature read and not yet taken is counted for the
+//! whole provider. Past [`HELD_BUDGET`] features, streams read [`SMALL_CHUNK`] rows at a time
+//! and nothing ahead, so 600 clients that stop reading hold a few MiB each at most, while one
+//! fast reader alone gets full chunks.
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
@@ -20,8 +25,14 @@ use crate::layer::LayerState;
 use crate::query::Bound;
 use crate::work::Work;
 
-/// Rows read per blocking call.
+/// Rows read per blocking call while the provider's streams hold fewer than [`HELD_BUDGET`]
+/// features.
 pub(crate) const CHUNK: usize = 256;
+/// Rows read per call, without reading ahead, once they hold more.
+const SMALL_CHUNK: usize = 16;
+/// Features (read, not yet taken by a reader) that all streams of a provider hold before
+/// they read small chunks: about 4 MiB of decoded features.
+const HELD_BUDGET: usize = 4 * 1024;
 /// Longest one chunk may take before SQLite is interrupted (a chunk scans at most `CHUNK` rows
 /// of its query, so this bounds only pathological queries).
 const CHUNK_DEADLINE: Duration = Duration::from_secs(10);
@@ -41,23 +52,73 @@ pub(crate) struct Rows {
     pub(crate) from_4326: Reprojector,
 }
 
+/// The features of one chunk, the last fid read, and whether the table has no more.
+pub(crate) type Chunk = (Vec<geojson::Feature>, Option<i64>, bool);
+
 struct Cursor {
     state: LayerState,
     rows: Arc<Rows>,
     work: Work,
-    /// The last fid read; the next chunk starts after it.
-    after: Option<i64>,
+    /// The chunk being read ahead, if any: aborted when the stream is dropped.
+    ahead: Option<tokio_util::task::AbortOnDropHandle<Result<Chunk, ProviderError>>>,
     done: bool,
     buffer: VecDeque<geojson::Feature>,
+    /// The fid after which the next chunk starts, when none is being read ahead.
+    next: Option<i64>,
 }
 
-/// One chunk: the features of up to `CHUNK` rows after `after`, the last fid read, and whether
+impl Cursor {
+    /// Starts reading the chunk after `after`: [`CHUNK`] rows, or [`SMALL_CHUNK`] while the
+    /// provider's streams hold more than [`HELD_BUDGET`] features.
+    fn read_ahead(&mut self, after: Option<i64>) {
+        let (state, rows, work) = (self.state.clone(), self.rows.clone(), self.work.clone());
+        let task = tokio::spawn(async move {
+            work.clone()
+                .run_bulk(move || {
+                    // Decided with the permit held (at most a few chunks are read at once), not
+                    // when queued: hundreds of streams queue at once while little is held.
+                    let limit = if work.held() > HELD_BUDGET {
+                        SMALL_CHUNK
+                    } else {
+                        CHUNK
+                    };
+                    let read = chunk(&state, &rows, after, limit)?;
+                    work.hold(read.0.len());
+                    Ok(read)
+                })
+                .await
+        });
+        self.ahead = Some(tokio_util::task::AbortOnDropHandle::new(task));
+    }
+
+    /// Whether to read the next chunk before the reader has taken this one.
+    fn reads_ahead(&self) -> bool {
+        self.work.held() <= HELD_BUDGET
+    }
+}
+
+impl Drop for Cursor {
+    fn drop(&mut self) {
+        self.work.release(self.buffer.len());
+        // A chunk read ahead and finished counted its features; one still running is aborted
+        // before it counts them, so count only what a finished task holds.
+        if let Some(ahead) = self.ahead.take() {
+            ahead.abort();
+            if let Some(Ok(Ok((features, ..)))) = futures::FutureExt::now_or_never(ahead) {
+                self.work.release(features.len());
+            }
+        }
+    }
+}
+
+/// One chunk: the features of up to `limit` rows after `after`, the last fid read, and whether
 /// the table has no more. Blocking.
 fn chunk(
     state: &LayerState,
     rows: &Rows,
     after: Option<i64>,
-) -> Result<(Vec<geojson::Feature>, Option<i64>, bool), ProviderError> {
+    limit: usize,
+) -> Result<Chunk, ProviderError> {
     let table: &Table = &state.table;
     let fid = Table::quoted(&table.fid);
     let mut conditions = rows.conditions.clone();
@@ -71,14 +132,14 @@ fn chunk(
         sql.push_str(" WHERE ");
         sql.push_str(&conditions.join(" AND "));
     }
-    let _ = write!(sql, " ORDER BY {fid} LIMIT {CHUNK}");
+    let _ = write!(sql, " ORDER BY {fid} LIMIT {limit}");
     let mut connection = state.connections.get()?;
     gpkg::until_deadline(
         &mut connection,
         Some(Instant::now() + CHUNK_DEADLINE),
         |connection| {
             let error = sqlite_error(&table.path);
-            let mut statement = connection.prepare_cached(&sql).map_err(&error)?;
+            let mut statement = gpkg::prepare(connection, &sql).map_err(&error)?;
             let mut result = statement
                 .query(rusqlite::params_from_iter(params.iter().map(Bound)))
                 .map_err(&error)?;
@@ -124,7 +185,7 @@ fn chunk(
                 let properties = rows.shape.properties(table, row)?;
                 features.push(gpkg::feature(id, geometry, properties));
             }
-            Ok((features, last, read < CHUNK))
+            Ok((features, last, read < limit))
         },
     )
 }
@@ -136,36 +197,53 @@ pub(crate) fn features(
     rows: Rows,
     work: Work,
 ) -> BoxStream<'static, Result<geojson::Feature, ProviderError>> {
-    let cursor = Cursor {
+    let mut cursor = Cursor {
         state,
         rows: Arc::new(rows),
         work,
-        after: None,
+        ahead: None,
         done: false,
         buffer: VecDeque::new(),
+        next: None,
     };
+    cursor.read_ahead(None);
     // Fused: a consumer may poll again after the end.
     Box::pin(futures::stream::StreamExt::fuse(futures::stream::unfold(
         cursor,
         |mut cursor| async move {
             loop {
                 if let Some(feature) = cursor.buffer.pop_front() {
+                    cursor.work.release(1);
                     return Some((Ok(feature), cursor));
                 }
                 if cursor.done {
                     return None;
                 }
-                let (state, rows, after) =
-                    (cursor.state.clone(), cursor.rows.clone(), cursor.after);
-                match cursor
-                    .work
-                    .run_bulk(move || chunk(&state, &rows, after))
-                    .await
-                {
+                cursor.buffer = VecDeque::new();
+                if cursor.ahead.is_none() {
+                    let next = cursor.next.take();
+                    cursor.read_ahead(next);
+                }
+                let ahead = cursor.ahead.take()?;
+                let read = ahead.await.unwrap_or_else(|error| {
+                    Err(ProviderError::internal(
+                        "a background task of this server failed",
+                        Some(Arc::new(error)),
+                    ))
+                });
+                match read {
                     Ok((features, last, done)) => {
-                        cursor.buffer.extend(features);
-                        cursor.after = last;
+                        // The chunk's own allocation, taken as it is and freed with its
+                        // last feature: an emptied buffer keeps no capacity.
+                        cursor.buffer = features.into();
                         cursor.done = done;
+                        if !done {
+                            if cursor.reads_ahead() {
+                                cursor.read_ahead(last);
+                            } else {
+                                cursor.next = last;
+                            }
+                        }
                     }
                     Err(error) => {
                         cursor.done = true;

@@ -6,6 +6,7 @@
 //! ([`Work::run_bulk`]: hundreds of `/geojson` clients starting at once queue among themselves).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use koop_provider::ProviderError;
 use tokio::sync::Semaphore;
@@ -17,6 +18,9 @@ use crate::gpkg::past_deadline;
 pub(crate) struct Work {
     queries: Arc<Semaphore>,
     bulk: Arc<Semaphore>,
+    /// Features read by streams and not yet taken by their readers, over every stream of the
+    /// provider: what slow readers hold (see [`crate::stream`]).
+    held: Arc<AtomicUsize>,
 }
 
 impl Work {
@@ -25,7 +29,23 @@ impl Work {
         Self {
             queries: Arc::new(Semaphore::new(queries.max(1))),
             bulk: Arc::new(Semaphore::new(bulk.max(1))),
+            held: Arc::new(AtomicUsize::new(0)),
         }
+    }
+
+    /// Features that streams hold for their readers now.
+    pub(crate) fn held(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    /// Counts `features` more held by a stream.
+    pub(crate) fn hold(&self, features: usize) {
+        self.held.fetch_add(features, Ordering::Relaxed);
+    }
+
+    /// Counts `features` a stream no longer holds.
+    pub(crate) fn release(&self, features: usize) {
+        self.held.fetch_sub(features, Ordering::Relaxed);
     }
 
     /// Runs query `work` on a blocking thread once a query permit is free, waiting for one

@@ -56,7 +56,9 @@ async fn geojson(context: OutputContext, request: ProviderRequest) -> Response {
             if done {
                 return None;
             }
-            let mut buffer = head.unwrap_or_default();
+            // Sized once: a buffer that doubles past the chunk holds twice the memory, and
+            // hundreds of slow clients each hold one.
+            let mut buffer = head.unwrap_or_else(|| BytesMut::with_capacity(CHUNK + CHUNK / 4));
             loop {
                 match features.next().await {
                     Some(Ok(feature)) => {

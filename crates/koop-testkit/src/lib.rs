@@ -59,6 +59,7 @@ pub use state::{BumpKind, Counters, Listener, RecordedRequest};
 
 pub mod data;
 pub mod fixtures;
+pub mod hostile;
 pub mod http;
 pub mod logs;
 

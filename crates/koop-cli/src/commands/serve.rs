@@ -175,8 +175,13 @@ pub(crate) async fn serve(global: &Global, args: &ServeArgs, deadline: Deadline)
         );
     }
     let options = ServeOptions {
+        header_read_timeout: args
+            .header_timeout
+            .max(std::time::Duration::from_millis(100)),
+        write_timeout: args
+            .write_timeout
+            .max(std::time::Duration::from_millis(100)),
         max_connections: args.max_connections.max(1),
-        ..ServeOptions::default()
     };
     koop_server::serve(listener, router, options, shutdown_signal())
         .await

@@ -149,6 +149,36 @@ async fn hostile_where_clauses_get_a_400_and_the_server_stays_up() -> Result<()>
         assert_eq!(by_get["error"]["code"], 400, "{name}: {by_get}");
         status_answers(&served).await?;
     }
+    // The attackers' generator, by GET and POST: every request is answered, none takes the
+    // server down or past its deadline.
+    let mut rng = fastrand::Rng::with_seed(12);
+    for round in 0..200 {
+        let params = koop_testkit::hostile::parameters(&mut rng, &["id", "name"]);
+        let length: usize = params
+            .iter()
+            .map(|(name, value)| name.len() + value.len())
+            .sum();
+        let started = Instant::now();
+        // GET while the URL stays short enough for clients to send it; POST otherwise.
+        let response = if round % 2 == 0 || length > 4096 {
+            client.post(&query).form(&params).send().await?
+        } else {
+            client.get(&query).query(&params).send().await?
+        };
+        let status = response.status().as_u16();
+        let body = response.bytes().await?;
+        ensure!(
+            matches!(status, 200 | 304 | 400 | 404 | 413 | 414 | 431),
+            "round {round}: HTTP {status} {}",
+            String::from_utf8_lossy(&body[..body.len().min(300)])
+        );
+        ensure!(
+            started.elapsed() < Duration::from_secs(31),
+            "round {round} took {:?}",
+            started.elapsed()
+        );
+    }
+    status_answers(&served).await?;
     // And it still answers queries.
     let (_, count) = get(&query, &[("where", "1=1"), ("returnCountOnly", "true")]).await?;
     assert_eq!(count["count"], 177);

@@ -7,33 +7,7 @@ use koop_geoservices::{Query, Schema, Value};
 use koop_provider::{Field, FieldType};
 use proptest::prelude::*;
 
-/// The parameters of a Geoservices query, plus names no client sends.
-const NAMES: &[&str] = &[
-    "where",
-    "objectIds",
-    "geometry",
-    "geometryType",
-    "inSR",
-    "spatialRel",
-    "outFields",
-    "returnGeometry",
-    "orderByFields",
-    "resultOffset",
-    "resultRecordCount",
-    "returnCountOnly",
-    "returnIdsOnly",
-    "returnExtentOnly",
-    "returnDistinctValues",
-    "outStatistics",
-    "groupByFieldsForStatistics",
-    "outSR",
-    "geometryPrecision",
-    "f",
-    "callback",
-    "WHERE",
-    "token",
-    "quantizationParameters",
-];
+use koop_testkit::hostile::NAMES;
 
 fn schema() -> Schema {
     Schema {
@@ -85,30 +59,47 @@ fn params() -> impl Strategy<Value = BTreeMap<String, String>> {
     )
 }
 
+/// Parses `params` and uses what it accepts; a rejection must be a bounded, non-empty message.
+fn parse_and_use(params: &BTreeMap<String, String>) -> Result<(), TestCaseError> {
+    match Query::parse(params, &schema()) {
+        Ok(query) => {
+            let row = |column: &koop_geoservices::Column| match column.name.as_str() {
+                "name" => Value::Text("Wellington".to_owned()),
+                "population" => Value::Number(212_000.0),
+                "area" => Value::Number(289.9),
+                _ => Value::Null,
+            };
+            let _ = query.predicate.eval(&row);
+            let _ = query
+                .predicate
+                .to_sql(&|column| Some(format!("\"{}\"", column.name)));
+            let _ = query.page_size(2000);
+        }
+        Err(error) => {
+            prop_assert!(!error.message.is_empty());
+            prop_assert!(error.message.len() < 4096, "a bounded message");
+        }
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(384))]
 
     #[test]
     fn any_parameters_give_a_query_or_a_typed_error(params in params()) {
-        match Query::parse(&params, &schema()) {
-            Ok(query) => {
-                let row = |column: &koop_geoservices::Column| match column.name.as_str() {
-                    "name" => Value::Text("Wellington".to_owned()),
-                    "population" => Value::Number(212_000.0),
-                    "area" => Value::Number(289.9),
-                    _ => Value::Null,
-                };
-                let _ = query.predicate.eval(&row);
-                let _ = query
-                    .predicate
-                    .to_sql(&|column| Some(format!("\"{}\"", column.name)));
-                let _ = query.page_size(2000);
-            }
-            Err(error) => {
-                prop_assert!(!error.message.is_empty());
-                prop_assert!(error.message.len() < 4096, "a bounded message");
-            }
-        }
+        parse_and_use(&params)?;
+    }
+
+    /// The generator that `koop serve`'s test and `cargo xtask bench abuse` send a real server.
+    #[test]
+    fn the_attackers_parameters_give_a_query_or_a_typed_error(seed in any::<u64>()) {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let params: BTreeMap<String, String> =
+            koop_testkit::hostile::parameters(&mut rng, &["name", "population", "area", "surveyed"])
+                .into_iter()
+                .collect();
+        parse_and_use(&params)?;
     }
 }
 
