@@ -99,8 +99,15 @@ pub(crate) fn geometry_type_name(geometry_type: GeometryType) -> &'static str {
     }
 }
 
+/// Decimals of output coordinates in a geographic CRS without `geometryPrecision`: 1e-9°.
+const DEFAULT_DEGREE_DECIMALS: u32 = 9;
+/// Decimals in a projected CRS (metres or feet) without `geometryPrecision`: 1e-4.
+const DEFAULT_METRE_DECIMALS: u32 = 4;
+
 /// Maps output coordinates: reprojection to `outSR`, then rounding to `geometryPrecision`
-/// decimals. Z and M values are dropped (`hasZ` and `hasM` are false).
+/// decimals, or by default to 9 decimals of a degree (about 0.1 mm) in a geographic CRS and 4
+/// decimals (0.1 mm) in a projected one, so that `174.61343900000003` is written `174.613439`
+/// and nothing a survey holds is lost. Z and M values are dropped (`hasZ` and `hasM` are false).
 pub(crate) struct CoordinateMapper {
     reprojector: Reprojector,
     scale: Option<f64>,
@@ -113,9 +120,15 @@ impl CoordinateMapper {
         target: Epsg,
         precision: Option<u32>,
     ) -> Result<Self, ReprojectError> {
+        let reprojector = Reprojector::new(source, target)?;
+        let digits = precision.unwrap_or(if reprojector.target_is_geographic() {
+            DEFAULT_DEGREE_DECIMALS
+        } else {
+            DEFAULT_METRE_DECIMALS
+        });
         Ok(Self {
-            reprojector: Reprojector::new(source, target)?,
-            scale: precision.map(|digits| 10_f64.powi(i32::try_from(digits).unwrap_or(17))),
+            reprojector,
+            scale: Some(10_f64.powi(i32::try_from(digits.min(17)).unwrap_or(17))),
         })
     }
 
@@ -202,6 +215,19 @@ pub(crate) enum EsriGeometry {
     Paths(Vec<Vec<Xy>>),
     /// `{rings}`
     Rings(Vec<Vec<Xy>>),
+}
+
+impl EsriGeometry {
+    /// Calls `visit` with every position, in order.
+    pub(crate) fn for_each_position(&self, mut visit: impl FnMut(Xy)) {
+        match self {
+            Self::Point(position) => visit(*position),
+            Self::Points(points) => points.iter().copied().for_each(visit),
+            Self::Paths(parts) | Self::Rings(parts) => {
+                parts.iter().flatten().copied().for_each(visit);
+            }
+        }
+    }
 }
 
 impl serde::Serialize for EsriGeometry {

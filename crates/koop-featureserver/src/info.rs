@@ -54,7 +54,7 @@ pub(crate) fn server_info(layer: &Layer, id: u32) -> Json {
         "hasStaticData": false,
         "hasSharedDomains": false,
         "maxRecordCount": layer.max_record_count,
-        "supportedQueryFormats": "JSON",
+        "supportedQueryFormats": "JSON,geojson,PBF",
         "supportsVCSProjection": false,
         "supportedExportFormats": "",
         "capabilities": "Query",
@@ -188,7 +188,7 @@ pub(crate) fn layer_info(layer: &Layer, id: u32) -> Json {
         "dateFieldsTimeReference": {"timeZone": "UTC", "respectsDaylightSaving": false},
         "preferredTimeReference": null,
         "templates": [],
-        "supportedQueryFormats": "JSON,geojson",
+        "supportedQueryFormats": "JSON,geojson,PBF",
         "supportedAppendFormats": "",
         "supportedExportFormats": "",
         "supportedSpatialRelationships": [
@@ -220,6 +220,8 @@ pub(crate) fn layer_info(layer: &Layer, id: u32) -> Json {
             .extent
             .map_or(Json::Null, |extent| extent.to_layer_json(4326));
     }
+    // As Koop: f=pbf honours quantizationParameters when sent, but JSON answers are never
+    // quantized, and a client told "true" may ask JSON for quantized coordinates.
     info["supportsCoordinatesQuantization"] = json!(false);
     info["hasLabels"] = json!(false);
     if let Some(name) = layer.geometry_type_name() {

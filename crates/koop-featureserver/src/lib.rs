@@ -37,7 +37,8 @@
 //!   declares none); `OBJECTID` is the provider's `idField`, or a hash that is the same on every
 //!   machine (see [`object_id`](crate#object-ids)).
 //! - Dates are epoch milliseconds everywhere in Esri JSON (statistics and distinct values too).
-//! - No PBF: `f=pbf` is refused, and the descriptions do not offer it.
+//! - `f=pbf` answers features, counts, ids and extents (Esri's FeatureCollection protocol buffer,
+//!   with `quantizationParameters`); statistics and distinct values are answered in JSON only.
 //!
 //! # Object ids
 //!
@@ -82,6 +83,7 @@ mod esri;
 mod info;
 mod layer;
 mod object_id;
+mod pbf;
 mod render;
 mod response;
 
@@ -476,6 +478,16 @@ fn respond(
     query: &Query,
     crs: koop_provider::Epsg,
 ) -> Result<Response, GeoservicesError> {
+    if query.format == koop_geoservices::Format::Pbf {
+        let bytes =
+            pbf::encode(answer, layer, query, crs).map_err(GeoservicesError::bad_request)?;
+        let mut response = Response::new(axum::body::Body::from(bytes));
+        response.headers_mut().insert(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("application/x-protobuf"),
+        );
+        return Ok(response);
+    }
     let body = render::render(answer, layer, query, crs).map_err(|message| GeoservicesError {
         code: 500,
         message,

@@ -82,7 +82,8 @@ pub(crate) struct FeatureWriter<'a> {
 }
 
 impl<'a> FeatureWriter<'a> {
-    fn new(layer: &'a Layer, query: &Query, source_crs: Epsg) -> Result<Self, String> {
+    /// The writer of `query`'s features, from `source_crs` to `outSR`.
+    pub(crate) fn new(layer: &'a Layer, query: &Query, source_crs: Epsg) -> Result<Self, String> {
         let names = out_field_names(layer, query)
             .into_iter()
             .map(|name| {
@@ -100,6 +101,24 @@ impl<'a> FeatureWriter<'a> {
             // Tables have no geometry to return.
             return_geometry: query.return_geometry && !layer.is_table(),
         })
+    }
+
+    /// Output fields: name, type, and whether it is the computed object id.
+    pub(crate) fn names(&self) -> &[(String, FieldType, bool)] {
+        &self.names
+    }
+
+    /// Whether geometries are returned.
+    pub(crate) fn returns_geometry(&self) -> bool {
+        self.return_geometry
+    }
+
+    /// A feature's geometry in Esri form, in `outSR` and rounded; `None` without one.
+    pub(crate) fn esri_geometry(&self, feature: &Feature) -> Option<EsriGeometry> {
+        feature
+            .geometry
+            .as_ref()
+            .and_then(|geometry| EsriGeometry::new(&geometry.value, &self.mapper))
     }
 }
 
@@ -290,7 +309,7 @@ impl Serialize for Body<'_> {
 }
 
 /// A date attribute as epoch milliseconds (null when unreadable).
-fn esri_date(value: Option<&Json>) -> Option<i64> {
+pub(crate) fn esri_date(value: Option<&Json>) -> Option<i64> {
     match Value::from_json(value, FieldType::Date) {
         Value::Date(ms) => Some(ms),
         _ => None,

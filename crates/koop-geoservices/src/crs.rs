@@ -15,6 +15,15 @@ pub fn epsg_of_wkid(wkid: u32) -> Option<Epsg> {
     }
 }
 
+/// Whether `code` is a geographic CRS (coordinates in degrees), per proj4rs's definition of it;
+/// `false` for codes proj4rs does not know.
+pub fn is_geographic(code: Epsg) -> bool {
+    u16::try_from(code.code())
+        .ok()
+        .and_then(|number| Proj::from_epsg_code(number).ok())
+        .is_some_and(|proj| proj.is_latlong())
+}
+
 /// Transforms coordinates from one EPSG CRS to another. Geographic coordinates are in degrees
 /// (longitude, latitude), projected ones in the CRS's units.
 pub struct Reprojector {
@@ -85,6 +94,16 @@ impl Reprojector {
     /// The target CRS.
     pub fn target(&self) -> Epsg {
         self.target
+    }
+
+    /// Whether the target CRS is geographic (degrees), as proj4rs defines it; EPSG:4326 when
+    /// nothing changes and the source is unknown to proj4rs counts as geographic only when it
+    /// is 4326 itself.
+    pub fn target_is_geographic(&self) -> bool {
+        match &self.projections {
+            Some((_, target)) => target.is_latlong(),
+            None => is_geographic(self.target),
+        }
     }
 
     /// `true` when nothing changes.

@@ -56,12 +56,12 @@ pub use filter::{
 };
 pub use geometry::{GeometryFilter, SpatialRel, esri_geometry};
 pub use params::{
-    COMPUTED_OBJECT_ID, Format, OutFields, Query, QueryError, QueryLimits, Schema, Statistic,
-    StatisticType, callback,
+    COMPUTED_OBJECT_ID, Format, OutFields, Quantization, Query, QueryError, QueryLimits, Schema,
+    Statistic, StatisticType, callback,
 };
 pub use value::{Value, format_date_ms, parse_date_ms};
 
-pub use crs::{ReprojectError, Reprojector, epsg_of_wkid};
+pub use crs::{ReprojectError, Reprojector, epsg_of_wkid, is_geographic};
 
 mod crs;
 mod filter;

@@ -28,6 +28,76 @@ pub enum Format {
     PrettyJson,
     /// `f=geojson`.
     GeoJson,
+    /// `f=pbf`: Esri's FeatureCollection protocol buffer (arcgis-pbf specification).
+    Pbf,
+}
+
+/// `quantizationParameters` (ArcGIS REST API, "Query (Feature Service/Layer)"): the integer grid
+/// coordinates are written on, `tolerance` units of the output CRS a cell, counted from the
+/// `extent`'s upper-left (or lower-left) corner. koop honours it in `f=pbf` answers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Quantization {
+    /// `originPosition`: `upperLeft` (the default) counts y downwards from `ymax`.
+    pub upper_left: bool,
+    /// `tolerance`: the size of one grid cell, in output CRS units (> 0).
+    pub tolerance: f64,
+    /// `extent`: `(xmin, ymin, xmax, ymax)` in the output CRS, when given.
+    pub extent: Option<(f64, f64, f64, f64)>,
+}
+
+/// Longest `quantizationParameters` read, in bytes.
+const MAX_QUANTIZATION_BYTES: usize = 4096;
+
+/// Parses `quantizationParameters`, e.g. `{"mode":"view","originPosition":"upperLeft",
+/// "tolerance":1.2,"extent":{"xmin":…,"ymin":…,"xmax":…,"ymax":…}}`.
+fn quantization(params: &BTreeMap<String, String>) -> Result<Option<Quantization>, QueryError> {
+    let Some(text) = lookup(params, "quantizationParameters").filter(|text| !text.is_empty())
+    else {
+        return Ok(None);
+    };
+    let invalid = |why: &str| QueryError {
+        message: "Invalid \"quantizationParameters\"".to_owned(),
+        details: vec![why.to_owned()],
+    };
+    if text.len() > MAX_QUANTIZATION_BYTES {
+        return Err(invalid("longer than 4096 bytes"));
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(text).map_err(|_| invalid("not a JSON object"))?;
+    let upper_left = match json
+        .get("originPosition")
+        .and_then(serde_json::Value::as_str)
+    {
+        None | Some("upperLeft") => true,
+        Some("lowerLeft") => false,
+        Some(_) => return Err(invalid("originPosition must be upperLeft or lowerLeft")),
+    };
+    let tolerance = json
+        .get("tolerance")
+        .and_then(serde_json::Value::as_f64)
+        .unwrap_or(1.0);
+    if !(tolerance.is_finite() && tolerance > 0.0) {
+        return Err(invalid("tolerance must be a positive number"));
+    }
+    let extent = match json.get("extent") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(extent) => {
+            let side = |name: &str| extent.get(name).and_then(serde_json::Value::as_f64);
+            match (side("xmin"), side("ymin"), side("xmax"), side("ymax")) {
+                (Some(xmin), Some(ymin), Some(xmax), Some(ymax))
+                    if [xmin, ymin, xmax, ymax].iter().all(|v| v.is_finite()) =>
+                {
+                    Some((xmin, ymin, xmax, ymax))
+                }
+                _ => return Err(invalid("extent needs finite xmin, ymin, xmax and ymax")),
+            }
+        }
+    };
+    Ok(Some(Quantization {
+        upper_left,
+        tolerance,
+        extent,
+    }))
 }
 
 /// A statistic of `outStatistics`.
@@ -232,6 +302,8 @@ pub struct Query {
     pub format: Format,
     /// `callback`: JSONP function name.
     pub callback: Option<String>,
+    /// `quantizationParameters`, honoured by `f=pbf`.
+    pub quantization: Option<Quantization>,
 }
 
 fn lookup<'a>(params: &'a BTreeMap<String, String>, name: &str) -> Option<&'a str> {
@@ -576,10 +648,11 @@ impl Query {
             None | Some("json") => Format::Json,
             Some("pjson") => Format::PrettyJson,
             Some("geojson") => Format::GeoJson,
+            Some("pbf") => Format::Pbf,
             Some(_) => {
                 return Err(QueryError {
                     message: "Invalid format".to_owned(),
-                    details: vec!["\"f\" must be one of [json, pjson, geojson]".to_owned()],
+                    details: vec!["\"f\" must be one of [json, pjson, geojson, pbf]".to_owned()],
                 });
             }
         };
@@ -653,6 +726,7 @@ impl Query {
             precision,
             format,
             callback,
+            quantization: quantization(params)?,
         })
     }
 

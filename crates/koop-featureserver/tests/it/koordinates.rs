@@ -894,3 +894,86 @@ async fn an_export_refused_with_401_names_the_401_and_the_log_holds_the_chain() 
     assert_eq!(testkit.exports_created_for(1002), 0);
     Ok(())
 }
+
+/// The decimals of every number in `text` that follows `"x":`, `"y":` or a `[` (coordinates).
+fn coordinate_decimals(text: &str) -> Vec<usize> {
+    let mut decimals = Vec::new();
+    for (start, _) in text.match_indices(['[', ':']) {
+        let rest = &text[start + 1..];
+        let number: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_digit() || matches!(c, '-' | '.' | 'e' | 'E'))
+            .collect();
+        if let Some((_, fraction)) = number.split_once('.') {
+            decimals.push(fraction.len());
+        }
+    }
+    decimals
+}
+
+#[tokio::test]
+async fn coordinates_carry_no_float_noise_unless_geometry_precision_asks() -> Result<()> {
+    let setup = Setup::start().await?;
+    let query = format!("{}/0/query", setup.service("koordinates", 1006));
+    let text = |params: &'static [(&'static str, &'static str)]| {
+        let query = query.clone();
+        async move {
+            let response = reqwest::Client::new()
+                .get(&query)
+                .query(params)
+                .send()
+                .await?;
+            anyhow::Ok(response.text().await?)
+        }
+    };
+    // Reprojected from EPSG:2193 to degrees: at most 9 decimals (1e-9°, ~0.1 mm).
+    let degrees = text(&[
+        ("where", "1=1"),
+        ("outFields", "id"),
+        ("outSR", "4326"),
+        ("resultRecordCount", "200"),
+    ])
+    .await?;
+    let json: Value = serde_json::from_str(&degrees)?;
+    let first = &json["features"][0]["geometry"];
+    ensure!(first["x"].as_f64().is_some(), "{first}");
+    let places = coordinate_decimals(&degrees);
+    ensure!(
+        places.iter().any(|&n| n >= 6) && places.iter().all(|&n| n <= 9),
+        "decimals in degrees: {:?}",
+        &places[..places.len().min(20)]
+    );
+    // In metres (EPSG:2193): at most 4 decimals.
+    let metres = text(&[
+        ("where", "1=1"),
+        ("outFields", "id"),
+        ("outSR", "2193"),
+        ("resultRecordCount", "200"),
+    ])
+    .await?;
+    let places = coordinate_decimals(&metres);
+    ensure!(
+        places.iter().all(|&n| n <= 4),
+        "decimals in metres: {places:?}"
+    );
+    // geometryPrecision wins, both ways.
+    let two = text(&[
+        ("where", "1=1"),
+        ("outFields", "id"),
+        ("outSR", "4326"),
+        ("geometryPrecision", "2"),
+        ("resultRecordCount", "50"),
+    ])
+    .await?;
+    ensure!(coordinate_decimals(&two).iter().all(|&n| n <= 2));
+    let twelve = text(&[
+        ("where", "1=1"),
+        ("outFields", "id"),
+        ("outSR", "4326"),
+        ("geometryPrecision", "12"),
+        ("resultRecordCount", "50"),
+    ])
+    .await?;
+    ensure!(coordinate_decimals(&twelve).iter().any(|&n| n > 9));
+    Ok(())
+}

@@ -10,6 +10,7 @@ mod auth;
 mod caching;
 mod compare;
 mod koordinates;
+mod pbf;
 
 mod reference;
 

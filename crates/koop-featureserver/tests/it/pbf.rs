@@ -1,0 +1,356 @@
+//! `f=pbf` decoded by an independent implementation: the `protobuf` crate parses Esri's published
+//! `FeatureCollection.proto` (koop-testkit fixture) at run time and decodes koop's answers
+//! dynamically, as the specification's readers do (transform, each part's first vertex whole and
+//! the rest as deltas). What it reads must be what `f=json` and `f=geojson` say.
+
+use anyhow::{Context, Result, ensure};
+use protobuf::reflect::FileDescriptor;
+use serde_json::Value;
+
+use crate::get_json;
+use crate::koordinates::Setup;
+
+/// Decodes a `FeatureCollectionPBuffer` with the published `.proto`, as proto3 JSON.
+fn decode(bytes: &[u8]) -> Result<Value> {
+    let dir = tempfile::tempdir()?;
+    let text = std::fs::read(koop_testkit::fixtures::path(
+        "arcgis-pbf/FeatureCollection.proto",
+    ))?;
+    // The fixture keeps the byte-order mark it was published with; the parser wants none.
+    let text = text.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&text);
+    let proto = dir.path().join("FeatureCollection.proto");
+    std::fs::write(&proto, text)?;
+    let parsed = protobuf_parse::Parser::new()
+        .pure()
+        .include(dir.path())
+        .input(&proto)
+        .parse_and_typecheck()?;
+    let files = FileDescriptor::new_dynamic_fds(parsed.file_descriptors, &[])?;
+    let descriptor = files
+        .iter()
+        .find_map(|file| file.message_by_package_relative_name("FeatureCollectionPBuffer"))
+        .context("FeatureCollectionPBuffer in the .proto")?;
+    let message = descriptor.parse_from_bytes(bytes)?;
+    let json = protobuf_json_mapping::print_to_string(&*message)?;
+    Ok(serde_json::from_str(&json)?)
+}
+
+/// GET `url` with `query`; the body's bytes and its content type.
+async fn get_bytes(url: &str, query: &[(&str, &str)]) -> Result<(Vec<u8>, String)> {
+    let response = reqwest::Client::new().get(url).query(query).send().await?;
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    Ok((response.bytes().await?.to_vec(), content_type))
+}
+
+/// A proto3 JSON number: 64-bit integers are strings there.
+fn number(value: &Value) -> Option<f64> {
+    value
+        .as_f64()
+        .or_else(|| value.as_str().and_then(|text| text.parse().ok()))
+}
+
+/// An attribute `Value` as JSON: whichever member of the oneof is set.
+fn attribute(value: &Value) -> Value {
+    match value.as_object().and_then(|members| members.iter().next()) {
+        Some((key, found)) => match key.as_str() {
+            "stringValue" => found.clone(),
+            "nullValue" => Value::Null,
+            _ => number(found).map_or(Value::Null, Value::from),
+        },
+        None => Value::Null,
+    }
+}
+
+/// The parts of a decoded geometry in world coordinates: `lengths` vertices a part, each part's
+/// first vertex whole and the rest deltas, through the transform.
+fn parts(geometry: &Value, transform: &Value) -> Vec<Vec<(f64, f64)>> {
+    let coords: Vec<f64> = geometry["coords"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(number)
+        .collect();
+    let mut lengths: Vec<usize> = geometry["lengths"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_u64)
+        .filter_map(|n| usize::try_from(n).ok())
+        .collect();
+    if lengths.is_empty() {
+        lengths.push(coords.len() / 2);
+    }
+    let scale = |name: &str| number(&transform["scale"][name]).unwrap_or(1.0);
+    let translate = |name: &str| number(&transform["translate"][name]).unwrap_or(0.0);
+    let upper_left = transform["quantizeOriginPostion"].as_str() != Some("lowerLeft");
+    let world = |x: f64, y: f64| {
+        let wy = if upper_left {
+            translate("yTranslate") - y * scale("yScale")
+        } else {
+            translate("yTranslate") + y * scale("yScale")
+        };
+        (translate("xTranslate") + x * scale("xScale"), wy)
+    };
+    let mut out = Vec::new();
+    let mut at = 0;
+    for length in lengths {
+        let mut part = Vec::new();
+        let (mut x, mut y) = (0.0, 0.0);
+        for vertex in 0..length {
+            let (dx, dy) = (coords[at], coords[at + 1]);
+            at += 2;
+            if vertex == 0 {
+                (x, y) = (dx, dy);
+            } else {
+                x += dx;
+                y += dy;
+            }
+            part.push(world(x, y));
+        }
+        out.push(part);
+    }
+    out
+}
+
+/// The Esri JSON geometry's parts: `[x, y]`, `points`, `paths` or `rings`.
+fn json_parts(geometry: &Value) -> Vec<Vec<(f64, f64)>> {
+    let pair = |point: &Value| {
+        (
+            point[0].as_f64().unwrap_or(f64::NAN),
+            point[1].as_f64().unwrap_or(f64::NAN),
+        )
+    };
+    if let (Some(x), Some(y)) = (geometry["x"].as_f64(), geometry["y"].as_f64()) {
+        return vec![vec![(x, y)]];
+    }
+    for key in ["rings", "paths"] {
+        if let Some(parts) = geometry[key].as_array() {
+            return parts
+                .iter()
+                .map(|part| part.as_array().into_iter().flatten().map(pair).collect())
+                .collect();
+        }
+    }
+    geometry["points"]
+        .as_array()
+        .map(|points| vec![points.iter().map(pair).collect()])
+        .unwrap_or_default()
+}
+
+/// Checks that the PBF answer of `query` decodes to the features of its `f=json` answer:
+/// the same fields in order, the same attributes, and every vertex within half a grid cell.
+async fn same_as_json(url: &str, query: &[(&str, &str)], cell: f64) -> Result<usize> {
+    let mut pbf_query = query.to_vec();
+    pbf_query.push(("f", "pbf"));
+    let (bytes, content_type) = get_bytes(url, &pbf_query).await?;
+    ensure!(content_type == "application/x-protobuf", "{content_type}");
+    let decoded = decode(&bytes)?;
+    let result = &decoded["queryResult"]["featureResult"];
+    let (_, json) = get_json(url, query).await?;
+    ensure!(decoded["version"] == "1", "{}", decoded["version"]);
+    ensure!(result["objectIdFieldName"] == json["objectIdFieldName"]);
+    let names: Vec<&str> = result["fields"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|field| field["name"].as_str())
+        .collect();
+    let json_names: Vec<&str> = json["fields"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|field| field["name"].as_str())
+        .collect();
+    ensure!(
+        names == json_names,
+        "fields {names:?} against {json_names:?}"
+    );
+    let features = result["features"].as_array().context("features")?;
+    let json_features = json["features"].as_array().context("json features")?;
+    ensure!(
+        features.len() == json_features.len() && !features.is_empty(),
+        "{} features against {}",
+        features.len(),
+        json_features.len()
+    );
+    ensure!(
+        result["exceededTransferLimit"].as_bool().unwrap_or(false)
+            == json["exceededTransferLimit"].as_bool().unwrap_or(false)
+    );
+    for (feature, expected) in features.iter().zip(json_features) {
+        let attributes = feature["attributes"].as_array().context("attributes")?;
+        ensure!(attributes.len() == names.len());
+        for (name, value) in names.iter().zip(attributes) {
+            let got = attribute(value);
+            let want = &expected["attributes"][*name];
+            let same = match (got.as_f64(), want.as_f64()) {
+                (Some(a), Some(b)) => (a - b).abs() <= 1e-9 * b.abs().max(1.0),
+                _ => &got == want,
+            };
+            ensure!(same, "{name}: {got} against {want}");
+        }
+        let got = parts(&feature["geometry"], &result["transform"]);
+        let want = json_parts(&expected["geometry"]);
+        ensure!(
+            got.len() == want.len(),
+            "{} parts against {}",
+            got.len(),
+            want.len()
+        );
+        for (part, expected_part) in got.iter().zip(&want) {
+            ensure!(part.len() == expected_part.len());
+            for (&(x, y), &(ex, ey)) in part.iter().zip(expected_part) {
+                ensure!(
+                    (x - ex).abs() <= cell / 2.0 + 1e-9 && (y - ey).abs() <= cell / 2.0 + 1e-9,
+                    "({x}, {y}) against ({ex}, {ey})"
+                );
+            }
+        }
+    }
+    Ok(features.len())
+}
+
+#[tokio::test]
+async fn pbf_answers_decode_with_the_published_proto_to_the_json_answers() -> Result<()> {
+    let setup = Setup::start().await?;
+    let points = format!("{}/0/query", setup.service("koordinates", 1006));
+    let polygons = format!("{}/0/query", setup.service("koordinates", 1002));
+
+    // Points, every field (dates, doubles, strings, the OID), in degrees and in Web Mercator.
+    let page = [
+        ("where", "1=1"),
+        ("outFields", "*"),
+        ("outSR", "4326"),
+        ("resultRecordCount", "300"),
+    ];
+    ensure!(same_as_json(&points, &page, 1e-9).await? == 300);
+    let mercator = [
+        ("where", "category='c3'"),
+        ("outFields", "id,name"),
+        ("outSR", "102100"),
+        ("orderByFields", "id DESC"),
+        ("resultRecordCount", "100"),
+    ];
+    same_as_json(&points, &mercator, 1e-4).await?;
+    // Polygons with holes and many rings (Natural Earth), ids from the GeoPackage fid.
+    let islands = [("where", "1=1"), ("outFields", "*"), ("outSR", "4326")];
+    same_as_json(&polygons, &islands, 1e-9).await?;
+    // The ArcGIS JS API's tile query: its grid, from the extent's upper-left corner.
+    let tile = [
+        ("where", "1=1"),
+        ("outFields", "*"),
+        ("outSR", "102100"),
+        ("resultType", "tile"),
+        (
+            "quantizationParameters",
+            r#"{"mode":"view","originPosition":"upperLeft","tolerance":500,"extent":{"xmin":-20037508.34,"ymin":-20037508.34,"xmax":20037508.34,"ymax":20037508.34,"spatialReference":{"wkid":102100}}}"#,
+        ),
+    ];
+    same_as_json(&polygons, &tile, 500.0).await?;
+
+    // The GeoJSON answer holds the same features: ids and coordinates.
+    let (bytes, _) = get_bytes(&points, &[page.as_slice(), &[("f", "pbf")]].concat()).await?;
+    let decoded = decode(&bytes)?;
+    let result = &decoded["queryResult"]["featureResult"];
+    let (_, geojson) = get_json(&points, &[page.as_slice(), &[("f", "geojson")]].concat()).await?;
+    let geojson = geojson["features"].as_array().context("geojson features")?;
+    let id_index = result["fields"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .position(|field| field["name"] == result["objectIdFieldName"])
+        .context("the OID field")?;
+    for (feature, expected) in result["features"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .zip(geojson)
+    {
+        ensure!(attribute(&feature["attributes"][id_index]).as_f64() == expected["id"].as_f64());
+        let (x, y) = parts(&feature["geometry"], &result["transform"])[0][0];
+        let coordinates = &expected["geometry"]["coordinates"];
+        ensure!((x - coordinates[0].as_f64().unwrap_or(f64::NAN)).abs() < 1e-9);
+        ensure!((y - coordinates[1].as_f64().unwrap_or(f64::NAN)).abs() < 1e-9);
+    }
+
+    Ok(())
+}
+
+#[tokio::test]
+async fn counts_ids_and_extents_have_pbf_messages_of_their_own() -> Result<()> {
+    let setup = Setup::start().await?;
+    let points = format!("{}/0/query", setup.service("koordinates", 1006));
+    let count = [("where", "category='c3'"), ("returnCountOnly", "true")];
+    let (bytes, _) = get_bytes(&points, &[count.as_slice(), &[("f", "pbf")]].concat()).await?;
+    let (_, json) = get_json(&points, &count).await?;
+    let decoded = decode(&bytes)?;
+    ensure!(
+        number(&decoded["queryResult"]["countResult"]["count"]) == json["count"].as_f64(),
+        "{decoded}"
+    );
+    let ids = [("where", "value < 10"), ("returnIdsOnly", "true")];
+    let (bytes, _) = get_bytes(&points, &[ids.as_slice(), &[("f", "pbf")]].concat()).await?;
+    let (_, json) = get_json(&points, &ids).await?;
+    let decoded = decode(&bytes)?;
+    let got: Vec<f64> = decoded["queryResult"]["idsResult"]["objectIds"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(number)
+        .collect();
+    let want: Vec<f64> = json["objectIds"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_f64)
+        .collect();
+    ensure!(
+        !want.is_empty() && got == want,
+        "{} ids against {}",
+        got.len(),
+        want.len()
+    );
+    let extent = [
+        ("where", "1=1"),
+        ("returnExtentOnly", "true"),
+        ("returnCountOnly", "true"),
+    ];
+    let (bytes, _) = get_bytes(&points, &[extent.as_slice(), &[("f", "pbf")]].concat()).await?;
+    let (_, json) = get_json(&points, &extent).await?;
+    let decoded = decode(&bytes)?;
+    let envelope = &decoded["queryResult"]["extentCountResult"]["extent"];
+    ensure!(
+        number(&envelope["XMin"]) == json["extent"]["xmin"].as_f64(),
+        "{decoded}"
+    );
+    ensure!(
+        number(&decoded["queryResult"]["extentCountResult"]["count"]) == json["count"].as_f64()
+    );
+
+    // What the format has no message for is a Geoservices error, not a wrong answer.
+    let statistics = [
+        ("where", "1=1"),
+        (
+            "outStatistics",
+            r#"[{"statisticType":"count","onStatisticField":"id","outStatisticFieldName":"n"}]"#,
+        ),
+        ("f", "pbf"),
+    ];
+    let (_, error) = get_json(&points, &statistics).await?;
+    ensure!(error["error"]["code"] == 400, "{error}");
+
+    // And the layer offers it.
+    let (_, layer) = get_json(&format!("{}/0", setup.service("koordinates", 1006)), &[]).await?;
+    let formats = layer["supportedQueryFormats"].as_str().unwrap_or_default();
+    ensure!(
+        formats.split(',').any(|format| format.trim() == "PBF"),
+        "{formats}"
+    );
+    ensure!(layer["supportsCoordinatesQuantization"] == false);
+    Ok(())
+}
