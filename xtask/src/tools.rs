@@ -13,10 +13,6 @@ use anyhow::{Context, Result, bail};
 
 /// Where a tool comes from.
 #[derive(Debug, Clone, Copy)]
-#[allow(
-    dead_code,
-    reason = "no Python tool is needed until the esridump and Python-package tests arrive"
-)]
 pub(crate) enum Source {
     /// A system package: its Debian and Homebrew names.
     System {
@@ -63,6 +59,13 @@ pub(crate) const TOOLS: &[Tool] = &[
         source: Source::System {
             debian: "gdal-bin",
             brew: "gdal",
+        },
+    },
+    Tool {
+        command: "esri2geojson",
+        probe: &["--help"],
+        source: Source::Python {
+            requirement: "esridump==1.13.0",
         },
     },
     Tool {

@@ -652,7 +652,7 @@ impl Query {
             Some(_) => {
                 return Err(QueryError {
                     message: "Invalid format".to_owned(),
-                    details: vec!["\"f\" must be one of [json, pjson, geojson, pbf]".to_owned()],
+                    details: vec!["\"f\" must be one of [json, pjson, geojson]".to_owned()],
                 });
             }
         };

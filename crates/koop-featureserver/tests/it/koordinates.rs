@@ -977,3 +977,86 @@ async fn coordinates_carry_no_float_noise_unless_geometry_precision_asks() -> Re
     ensure!(coordinate_decimals(&twelve).iter().any(|&n| n > 9));
     Ok(())
 }
+
+/// esridump's `esri2geojson` (PyPI `esridump`, installed by `cargo xtask test`) dumps the layer
+/// behind `layer_url`; the GeoJSON it wrote.
+fn esri2geojson(layer_url: &str, out: &Path) -> Result<Value> {
+    let output = Command::new("esri2geojson")
+        .arg(layer_url)
+        .arg(out)
+        .output()
+        .context("running esri2geojson (cargo xtask test installs esridump)")?;
+    ensure!(
+        output.status.success(),
+        "esri2geojson {layer_url}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(serde_json::from_str(&std::fs::read_to_string(out)?)?)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn esridump_dumps_every_feature_exactly_once() -> Result<()> {
+    let setup = Setup::start().await?;
+    let dir = tempfile::tempdir()?;
+    // Points with an integer primary key; polygons whose ids are the GeoPackage fid.
+    for (layer, object_id) in [(1006, "id"), (1002, "fid")] {
+        let layer_url = format!("{}/0", setup.service("koordinates", layer));
+        let (_, ids) = get_json(
+            &format!("{layer_url}/query"),
+            &[("where", "1=1"), ("returnIdsOnly", "true")],
+        )
+        .await?;
+        let mut expected: Vec<i64> = ids["objectIds"]
+            .as_array()
+            .context("objectIds")?
+            .iter()
+            .filter_map(Value::as_i64)
+            .collect();
+        expected.sort_unstable();
+        let dumped = esri2geojson(&layer_url, &dir.path().join(format!("{layer}.geojson")))?;
+        let features = dumped["features"].as_array().context("features")?;
+        let mut got: Vec<i64> = features
+            .iter()
+            .filter_map(|feature| feature["properties"][object_id].as_i64())
+            .collect();
+        ensure!(
+            got.len() == features.len(),
+            "layer {layer}: a feature without {object_id}"
+        );
+        got.sort_unstable();
+        ensure!(
+            got == expected,
+            "layer {layer}: esridump wrote {} features for {} ids",
+            got.len(),
+            expected.len()
+        );
+        ensure!(
+            features
+                .iter()
+                .all(|feature| feature["geometry"]["coordinates"].is_array()),
+            "layer {layer}: a feature without geometry"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn geoservices_errors_always_carry_details() -> Result<()> {
+    let setup = Setup::start().await?;
+    let query = format!("{}/0/query", setup.service("koordinates", 1006));
+    for params in [
+        vec![("where", "nope = 1")],
+        vec![("f", "xml")],
+        vec![("outSR", "999999")],
+        vec![("where", "1=1"), ("resultRecordCount", "many")],
+    ] {
+        let (_, json) = get_json(&query, &params).await?;
+        let text = json.to_string();
+        ensure!(
+            json["error"]["details"].is_array(),
+            "{params:?}: {}",
+            &text[..text.len().min(200)]
+        );
+    }
+    Ok(())
+}
