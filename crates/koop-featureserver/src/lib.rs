@@ -22,8 +22,9 @@
 //! supports (`where`, `objectIds`, `geometry` with `inSR` and `spatialRel`, `outFields`,
 //! `returnGeometry`, `orderByFields`, `resultOffset`, `resultRecordCount`, `returnCountOnly`,
 //! `returnIdsOnly`, `returnExtentOnly`, `returnDistinctValues`, `outStatistics` with
-//! `groupByFieldsForStatistics`, `outSR`, `geometryPrecision`, `f` = json, pjson or geojson,
-//! `callback`). They run over the provider's features in one pass and bounded memory, skipping
+//! `groupByFieldsForStatistics`, `outSR`, `geometryPrecision`, `f` = json, pjson, geojson or
+//! pbf, `quantizationParameters` (pbf only), `callback`). Without `geometryPrecision`,
+//! coordinates are rounded to 1e-9 degree or 1e-4 m (projected CRSs): no float noise. They run over the provider's features in one pass and bounded memory, skipping
 //! the steps the provider applied itself (`filtersApplied`); the Koordinates provider applies
 //! them all in SQLite, so a page of a layer of millions of features costs milliseconds.
 //!
@@ -479,8 +480,7 @@ fn respond(
     crs: koop_provider::Epsg,
 ) -> Result<Response, GeoservicesError> {
     if query.format == koop_geoservices::Format::Pbf {
-        let bytes =
-            pbf::encode(answer, layer, query, crs).map_err(GeoservicesError::bad_request)?;
+        let bytes = pbf::encode(answer, layer, query, crs)?;
         let mut response = Response::new(axum::body::Body::from(bytes));
         response.headers_mut().insert(
             axum::http::header::CONTENT_TYPE,

@@ -20,6 +20,7 @@ use crate::engine::{Answer, Engine};
 use crate::esri::{EsriGeometry, Extent};
 use crate::layer::Layer;
 use crate::render::FeatureWriter;
+use crate::response::GeoservicesError;
 
 /// `FeatureCollectionPBuffer`.
 #[derive(Clone, PartialEq, Message)]
@@ -341,50 +342,76 @@ struct Grid {
     y0: f64,
 }
 
+/// Largest grid index a coordinate may take: indices stay exact in `f64` and far from the
+/// limits of `sint64`.
+const MAX_INDEX: f64 = 4_503_599_627_370_496.0; // 2^52
+
 impl Grid {
-    /// From `quantizationParameters`, else `10^-decimals` cells from the upper-left corner of
-    /// `geometries`.
-    fn new(query: &Query, decimals: u32, geometries: &[Option<EsriGeometry>]) -> Self {
+    /// From `quantizationParameters`, else `10^-decimals` cells (coarser only where the page
+    /// spans more than 2^52 cells) from the upper-left corner of `geometries`.
+    ///
+    /// # Errors
+    ///
+    /// A message when the `tolerance` asked for would put a vertex more than 2^52 cells from
+    /// the origin.
+    fn new(
+        query: &Query,
+        decimals: u32,
+        geometries: &[Option<EsriGeometry>],
+    ) -> Result<Self, String> {
+        let (mut xmin, mut ymin) = (f64::INFINITY, f64::INFINITY);
+        let (mut xmax, mut ymax) = (f64::NEG_INFINITY, f64::NEG_INFINITY);
+        for geometry in geometries.iter().flatten() {
+            geometry.for_each_position(|(x, y)| {
+                xmin = xmin.min(x);
+                ymin = ymin.min(y);
+                xmax = xmax.max(x);
+                ymax = ymax.max(y);
+            });
+        }
+        let any = xmin <= xmax && ymin <= ymax;
         if let Some(quantization) = query.quantization {
             let (x0, y0) = match quantization.extent {
-                Some((xmin, ymin, _, ymax)) => {
-                    (xmin, if quantization.upper_left { ymax } else { ymin })
+                Some((left, bottom, _, top)) => {
+                    (left, if quantization.upper_left { top } else { bottom })
                 }
                 None => (0.0, 0.0),
             };
-            return Self {
+            let farthest = [xmin - x0, xmax - x0, ymin - y0, ymax - y0]
+                .iter()
+                .fold(0.0_f64, |far, offset| far.max(offset.abs()));
+            if any && farthest / quantization.tolerance > MAX_INDEX {
+                return Err(format!(
+                    "quantizationParameters: a tolerance of {} puts vertices more than 2^52 cells from the origin; ask for a larger tolerance",
+                    quantization.tolerance
+                ));
+            }
+            return Ok(Self {
                 upper_left: quantization.upper_left,
                 cell: quantization.tolerance,
                 x0,
                 y0,
-            };
-        }
-        let (mut x0, mut y0) = (f64::INFINITY, f64::NEG_INFINITY);
-        for geometry in geometries.iter().flatten() {
-            geometry.for_each_position(|(x, y)| {
-                x0 = x0.min(x);
-                y0 = y0.max(y);
             });
         }
-        let cell = 10_f64.powi(-i32::try_from(decimals.min(17)).unwrap_or(17));
-        // Snapped to the grid, so that every vertex lands on a cell exactly.
-        let snap = |value: f64| {
-            if value.is_finite() {
-                (value / cell).floor() * cell
-            } else {
-                0.0
-            }
-        };
-        Self {
+        if !any {
+            return Ok(Self {
+                upper_left: true,
+                cell: 1.0,
+                x0: 0.0,
+                y0: 0.0,
+            });
+        }
+        let span = (xmax - xmin).max(ymax - ymin);
+        let cell = 10_f64
+            .powi(-i32::try_from(decimals.min(17)).unwrap_or(17))
+            .max(span / MAX_INDEX);
+        // The origin on the grid, so that every vertex lands on a cell exactly.
+        Ok(Self {
             upper_left: true,
             cell,
-            x0: snap(x0),
-            y0: if y0.is_finite() {
-                (y0 / cell).ceil() * cell
-            } else {
-                0.0
-            },
-        }
+            x0: (xmin / cell).floor() * cell,
+            y0: (ymax / cell).ceil() * cell,
+        })
     }
 
     fn cell_of(&self, (x, y): (f64, f64)) -> (i64, i64) {
@@ -522,8 +549,13 @@ fn features(
     source_crs: Epsg,
     features: &[Feature],
     exceeded: bool,
-) -> Result<FeatureResult, String> {
-    let writer = FeatureWriter::new(layer, query, source_crs)?;
+) -> Result<FeatureResult, GeoservicesError> {
+    let writer =
+        FeatureWriter::new(layer, query, source_crs).map_err(|message| GeoservicesError {
+            code: 500,
+            message,
+            details: Vec::new(),
+        })?;
     let object_id = layer.schema.object_id.clone();
     let geometry_type = geometry_type(layer.geometry_type_name());
     let geometries: Vec<Option<EsriGeometry>> = if writer.returns_geometry() {
@@ -534,7 +566,8 @@ fn features(
     } else {
         Vec::new()
     };
-    let grid = Grid::new(query, decimals(query), &geometries);
+    let grid =
+        Grid::new(query, decimals(query), &geometries).map_err(GeoservicesError::bad_request)?;
     let fields = writer
         .names()
         .iter()
@@ -592,14 +625,15 @@ fn features(
 ///
 /// # Errors
 ///
-/// A message for what `f=pbf` cannot carry (statistics and distinct values: the specification
-/// has no message for them) and when the features' CRS cannot be reprojected to `outSR`.
+/// A 400 for what `f=pbf` cannot carry (statistics and distinct values: the specification has
+/// no message for them) and for a `quantizationParameters` tolerance too fine for the page; a
+/// 500 when the features' CRS cannot be reprojected to `outSR` (as the JSON answers).
 pub(crate) fn encode(
     answer: Answer,
     layer: &Layer,
     query: &Query,
     source_crs: Epsg,
-) -> Result<Bytes, String> {
+) -> Result<Bytes, GeoservicesError> {
     let results = match answer {
         Answer::Count(count) => Results::Count(CountResult { count }),
         Answer::CountExtent(count, extent) => Results::ExtentCount(ExtentCountResult {
@@ -618,9 +652,9 @@ pub(crate) fn encode(
                 .collect(),
         }),
         Answer::Statistics(..) | Answer::Distinct(..) => {
-            return Err(
-                "outStatistics and returnDistinctValues are answered in f=json only".to_owned(),
-            );
+            return Err(GeoservicesError::bad_request(
+                "outStatistics and returnDistinctValues are answered in f=json only",
+            ));
         }
         Answer::Features {
             features: page,

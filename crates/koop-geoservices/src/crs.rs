@@ -96,9 +96,8 @@ impl Reprojector {
         self.target
     }
 
-    /// Whether the target CRS is geographic (degrees), as proj4rs defines it; EPSG:4326 when
-    /// nothing changes and the source is unknown to proj4rs counts as geographic only when it
-    /// is 4326 itself.
+    /// Whether the target CRS is geographic (coordinates in degrees), as proj4rs defines it
+    /// (see [`is_geographic`]).
     pub fn target_is_geographic(&self) -> bool {
         match &self.projections {
             Some((_, target)) => target.is_latlong(),

@@ -728,6 +728,37 @@ impl Plan {
             };
             let _ = write!(sql, " ORDER BY {}", order.join(", "));
         }
+        let groups = self.query.group_by.len();
+        self.attribute_rows(connection, table, sql, |row, error| {
+            let mut attributes = Map::new();
+            for (index, statistic) in self.query.statistics.iter().enumerate() {
+                let value = row.get_ref(groups + index).map_err(error)?;
+                attributes.insert(
+                    statistic.out_name.clone(),
+                    statistic_value(statistic, value, table),
+                );
+            }
+            for (index, name) in self.query.group_by.iter().enumerate() {
+                let value = row.get_ref(index).map_err(error)?;
+                let kind = table.column_kind(name).unwrap_or(ColumnKind::Text);
+                attributes.insert(name.clone(), esri_value(value, kind));
+            }
+            Ok(attributes)
+        })
+    }
+
+    /// Runs `sql` (this query's parameters, its page and offset appended) and reads up to a
+    /// page of rows with `read`; one row more than the page means `exceededTransferLimit`.
+    fn attribute_rows(
+        &self,
+        connection: &rusqlite::Connection,
+        table: &Table,
+        mut sql: String,
+        read: impl Fn(
+            &rusqlite::Row<'_>,
+            &dyn Fn(rusqlite::Error) -> ProviderError,
+        ) -> Result<Map<String, Json>, ProviderError>,
+    ) -> Result<Outcome, ProviderError> {
         let mut params = self.params.clone();
         limit(&mut sql, &mut params, self.page, self.query.offset);
         let error = sqlite_error(&table.path);
@@ -735,28 +766,13 @@ impl Plan {
         let mut rows = statement
             .query(rusqlite::params_from_iter(params.iter().map(Bound)))
             .map_err(&error)?;
-        let mut out = Vec::new();
-        let mut exceeded = false;
-        let groups = self.query.group_by.len();
+        let (mut out, mut exceeded) = (Vec::new(), false);
         while let Some(row) = rows.next().map_err(&error)? {
             if out.len() as u64 >= self.page {
                 exceeded = true;
                 break;
             }
-            let mut attributes = Map::new();
-            for (index, statistic) in self.query.statistics.iter().enumerate() {
-                let value = row.get_ref(groups + index).map_err(&error)?;
-                attributes.insert(
-                    statistic.out_name.clone(),
-                    statistic_value(statistic, value, table),
-                );
-            }
-            for (index, name) in self.query.group_by.iter().enumerate() {
-                let value = row.get_ref(index).map_err(&error)?;
-                let kind = table.column_kind(name).unwrap_or(ColumnKind::Text);
-                attributes.insert(name.clone(), esri_value(value, kind));
-            }
-            out.push(attributes);
+            out.push(read(row, &error)?);
         }
         Ok(Outcome::Answer(QueryAnswer::Rows {
             rows: out,
@@ -790,38 +806,22 @@ impl Plan {
                 })
                 .collect()
         };
-        let mut sql = format!(
+        let sql = format!(
             "SELECT DISTINCT {} FROM {}{} ORDER BY {}",
             columns.join(", "),
             Table::quoted(&table.name),
             where_sql(&self.conditions),
             order.join(", ")
         );
-        let mut params = self.params.clone();
-        limit(&mut sql, &mut params, self.page, self.query.offset);
-        let error = sqlite_error(&table.path);
-        let mut statement = gpkg::prepare(connection, &sql).map_err(&error)?;
-        let mut rows = statement
-            .query(rusqlite::params_from_iter(params.iter().map(Bound)))
-            .map_err(&error)?;
-        let (mut out, mut exceeded) = (Vec::new(), false);
-        while let Some(row) = rows.next().map_err(&error)? {
-            if out.len() as u64 >= self.page {
-                exceeded = true;
-                break;
-            }
+        self.attribute_rows(connection, table, sql, |row, error| {
             let mut attributes = Map::new();
             for (index, name) in names.iter().enumerate() {
-                let value = row.get_ref(index).map_err(&error)?;
+                let value = row.get_ref(index).map_err(error)?;
                 let kind = table.column_kind(name).unwrap_or(ColumnKind::Text);
                 attributes.insert(name.clone(), esri_value(value, kind));
             }
-            out.push(attributes);
-        }
-        Ok(Outcome::Answer(QueryAnswer::Rows {
-            rows: out,
-            exceeded,
-        }))
+            Ok(attributes)
+        })
     }
 }
 

@@ -23,7 +23,7 @@ use koop_provider::ProviderError;
 use crate::gpkg::{self, RowShape, Table, sqlite_error};
 use crate::layer::LayerState;
 use crate::query::Bound;
-use crate::work::Work;
+use crate::work::{Held, Work};
 
 /// Rows read per blocking call while the provider's streams hold fewer than [`HELD_BUDGET`]
 /// features.
@@ -59,10 +59,13 @@ struct Cursor {
     state: LayerState,
     rows: Arc<Rows>,
     work: Work,
-    /// The chunk being read ahead, if any: aborted when the stream is dropped.
-    ahead: Option<tokio_util::task::AbortOnDropHandle<Result<Chunk, ProviderError>>>,
+    /// The chunk being read ahead, if any, with its count of held features: aborted when
+    /// the stream is dropped.
+    ahead: Option<tokio_util::task::AbortOnDropHandle<Result<(Chunk, Held), ProviderError>>>,
     done: bool,
     buffer: VecDeque<geojson::Feature>,
+    /// The count of `buffer`'s features in [`Work::held`].
+    held: Option<Held>,
     /// The fid after which the next chunk starts, when none is being read ahead.
     next: Option<i64>,
 }
@@ -83,8 +86,8 @@ impl Cursor {
                         CHUNK
                     };
                     let read = chunk(&state, &rows, after, limit)?;
-                    work.hold(read.0.len());
-                    Ok(read)
+                    let held = work.hold(read.0.len());
+                    Ok((read, held))
                 })
                 .await
         });
@@ -94,20 +97,6 @@ impl Cursor {
     /// Whether to read the next chunk before the reader has taken this one.
     fn reads_ahead(&self) -> bool {
         self.work.held() <= HELD_BUDGET
-    }
-}
-
-impl Drop for Cursor {
-    fn drop(&mut self) {
-        self.work.release(self.buffer.len());
-        // A chunk read ahead and finished counted its features; one still running is aborted
-        // before it counts them, so count only what a finished task holds.
-        if let Some(ahead) = self.ahead.take() {
-            ahead.abort();
-            if let Some(Ok(Ok((features, ..)))) = futures::FutureExt::now_or_never(ahead) {
-                self.work.release(features.len());
-            }
-        }
     }
 }
 
@@ -204,6 +193,7 @@ pub(crate) fn features(
         ahead: None,
         done: false,
         buffer: VecDeque::new(),
+        held: None,
         next: None,
     };
     cursor.read_ahead(None);
@@ -213,7 +203,9 @@ pub(crate) fn features(
         |mut cursor| async move {
             loop {
                 if let Some(feature) = cursor.buffer.pop_front() {
-                    cursor.work.release(1);
+                    if let Some(held) = &mut cursor.held {
+                        held.take_one();
+                    }
                     return Some((Ok(feature), cursor));
                 }
                 if cursor.done {
@@ -232,10 +224,11 @@ pub(crate) fn features(
                     ))
                 });
                 match read {
-                    Ok((features, last, done)) => {
+                    Ok(((features, last, done), held)) => {
                         // The chunk's own allocation, taken as it is and freed with its
                         // last feature: an emptied buffer keeps no capacity.
                         cursor.buffer = features.into();
+                        cursor.held = Some(held);
                         cursor.done = done;
                         if !done {
                             if cursor.reads_ahead() {
@@ -248,6 +241,7 @@ pub(crate) fn features(
                     Err(error) => {
                         cursor.done = true;
                         cursor.buffer.clear();
+                        cursor.held = None;
                         return Some((Err(error), cursor));
                     }
                 }

@@ -38,14 +38,16 @@ impl Work {
         self.held.load(Ordering::Relaxed)
     }
 
-    /// Counts `features` more held by a stream.
-    pub(crate) fn hold(&self, features: usize) {
+    /// Counts `features` more held by a stream, until the returned guard is dropped or has
+    /// given each back with [`Held::take_one`]. A guard travels with its features, so features
+    /// dropped anywhere (a stream whose client left, a read-ahead aborted mid-chunk) are no
+    /// longer counted.
+    pub(crate) fn hold(&self, features: usize) -> Held {
         self.held.fetch_add(features, Ordering::Relaxed);
-    }
-
-    /// Counts `features` a stream no longer holds.
-    pub(crate) fn release(&self, features: usize) {
-        self.held.fetch_sub(features, Ordering::Relaxed);
+        Held {
+            held: self.held.clone(),
+            count: features,
+        }
     }
 
     /// Runs query `work` on a blocking thread once a query permit is free, waiting for one
@@ -95,5 +97,86 @@ impl Work {
                 Some(Arc::new(error)),
             )
         })?
+    }
+}
+
+/// Features a stream holds, counted in [`Work::held`] while this guard lives.
+#[derive(Debug)]
+pub(crate) struct Held {
+    held: Arc<AtomicUsize>,
+    count: usize,
+}
+
+impl Held {
+    /// One feature given to the reader: no longer held.
+    pub(crate) fn take_one(&mut self) {
+        if self.count > 0 {
+            self.count -= 1;
+            self.held.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.held.fetch_sub(self.count, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Work;
+
+    #[test]
+    fn held_features_are_counted_until_taken_or_dropped() {
+        let work = Work::new(1, 1);
+        let mut first = work.hold(10);
+        let second = work.hold(5);
+        assert_eq!(work.held(), 15);
+        for _ in 0..3 {
+            first.take_one();
+        }
+        assert_eq!(work.held(), 12);
+        drop(second);
+        assert_eq!(work.held(), 7);
+        for _ in 0..20 {
+            first.take_one();
+        }
+        assert_eq!(work.held(), 0, "never below what was held");
+        drop(first);
+        assert_eq!(work.held(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_chunk_whose_reader_left_while_it_was_read_is_not_counted() {
+        let work = Work::new(1, 1);
+        let (started, started_rx) = std::sync::mpsc::channel();
+        let (finish, finish_rx) = std::sync::mpsc::channel::<()>();
+        let counted = work.clone();
+        let task = tokio::spawn(async move {
+            counted
+                .clone()
+                .run_bulk(move || {
+                    let _ = started.send(());
+                    let _ = finish_rx.recv();
+                    Ok(counted.hold(128))
+                })
+                .await
+        });
+        // The client leaves while the blocking read runs: the task is aborted, the read
+        // finishes on its thread, and its features are dropped there.
+        tokio::task::spawn_blocking(move || started_rx.recv())
+            .await
+            .ok();
+        task.abort();
+        let _ = task.await;
+        let _ = finish.send(());
+        for _ in 0..200 {
+            if work.held() == 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert_eq!(work.held(), 0);
     }
 }

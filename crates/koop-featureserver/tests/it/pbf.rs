@@ -252,6 +252,25 @@ async fn pbf_answers_decode_with_the_published_proto_to_the_json_answers() -> Re
         ),
     ];
     same_as_json(&polygons, &tile, 500.0).await?;
+    // A precision finer than a grid index can hold is coarsened, never wrapped around.
+    let fine = [
+        ("where", "1=1"),
+        ("outFields", "fid"),
+        ("outSR", "102100"),
+        ("geometryPrecision", "17"),
+    ];
+    same_as_json(&polygons, &fine, 1e-8).await?;
+    let too_fine = [
+        ("where", "1=1"),
+        ("outFields", "fid"),
+        (
+            "quantizationParameters",
+            r#"{"mode":"view","originPosition":"upperLeft","tolerance":1e-300}"#,
+        ),
+        ("f", "pbf"),
+    ];
+    let (_, error) = get_json(&polygons, &too_fine).await?;
+    ensure!(error["error"]["code"] == 400, "{error}");
 
     // The GeoJSON answer holds the same features: ids and coordinates.
     let (bytes, _) = get_bytes(&points, &[page.as_slice(), &[("f", "pbf")]].concat()).await?;
