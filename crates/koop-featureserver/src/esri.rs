@@ -111,6 +111,8 @@ const DEFAULT_METRE_DECIMALS: u32 = 4;
 pub(crate) struct CoordinateMapper {
     reprojector: Reprojector,
     scale: Option<f64>,
+    /// `maxAllowableOffset`, in target CRS units.
+    generalize: Option<f64>,
 }
 
 impl CoordinateMapper {
@@ -129,7 +131,34 @@ impl CoordinateMapper {
         Ok(Self {
             reprojector,
             scale: Some(10_f64.powi(i32::try_from(digits.min(17)).unwrap_or(17))),
+            generalize: None,
         })
+    }
+
+    /// Lines and rings of [`EsriGeometry::new`] generalized to stray at most `offset` target
+    /// CRS units from the original (`maxAllowableOffset`).
+    pub(crate) fn generalizing(mut self, offset: Option<f64>) -> Self {
+        self.generalize = offset;
+        self
+    }
+
+    /// `positions` generalized (Douglas–Peucker, `geo::Simplify`) when asked; a ring that would
+    /// collapse below four positions keeps every vertex, so no ring vanishes or turns inside out.
+    fn generalized(&self, positions: Vec<Xy>, ring: bool) -> Vec<Xy> {
+        use geo::Simplify;
+        let Some(offset) = self.generalize else {
+            return positions;
+        };
+        if positions.len() <= if ring { 4 } else { 2 } {
+            return positions;
+        }
+        let line: geo_types::LineString<f64> = positions.iter().copied().collect();
+        let simplified: Vec<Xy> = line.simplify(offset).0.iter().map(|c| (c.x, c.y)).collect();
+        if ring && simplified.len() < 4 {
+            positions
+        } else {
+            simplified
+        }
     }
 
     fn round(&self, value: f64) -> f64 {
@@ -273,9 +302,10 @@ impl EsriGeometry {
                 .map(|position| mapper.map(position.as_slice()))
                 .collect()
         };
+        let path = |positions: &[Position]| line(positions).map(|p| mapper.generalized(p, false));
         let polygon = |rings: &[Vec<Position>], out: &mut Vec<Vec<Xy>>| -> Option<()> {
             for (index, ring) in rings.iter().enumerate() {
-                out.push(oriented(line(ring)?, index == 0));
+                out.push(oriented(mapper.generalized(line(ring)?, true), index == 0));
             }
             Some(())
         };
@@ -284,11 +314,11 @@ impl EsriGeometry {
                 Self::Point(mapper.map(coordinates.as_slice())?)
             }
             GeometryValue::MultiPoint { coordinates } => Self::Points(line(coordinates)?),
-            GeometryValue::LineString { coordinates } => Self::Paths(vec![line(coordinates)?]),
+            GeometryValue::LineString { coordinates } => Self::Paths(vec![path(coordinates)?]),
             GeometryValue::MultiLineString { coordinates } => Self::Paths(
                 coordinates
                     .iter()
-                    .map(|path| line(path))
+                    .map(|positions| path(positions))
                     .collect::<Option<_>>()?,
             ),
             GeometryValue::Polygon { coordinates } => {
@@ -449,6 +479,37 @@ mod tests {
             serde_json::to_value(EsriGeometry::new(&point, &identity)).expect("JSON"),
             json!({"x": 174.5, "y": -41.25})
         );
+        Ok(())
+    }
+
+    #[test]
+    fn max_allowable_offset_generalizes_lines_and_keeps_small_rings() -> Result<(), ReprojectError>
+    {
+        // A line that wiggles by 0.01 around y = 0, and a ring smaller than the offset.
+        let wiggle: Vec<Position> = (0..=100)
+            .map(|i| Position::from([f64::from(i), if i % 2 == 0 { 0.0 } else { 0.01 }]))
+            .collect();
+        let line = GeometryValue::LineString {
+            coordinates: wiggle.clone(),
+        };
+        let small = [[0.0, 0.0], [0.1, 0.0], [0.1, 0.1], [0.0, 0.1], [0.0, 0.0]];
+        let polygon = GeometryValue::Polygon {
+            coordinates: vec![small.iter().copied().map(Position::from).collect()],
+        };
+        let mapper = CoordinateMapper::new(Epsg::WGS84, Epsg::WGS84, None)?.generalizing(Some(0.5));
+        let Some(EsriGeometry::Paths(paths)) = EsriGeometry::new(&line, &mapper) else {
+            panic!("a line has paths");
+        };
+        assert_eq!(paths, vec![vec![(0.0, 0.0), (100.0, 0.0)]]);
+        let Some(EsriGeometry::Rings(rings)) = EsriGeometry::new(&polygon, &mapper) else {
+            panic!("a polygon has rings");
+        };
+        assert_eq!(rings[0].len(), 5, "a ring never collapses: {rings:?}");
+        let exact = CoordinateMapper::new(Epsg::WGS84, Epsg::WGS84, None)?;
+        let Some(EsriGeometry::Paths(paths)) = EsriGeometry::new(&line, &exact) else {
+            panic!("a line has paths");
+        };
+        assert_eq!(paths[0].len(), wiggle.len());
         Ok(())
     }
 

@@ -23,8 +23,12 @@
 //! `returnGeometry`, `orderByFields`, `resultOffset`, `resultRecordCount`, `returnCountOnly`,
 //! `returnIdsOnly`, `returnExtentOnly`, `returnDistinctValues`, `outStatistics` with
 //! `groupByFieldsForStatistics`, `outSR`, `geometryPrecision`, `f` = json, pjson, geojson or
-//! pbf, `quantizationParameters` (pbf only), `callback`). Without `geometryPrecision`,
-//! coordinates are rounded to 1e-9 degree or 1e-4 m (projected CRSs): no float noise. They run over the provider's features in one pass and bounded memory, skipping
+//! pbf, `quantizationParameters` (pbf only; `mode=view` leaves out vertices that share a cell),
+//! `maxAllowableOffset` (lines and rings generalized with Douglas–Peucker in `outSR` units; a
+//! ring never collapses), `callback`). Without `geometryPrecision`, coordinates are rounded to
+//! 1e-9 degree or 1e-4 m (projected CRSs): no float noise. Parameters of other clients
+//! (`resultType`, `cacheHint`, `maxRecordCountFactor`, `returnExceededLimitFeatures`) are
+//! accepted and change nothing. Queries run over the provider's features in one pass and bounded memory, skipping
 //! the steps the provider applied itself (`filtersApplied`); the Koordinates provider applies
 //! them all in SQLite, so a page of a layer of millions of features costs milliseconds.
 //!

@@ -340,6 +340,8 @@ struct Grid {
     cell: f64,
     x0: f64,
     y0: f64,
+    /// `mode=view`: a vertex in the same cell as the one before is left out.
+    view: bool,
 }
 
 /// Largest grid index a coordinate may take: indices stay exact in `f64` and far from the
@@ -391,6 +393,7 @@ impl Grid {
                 cell: quantization.tolerance,
                 x0,
                 y0,
+                view: quantization.view,
             });
         }
         if !any {
@@ -399,6 +402,7 @@ impl Grid {
                 cell: 1.0,
                 x0: 0.0,
                 y0: 0.0,
+                view: false,
             });
         }
         let span = (xmax - xmin).max(ymax - ymin);
@@ -411,6 +415,7 @@ impl Grid {
             cell,
             x0: (xmin / cell).floor() * cell,
             y0: (ymax / cell).ceil() * cell,
+            view: false,
         })
     }
 
@@ -445,22 +450,26 @@ impl Grid {
         }
     }
 
-    /// Appends one part: its first vertex whole, then deltas.
+    /// Appends one part: its first vertex whole, then deltas. In `view` mode a vertex in the
+    /// cell of the one before is left out (a zero delta draws nothing), except the last, so
+    /// rings stay closed and lines keep their ends.
     fn part(&self, positions: &[(f64, f64)], geometry: &mut Geometry) {
         let mut previous: Option<(i64, i64)> = None;
-        for &position in positions {
+        let mut written: u32 = 0;
+        let last = positions.len().saturating_sub(1);
+        for (index, &position) in positions.iter().enumerate() {
             let (x, y) = self.cell_of(position);
             match previous {
                 None => geometry.coords.extend([x, y]),
+                Some((px, py)) if self.view && (px, py) == (x, y) && index != last => continue,
                 Some((px, py)) => geometry
                     .coords
                     .extend([x.saturating_sub(px), y.saturating_sub(py)]),
             }
             previous = Some((x, y));
+            written = written.saturating_add(1);
         }
-        geometry
-            .lengths
-            .push(u32::try_from(positions.len()).unwrap_or(u32::MAX));
+        geometry.lengths.push(written);
     }
 
     fn geometry(&self, esri: &EsriGeometry, geometry_type: i32) -> Geometry {
@@ -668,4 +677,36 @@ pub(crate) fn encode(
         }),
     };
     Ok(Bytes::from(collection.encode_to_vec()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn view_mode_leaves_out_vertices_that_share_a_cell_but_keeps_the_ends() {
+        let ring = [
+            (0.0, 0.0),
+            (0.2, 0.1),
+            (0.3, 0.0),
+            (5.0, 0.0),
+            (5.0, 5.0),
+            (0.0, 0.0),
+        ];
+        let grid = |view| Grid {
+            upper_left: true,
+            cell: 1.0,
+            x0: 0.0,
+            y0: 10.0,
+            view,
+        };
+        let mut edit = Geometry::default();
+        grid(false).part(&ring, &mut edit);
+        assert_eq!(edit.lengths, vec![6]);
+        let mut view = Geometry::default();
+        grid(true).part(&ring, &mut view);
+        assert_eq!(view.lengths, vec![4], "{:?}", view.coords);
+        // First vertex whole, then deltas; the closing vertex comes back to the first.
+        assert_eq!(view.coords, vec![0, 10, 5, 0, 0, -5, -5, 5]);
+    }
 }

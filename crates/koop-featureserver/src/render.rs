@@ -97,7 +97,8 @@ impl<'a> FeatureWriter<'a> {
             layer,
             names,
             mapper: CoordinateMapper::new(source_crs, query.out_epsg, query.precision)
-                .map_err(|error| error.to_string())?,
+                .map_err(|error| error.to_string())?
+                .generalizing(query.max_allowable_offset),
             // Tables have no geometry to return.
             return_geometry: query.return_geometry && !layer.is_table(),
         })

@@ -43,6 +43,10 @@ pub struct Quantization {
     pub tolerance: f64,
     /// `extent`: `(xmin, ymin, xmax, ymax)` in the output CRS, when given.
     pub extent: Option<(f64, f64, f64, f64)>,
+    /// `mode`: `view` (what the ArcGIS Maps SDK sends to draw) drops the vertices of a line
+    /// or ring that fall in the same cell as the one before; `edit` (the default) keeps every
+    /// vertex.
+    pub view: bool,
 }
 
 /// Longest `quantizationParameters` read, in bytes.
@@ -72,6 +76,11 @@ fn quantization(params: &BTreeMap<String, String>) -> Result<Option<Quantization
         Some("lowerLeft") => false,
         Some(_) => return Err(invalid("originPosition must be upperLeft or lowerLeft")),
     };
+    let view = match json.get("mode").and_then(serde_json::Value::as_str) {
+        Some("view") => true,
+        None | Some("edit") => false,
+        Some(_) => return Err(invalid("mode must be view or edit")),
+    };
     let tolerance = json
         .get("tolerance")
         .and_then(serde_json::Value::as_f64)
@@ -97,7 +106,23 @@ fn quantization(params: &BTreeMap<String, String>) -> Result<Option<Quantization
         upper_left,
         tolerance,
         extent,
+        view,
     }))
+}
+
+/// `maxAllowableOffset`: the largest distance, in output CRS units, a generalized line or ring
+/// may stray from the original; `0` or absent keeps every vertex.
+fn max_allowable_offset(params: &BTreeMap<String, String>) -> Result<Option<f64>, QueryError> {
+    let Some(text) = lookup(params, "maxAllowableOffset").filter(|text| !text.trim().is_empty())
+    else {
+        return Ok(None);
+    };
+    match text.trim().parse::<f64>() {
+        Ok(offset) if offset.is_finite() && offset >= 0.0 => Ok((offset > 0.0).then_some(offset)),
+        _ => Err(QueryError::new(
+            "\"maxAllowableOffset\" must be a non-negative number",
+        )),
+    }
 }
 
 /// A statistic of `outStatistics`.
@@ -304,6 +329,9 @@ pub struct Query {
     pub callback: Option<String>,
     /// `quantizationParameters`, honoured by `f=pbf`.
     pub quantization: Option<Quantization>,
+    /// `maxAllowableOffset`, in output CRS units: lines and rings are generalized
+    /// (Douglas–Peucker) to stay within it; `None` keeps every vertex.
+    pub max_allowable_offset: Option<f64>,
 }
 
 fn lookup<'a>(params: &'a BTreeMap<String, String>, name: &str) -> Option<&'a str> {
@@ -727,6 +755,7 @@ impl Query {
             format,
             callback,
             quantization: quantization(params)?,
+            max_allowable_offset: max_allowable_offset(params)?,
         })
     }
 
@@ -769,6 +798,40 @@ mod tests {
             .iter()
             .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
             .collect()
+    }
+
+    #[test]
+    fn generalization_and_quantization_modes_parse() -> Result<(), QueryError> {
+        let query = Query::parse(
+            &params(&[
+                ("maxAllowableOffset", "2.5"),
+                (
+                    "quantizationParameters",
+                    r#"{"mode":"view","tolerance":2.5}"#,
+                ),
+            ]),
+            &schema(),
+        )?;
+        assert_eq!(query.max_allowable_offset, Some(2.5));
+        assert!(query.quantization.is_some_and(|q| q.view));
+        let query = Query::parse(
+            &params(&[
+                ("maxAllowableOffset", "0"),
+                ("quantizationParameters", r#"{"tolerance":1}"#),
+            ]),
+            &schema(),
+        )?;
+        assert_eq!(query.max_allowable_offset, None);
+        assert!(query.quantization.is_some_and(|q| !q.view));
+        for bad in [
+            ("maxAllowableOffset", "-1"),
+            ("maxAllowableOffset", "NaN"),
+            ("maxAllowableOffset", "inf"),
+            ("quantizationParameters", r#"{"mode":"sketch"}"#),
+        ] {
+            assert!(Query::parse(&params(&[bad]), &schema()).is_err(), "{bad:?}");
+        }
+        Ok(())
     }
 
     #[test]

@@ -57,6 +57,7 @@ pub use faults::{
 pub use geopackage::{GeneratedContent, GeneratedInfo, LayerSchema, inspect as inspect_geopackage};
 pub use state::{BumpKind, Counters, Listener, RecordedRequest};
 
+pub mod arcgis_pbf;
 pub mod data;
 pub mod fixtures;
 pub mod hostile;
