@@ -12,6 +12,7 @@
 //! | `…/FeatureServer/layers` | every layer, described |
 //! | `…/FeatureServer/{layer}` and `…/{layer}/info` | one layer: fields, extent, capabilities |
 //! | `…/FeatureServer/{layer}/query` | features, counts, ids, extents, statistics |
+//! | `…/FeatureServer/{layer}/generateRenderer` | a `uniqueValue` or `classBreaks` renderer (see [Renderers](crate#renderers)) |
 //!
 //! `{params}` is the provider's `:host/:id`; the same routes also answer without
 //! `rest/services` (`/{ns}/{params}/FeatureServer/…`), the form Koop's first versions used.
@@ -44,6 +45,18 @@
 //! - Dates are epoch milliseconds everywhere in Esri JSON (statistics and distinct values too).
 //! - `f=pbf` answers features, counts, ids and extents (Esri's FeatureCollection protocol buffer,
 //!   with `quantizationParameters`); statistics and distinct values are answered in JSON only.
+//!
+//! # Renderers
+//!
+//! `generateRenderer?classificationDef={…}` answers as Koop's FeatureServer does: `uniqueValueDef`
+//! (up to three `uniqueValueFields`, each combination with its count) or `classBreaksDef`
+//! (`esriClassifyEqualInterval`, `esriClassifyQuantile`, `esriClassifyNaturalBreaks`; `breakCount`;
+//! normalized by field, log or percent of total), with the request's `where` and geometry filters,
+//! a `baseSymbol` or the geometry type's default and an algorithmic `colorRamp` (HSV, CIE Lab,
+//! `LCh`). Its values come from `outStatistics` queries, so the Koordinates provider computes them in
+//! SQL; at most 1,000 unique values and 50,000 distinct classified values are read (natural
+//! breaks: 4,000), and past that the answer is a 400 naming the bound. Equal intervals of an
+//! unnormalized field need only its minimum and maximum, on any layer.
 //!
 //! # Object ids
 //!
@@ -90,6 +103,7 @@ mod layer;
 mod object_id;
 mod pbf;
 mod render;
+mod renderer;
 mod response;
 
 use caching::Caching;
@@ -279,10 +293,13 @@ async fn answer(
         Operation::LayerMethod => match method.as_deref() {
             Some("query") => query(&context, request, settings).await,
             Some("info") => describe(Operation::Layer, &context, request, settings).await,
+            Some("generateRenderer") => {
+                renderer::generate_renderer(&context, request, settings).await
+            }
             other => Err(GeoservicesError {
                 code: 400,
                 message: format!(
-                    "{:?} is not an operation of this FeatureServer layer; use query or info",
+                    "{:?} is not an operation of this FeatureServer layer; use query, info or generateRenderer",
                     other.unwrap_or_default()
                 ),
                 details: Vec::new(),
@@ -421,24 +438,49 @@ async fn query(
         return Ok(response);
     }
     request.params.method = Some("query".to_owned());
-    let had_token = request.token.is_some();
-    let (mut fetched, layer) = fetch_layer(context, &request, settings.max_record_count).await?;
-    let query = Query::parse(&request.query, &layer.schema)?;
-    let etag = fetched
+    let ran = run_query(context, &request, settings.max_record_count).await?;
+    let etag = ran
         .version_tag
         .as_deref()
         .map(|tag| caching::etag(tag, &request));
-    let finish = |response: Result<Response, GeoservicesError>| {
-        response.map(|mut response| {
-            settings
-                .caching
-                .decorate(&mut response, &request, etag.as_deref());
-            response
-        })
-    };
+    let mut response = respond(ran.answer, &ran.layer, &ran.query, ran.crs)?;
+    settings
+        .caching
+        .decorate(&mut response, &request, etag.as_deref());
+    Ok(response)
+}
+
+/// A query's answer, with what is needed to write it.
+struct Ran {
+    answer: engine::Answer,
+    layer: Layer,
+    query: Query,
+    /// EPSG code of the provider's coordinates.
+    crs: koop_provider::Epsg,
+    /// The provider's data version, for `ETag`.
+    version_tag: Option<String>,
+}
+
+/// Asks the provider for `request` (a `query`) and runs what it did not apply.
+async fn run_query(
+    context: &OutputContext,
+    request: &ProviderRequest,
+    max_record_count: u32,
+) -> Result<Ran, GeoservicesError> {
+    let had_token = request.token.is_some();
+    let (mut fetched, layer) = fetch_layer(context, request, max_record_count).await?;
+    let query = Query::parse(&request.query, &layer.schema)?;
+    let version_tag = fetched.version_tag.take();
+    let crs = fetched.crs;
     if let Some(answer) = fetched.answer.take() {
         let answer = engine::Answer::from_provider(answer, &query);
-        return finish(respond(answer, &layer, &query, fetched.crs));
+        return Ok(Ran {
+            answer,
+            layer,
+            query,
+            crs,
+            version_tag,
+        });
     }
     let mut engine = Engine::new(
         &query,
@@ -473,7 +515,14 @@ async fn query(
             }
         }
     }
-    finish(respond(engine.finish(), &layer, &query, fetched.crs))
+    let answer = engine.finish();
+    Ok(Ran {
+        answer,
+        layer,
+        query,
+        crs,
+        version_tag,
+    })
 }
 
 /// The response of an answer, in the query's format.

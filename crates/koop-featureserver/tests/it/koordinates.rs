@@ -1060,3 +1060,153 @@ async fn geoservices_errors_always_carry_details() -> Result<()> {
     }
     Ok(())
 }
+
+/// `count` of `where` on layer 1006, by a count query.
+async fn count_where(query: &str, clause: &str) -> Result<u64> {
+    let (_, count) = get_json(query, &[("where", clause), ("returnCountOnly", "true")]).await?;
+    count["count"].as_u64().context("count")
+}
+
+#[tokio::test]
+async fn generate_renderer_lists_unique_values_with_their_counts() -> Result<()> {
+    let setup = Setup::start().await?;
+    let layer = setup.service("koordinates", 1006);
+    let query = format!("{layer}/0/query");
+    let renderer = format!("{layer}/0/generateRenderer");
+    let total = count_where(&query, "1=1").await?;
+
+    // Unique values of category: every category with its count, coloured green to blue.
+    let (_, unique) = get_json(
+        &renderer,
+        &[(
+            "classificationDef",
+            r#"{"type":"uniqueValueDef","uniqueValueFields":["category"],"fieldDelimiter":","}"#,
+        )],
+    )
+    .await?;
+    ensure!(unique["type"] == "uniqueValue", "{}", short(&unique));
+    ensure!(unique["field1"] == "category");
+    let infos = unique["uniqueValueInfos"]
+        .as_array()
+        .context("uniqueValueInfos")?;
+    ensure!(infos.len() == 10, "{} categories", infos.len());
+    let mut counted = 0;
+    for info in infos {
+        let value = info["value"].as_str().context("value")?;
+        let count = info["count"].as_u64().context("count")?;
+        ensure!(
+            count == count_where(&query, &format!("category = '{value}'")).await?,
+            "{value}"
+        );
+        ensure!(
+            info["symbol"]["type"] == "esriSMS",
+            "points draw with marker symbols"
+        );
+        counted += count;
+    }
+    ensure!(counted == total, "{counted} of {total} counted");
+    ensure!(infos[0]["symbol"]["color"] == serde_json::json!([0, 255, 0]));
+    ensure!(infos[9]["symbol"]["color"] == serde_json::json!([0, 0, 255]));
+
+    // What koop cannot classify is a 400 that says why.
+    for definition in [
+        r#"{"type":"classBreaksDef","classificationField":"name"}"#,
+        r#"{"type":"classBreaksDef","classificationField":"value","classificationMethod":"esriClassifyNaturalBreaks"}"#,
+        r#"{"type":"uniqueValueDef","uniqueValueFields":["id"]}"#,
+        r#"{"type":"classBreaksDef","classificationField":"value","baseSymbol":{"type":"esriSFS"}}"#,
+    ] {
+        let (_, error) = get_json(&renderer, &[("classificationDef", definition)]).await?;
+        ensure!(
+            error["error"]["code"] == 400,
+            "{definition}: {}",
+            short(&error)
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn generate_renderer_breaks_classes_by_each_method() -> Result<()> {
+    let setup = Setup::start().await?;
+    let layer = setup.service("koordinates", 1006);
+    let query = format!("{layer}/0/query");
+    let renderer = format!("{layer}/0/generateRenderer");
+    let total = count_where(&query, "1=1").await?;
+    // Class breaks of value: each method covers the field's range in increasing classes.
+    let (_, stats) = get_json(
+        &query,
+        &[(
+            "outStatistics",
+            r#"[{"statisticType":"min","onStatisticField":"value","outStatisticFieldName":"lo"},{"statisticType":"max","onStatisticField":"value","outStatisticFieldName":"hi"}]"#,
+        )],
+    )
+    .await?;
+    let lo = stats["features"][0]["attributes"]["lo"]
+        .as_f64()
+        .context("min")?;
+    let hi = stats["features"][0]["attributes"]["hi"]
+        .as_f64()
+        .context("max")?;
+    for (method, filter, breaks) in [
+        ("esriClassifyEqualInterval", "1=1", 5),
+        ("esriClassifyQuantile", "1=1", 4),
+        ("esriClassifyNaturalBreaks", "id <= 400", 3),
+    ] {
+        let definition = format!(
+            r#"{{"type":"classBreaksDef","classificationField":"value","classificationMethod":"{method}","breakCount":{breaks},"baseSymbol":{{"type":"esriSMS","style":"esriSMSSquare","size":4}}}}"#
+        );
+        let (_, classes) = get_json(
+            &renderer,
+            &[("classificationDef", &definition), ("where", filter)],
+        )
+        .await?;
+        let infos = classes["classBreakInfos"]
+            .as_array()
+            .with_context(|| format!("{method}: {}", short(&classes)))?;
+        ensure!(infos.len() == breaks, "{method}: {} classes", infos.len());
+        let bounds: Vec<(f64, f64)> = infos
+            .iter()
+            .map(|info| {
+                (
+                    info["classMinValue"].as_f64().unwrap_or(f64::NAN),
+                    info["classMaxValue"].as_f64().unwrap_or(f64::NAN),
+                )
+            })
+            .collect();
+        ensure!(
+            bounds
+                .windows(2)
+                .all(|pair| pair[0].1 <= pair[1].0 && pair[0].0 <= pair[0].1),
+            "{method}: {bounds:?}"
+        );
+        ensure!(
+            infos
+                .iter()
+                .all(|info| info["symbol"]["style"] == "esriSMSSquare")
+        );
+        if filter == "1=1" {
+            ensure!(
+                bounds[0].0.total_cmp(&lo).is_eq() && bounds[breaks - 1].1.total_cmp(&hi).is_eq(),
+                "{method}: {bounds:?} for {lo}..{hi}"
+            );
+        }
+        if method == "esriClassifyQuantile" {
+            // Each quartile holds about a quarter of the points.
+            for (low, high) in &bounds {
+                let inside =
+                    count_where(&query, &format!("value >= {low} AND value <= {high}")).await?;
+                ensure!(
+                    inside.abs_diff(total / 4) <= total / 100,
+                    "{method}: {inside} of {total} in {low}..{high}"
+                );
+            }
+        }
+    }
+
+    Ok(())
+}
+
+/// At most 200 characters of `value`, for messages.
+fn short(value: &Value) -> String {
+    value.to_string().chars().take(200).collect()
+}

@@ -661,6 +661,22 @@ async fn both_route_forms_and_the_rest_routes() -> Result<()> {
     .await?;
     assert_eq!(missing["error"]["code"], 404, "{missing}");
     let (_, unknown) = get_json(&format!("{base}{SERVICE}/0/generateRenderer"), &[]).await?;
+    assert_eq!(
+        unknown["error"]["code"], 400,
+        "no classificationDef: {unknown}"
+    );
+    let (_, unknown) = get_json(&format!("{base}{SERVICE}/0/buffer"), &[]).await?;
     assert_eq!(unknown["error"]["code"], 400, "{unknown}");
+    // Koop's classes, labels and colours, value for value.
+    let (_, renderer) = get_json(
+        &format!("{base}{SERVICE}/0/generateRenderer"),
+        &[(
+            "classificationDef",
+            r#"{"type":"classBreaksDef","classificationField":"population","classificationMethod":"esriClassifyEqualInterval","breakCount":3}"#,
+        )],
+    )
+    .await?;
+    let found = differences(&reference("a-generate-renderer.json")?, &renderer, &[]);
+    assert!(found.is_empty(), "{found:?}");
     Ok(())
 }
