@@ -152,6 +152,8 @@ fn main() -> Result<()> {
             let target = std::env::var("CARGO_TARGET_DIR")
                 .map_or_else(|_| root().join("target"), PathBuf::from);
             let mut bench = Command::new(target.join("release/koop-bench"));
+            // Where the benchmarks install their own tools (oha, the reference Koop).
+            bench.env("KOOP_BENCH_TOOLS", target.join("xtask"));
             bench.args(args);
             run(bench)
         }

@@ -146,7 +146,6 @@ async fn attack(
 /// 5 s, or an error).
 async fn probe(url: String, every: Duration, until: Instant) -> (Load, u64) {
     let client = reqwest::Client::new();
-    let started = Instant::now();
     let mut latencies = Vec::new();
     let mut failed = 0;
     let mut next = Instant::now();
@@ -175,7 +174,6 @@ async fn probe(url: String, every: Duration, until: Instant) -> (Load, u64) {
     (
         Load {
             requests: latencies.len(),
-            elapsed: started.elapsed(),
             latencies,
         },
         failed,

@@ -1,6 +1,6 @@
-//! Serving layers: GeoJSON streaming (`geojson`) and FeatureServer queries (`featureserver`).
+//! Serving layers: `koop serve` on a cache of generated points, and GeoJSON streaming
+//! (`geojson`).
 
-use std::fmt::Write as _;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -67,7 +67,10 @@ async fn start_serve(server: &TestServer, cache: &Path) -> Result<Served> {
 }
 
 /// Samples a process's peak RSS until `done` resolves; returns the largest sample, in bytes.
-async fn sample_peak<T>(pid: u32, done: impl std::future::Future<Output = T>) -> (T, u64) {
+pub(crate) async fn sample_peak<T>(
+    pid: u32,
+    done: impl std::future::Future<Output = T>,
+) -> (T, u64) {
     let mut peak = 0;
     tokio::pin!(done);
     loop {
@@ -175,15 +178,10 @@ geojson: koop serve streaming a layer of {} points",
 /// Latencies of the requests a load generator made.
 pub(crate) struct Load {
     pub(crate) requests: usize,
-    pub(crate) elapsed: Duration,
     pub(crate) latencies: Vec<Duration>,
 }
 
 impl Load {
-    fn per_second(&self) -> f64 {
-        self.requests as f64 / self.elapsed.as_secs_f64()
-    }
-
     /// The `q` quantile (0..=1) of the latencies, in milliseconds.
     pub(crate) fn quantile_ms(&self, q: f64) -> f64 {
         let mut sorted = self.latencies.clone();
@@ -198,135 +196,4 @@ impl Load {
             .get(index)
             .map_or(f64::NAN, |latency| latency.as_secs_f64() * 1000.0)
     }
-}
-
-/// GETs `url` from `concurrency` workers for `duration`, reading every body whole.
-async fn load(url: &str, concurrency: usize, duration: Duration) -> Result<Load> {
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(concurrency)
-        .build()?;
-    let started = Instant::now();
-    let deadline = started + duration;
-    let mut workers = Vec::new();
-    for _ in 0..concurrency {
-        let (client, url) = (client.clone(), url.to_owned());
-        workers.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            while Instant::now() < deadline {
-                let sent = Instant::now();
-                let body = client
-                    .get(&url)
-                    .send()
-                    .await?
-                    .error_for_status()?
-                    .bytes()
-                    .await?;
-                latencies.push(sent.elapsed());
-                ensure!(
-                    !body.starts_with(br#"{"error""#),
-                    "{}",
-                    String::from_utf8_lossy(&body)
-                );
-            }
-            anyhow::Ok(latencies)
-        }));
-    }
-    let mut latencies = Vec::new();
-    for worker in workers {
-        latencies.extend(worker.await??);
-    }
-    Ok(Load {
-        requests: latencies.len(),
-        elapsed: started.elapsed(),
-        latencies,
-    })
-}
-
-pub(crate) async fn featureserver(args: &Args, work: &Path) -> Result<bool> {
-    println!(
-        "
-featureserver: koop serve answering FeatureServer queries on a layer of {} points",
-        args.points
-    );
-    let layer_id = 30_001;
-    let (server, _cache, mut koop_serve) = serve_points(args, work, layer_id).await?;
-    let query = format!(
-        "{}/koordinates/rest/services/{}/{layer_id}/FeatureServer/0/query",
-        koop_serve.base,
-        server.domain()
-    );
-    // Wellington, about 34 km square: some 800 of the million points.
-    let scenarios = [
-        (
-            "paged attribute query",
-            "where=category%3D%27c3%27&outFields=*&resultOffset=2000&resultRecordCount=1000&f=json",
-            200.0,
-            Some(1000),
-        ),
-        (
-            "envelope query",
-            "geometry=174.6%2C-41.4%2C175.0%2C-41.1&geometryType=esriGeometryEnvelope&inSR=4326&spatialRel=esriSpatialRelIntersects&outFields=*&resultRecordCount=1000&f=json",
-            220.0,
-            None,
-        ),
-        (
-            "count",
-            "where=1%3D1&returnCountOnly=true&f=json",
-            250.0,
-            None,
-        ),
-    ];
-    let client = reqwest::Client::new();
-    let mut all_met = true;
-    let pid = koop_serve.pid;
-    let run = async {
-        for (name, parameters, goal, expected) in scenarios {
-            let url = format!("{query}?{parameters}");
-            // Check the answer (and warm the provider up) before measuring.
-            let answer: serde_json::Value = client.get(&url).send().await?.json().await?;
-            ensure!(answer.get("error").is_none(), "{name}: {answer}");
-            let features = answer["features"].as_array().map_or(0, Vec::len);
-            if let Some(expected) = expected {
-                ensure!(
-                    features == expected,
-                    "{name}: {features} features, not {expected}"
-                );
-            }
-            let detail = match answer["count"].as_u64() {
-                Some(count) => format!("count {count}"),
-                None => format!("{features} features"),
-            };
-            let mut line = format!("  {name:<22} ({detail})");
-            let mut slowest = f64::INFINITY;
-            for concurrency in [1, 8] {
-                let measured = load(&url, concurrency, Duration::from_secs(args.seconds)).await?;
-                slowest = slowest.min(measured.per_second());
-                let _ = write!(
-                    line,
-                    "  c={concurrency}: {:.0}/s p50 {:.1} ms p99 {:.1} ms",
-                    measured.per_second(),
-                    measured.quantile_ms(0.5),
-                    measured.quantile_ms(0.99)
-                );
-            }
-            // The goal holds at both concurrencies.
-            let met = slowest >= goal;
-            all_met &= met;
-            println!("{line}  (goal ≥ {goal:.0}/s)  {}", verdict(met));
-        }
-        anyhow::Ok(())
-    };
-    let (result, peak) = sample_peak(pid, run).await;
-    let _ = tokio::process::Command::new("kill")
-        .args(["-INT", &pid.to_string()])
-        .status()
-        .await;
-    let _ = koop_serve.child.wait().await;
-    result?;
-    println!(
-        "  peak RSS of koop serve {:.1} MiB (goal ≤ 100 MiB)  {}",
-        mb(peak),
-        verdict(peak <= 100 * MB)
-    );
-    Ok(all_met && peak <= 100 * MB)
 }

@@ -284,8 +284,16 @@ impl Serialize for FeaturePage<'_> {
 
 /// A response body: a small JSON document, or a page of features serialized as it is written.
 pub(crate) enum Body<'a> {
-    /// Counts, ids, extents, statistics, distinct values.
+    /// Counts, extents, statistics, distinct values.
     Json(Json),
+    /// `returnIdsOnly`: written straight from the ids (a layer's millions of ids as JSON
+    /// values would take four times their own size).
+    Ids {
+        /// `objectIdFieldName`.
+        field: &'a str,
+        /// `objectIds`.
+        ids: Vec<i64>,
+    },
     /// Features.
     Page(Box<FeaturePage<'a>>),
 }
@@ -295,6 +303,8 @@ impl Body<'_> {
     pub(crate) fn expected_bytes(&self) -> usize {
         match self {
             Self::Json(_) => 4 * 1024,
+            // Up to 10 digits and a comma an id.
+            Self::Ids { ids, .. } => 256 + ids.len() * 11,
             Self::Page(page) => 4 * 1024 + page.features.len() * 256,
         }
     }
@@ -304,6 +314,13 @@ impl Serialize for Body<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self {
             Self::Json(json) => json.serialize(serializer),
+            Self::Ids { field, ids } => {
+                use serde::ser::SerializeMap;
+                let mut map = serializer.serialize_map(Some(2))?;
+                map.serialize_entry("objectIdFieldName", field)?;
+                map.serialize_entry("objectIds", ids)?;
+                map.end()
+            }
             Self::Page(page) => page.serialize(serializer),
         }
     }
@@ -335,7 +352,10 @@ pub(crate) fn render<'a>(
         }
         Answer::Extent(extent) => json!({"extent": extent_json(extent, query.out_sr)}),
         Answer::Ids(ids) => {
-            json!({"objectIdFieldName": layer.schema.object_id, "objectIds": ids})
+            return Ok(Body::Ids {
+                field: &layer.schema.object_id,
+                ids,
+            });
         }
         Answer::Statistics(rows, exceeded) => {
             let mut fields: Vec<Json> = query

@@ -6,7 +6,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, Method, Request, StatusCode};
-use tower_http::compression::CompressionLayer;
+use tower_http::compression::{CompressionLayer, CompressionLevel};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
@@ -79,7 +79,10 @@ pub(crate) fn wrap(router: Router, layers: &Layers) -> Router {
         .layer(timeout)
         .layer(DefaultBodyLimit::max(layers.body_limit));
     if layers.compression {
-        router = router.layer(CompressionLayer::new());
+        // Answers are compressed as they are written, once per request: the fastest level of
+        // each codec (gzip 1, brotli 0, zstd 1) still shrinks Esri JSON about fivefold, while
+        // brotli's default (4) cost more than writing the page itself.
+        router = router.layer(CompressionLayer::new().quality(CompressionLevel::Fastest));
     }
     if let Some(cors) = cors_layer(&layers.cors) {
         router = router.layer(cors);
