@@ -69,6 +69,14 @@ pub(crate) const TOOLS: &[Tool] = &[
         },
     },
     Tool {
+        command: "tmux",
+        probe: &["-V"],
+        source: Source::System {
+            debian: "tmux",
+            brew: "tmux",
+        },
+    },
+    Tool {
         command: "xmllint",
         probe: &["--version"],
         source: Source::System {

@@ -1,5 +1,12 @@
 //! Progress: one bar per active layer under an overall bar on a terminal, plain log lines
-//! otherwise. Bars are tracing spans drawn by tracing-indicatif, so log lines print above them.
+//! otherwise. Bars are tracing spans drawn by tracing-indicatif, so log lines print above them;
+//! what a command prints while bars are drawn goes through [`out`] and [`err`], which lift the
+//! bars, write the line, and draw the bars again below it (a line printed past the bars would be
+//! drawn over, and the bars would be redrawn in new places). Finished bars are cleared; a
+//! download shows no total until the size is known (the export's estimate, then
+//! `Content-Length`), and every bar fits an 80-column terminal with room to spare: a bar as wide
+//! as the terminal leaves the cursor in its last column, where the `^C` a terminal echoes wraps
+//! to a new line and the bars, cleared one line too low, stay on the screen.
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -40,17 +47,96 @@ fn percent(done: f64) -> u64 {
     percent
 }
 
+/// Writes `line` to standard output, above the bars when they are drawn. A closed pipe
+/// (`koop mirror … | head`) is not an error worth a panic: the line is dropped.
+pub(crate) fn out(line: impl std::fmt::Display) {
+    use std::io::Write;
+    tracing_indicatif::suspend_tracing_indicatif(|| {
+        let _ = writeln!(std::io::stdout().lock(), "{line}");
+    });
+}
+
+/// Writes `line` to standard error, above the bars when they are drawn.
+pub(crate) fn err(line: impl std::fmt::Display) {
+    use std::io::Write;
+    tracing_indicatif::suspend_tracing_indicatif(|| {
+        let _ = writeln!(std::io::stderr().lock(), "{line}");
+    });
+}
+
+/// The downloading bar: with the total when it is known, else bytes and speed alone.
+fn downloading_style(total_known: bool) -> ProgressStyle {
+    if total_known {
+        style(
+            "  {spinner} {msg:<24!} downloading [{wide_bar:.green/blue}] {bytes}/{total_bytes} {bytes_per_sec}",
+        )
+    } else {
+        style("  {spinner} {msg:<18!} downloading {bytes} {bytes_per_sec}")
+    }
+}
+
 fn style(template: &str) -> ProgressStyle {
     ProgressStyle::with_template(template)
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> ")
 }
 
+/// Keeps the terminal from echoing `^C` while bars are drawn, and restores it when dropped.
+///
+/// A terminal echoes the `^C` of Ctrl-C where the cursor is, at the end of the last bar, and the
+/// bars, cleared from a cursor that is no longer where indicatif left it, stay on the screen (seen
+/// in a tmux pane; with `stty -echoctl` they are cleared). Koop stops cleanly on Ctrl-C and says
+/// so, so the echo adds nothing. Only `ECHOCTL` is changed, only on a terminal that has it set.
+struct EchoGuard {
+    #[cfg(unix)]
+    saved: Option<rustix::termios::Termios>,
+}
+
+impl EchoGuard {
+    fn new() -> Self {
+        #[cfg(unix)]
+        {
+            use rustix::termios::{LocalModes, OptionalActions, tcgetattr, tcsetattr};
+            let stderr = std::io::stderr();
+            let saved = tcgetattr(&stderr)
+                .ok()
+                .filter(|termios| termios.local_modes.contains(LocalModes::ECHOCTL));
+            if let Some(original) = &saved {
+                let mut quiet = original.clone();
+                quiet.local_modes.remove(LocalModes::ECHOCTL);
+                if tcsetattr(&stderr, OptionalActions::Now, &quiet).is_err() {
+                    return Self { saved: None };
+                }
+            }
+            Self { saved }
+        }
+        #[cfg(not(unix))]
+        Self {}
+    }
+}
+
+impl Drop for EchoGuard {
+    fn drop(&mut self) {
+        #[cfg(unix)]
+        if let Some(original) = &self.saved {
+            let _ = rustix::termios::tcsetattr(
+                std::io::stderr(),
+                rustix::termios::OptionalActions::Now,
+                original,
+            );
+        }
+    }
+}
+
 /// Reports layer events.
 pub(crate) struct Reporter {
     bars: bool,
+    /// Set while bars are drawn.
+    _echo: Option<EchoGuard>,
     overall: Span,
     layers: Mutex<HashMap<u64, Span>>,
+    /// Whether a layer's download bar shows a total.
+    totals: Mutex<HashMap<u64, bool>>,
 }
 
 impl Reporter {
@@ -60,16 +146,24 @@ impl Reporter {
         let overall = tracing::info_span!("koop");
         if bars {
             overall.pb_set_style(&style(
-                "{spinner:.green} {pos}/{len} layers [{elapsed}] {wide_bar:.cyan/blue}",
+                "{spinner:.green} {pos}/{len} layers [{elapsed}] {bar:40.cyan/blue}",
             ));
             overall.pb_set_length(total as u64);
             overall.pb_start();
         }
         Self {
             bars,
+            _echo: bars.then(EchoGuard::new),
             overall,
             layers: Mutex::new(HashMap::new()),
+            totals: Mutex::new(HashMap::new()),
         }
+    }
+
+    fn lock_totals(&self) -> std::sync::MutexGuard<'_, HashMap<u64, bool>> {
+        self.totals
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn with_bar(&self, layer_id: u64, update: impl FnOnce(&Span)) {
@@ -82,7 +176,7 @@ impl Reporter {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let span = layers.entry(layer_id).or_insert_with(|| {
             let span = tracing::info_span!(parent: &self.overall, "layer", id = layer_id);
-            span.pb_set_style(&style("  {spinner} {wide_msg}"));
+            span.pb_set_style(&style("  {spinner} {msg:60!}"));
             span.pb_start();
             span
         });
@@ -96,8 +190,21 @@ impl Reporter {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             layers.remove(&layer_id);
+            self.lock_totals().remove(&layer_id);
             self.overall.pb_inc(1);
         }
+    }
+}
+
+impl Drop for Reporter {
+    fn drop(&mut self) {
+        // The layers' bars first, then the overall bar: a child span keeps its parent open.
+        self.layers
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
+        let overall = std::mem::replace(&mut self.overall, Span::none());
+        drop(overall);
     }
 }
 
@@ -147,7 +254,7 @@ impl Reporter {
                 tracing::info!("layer {layer_id}: export {export_id} created");
                 self.with_bar(layer_id, |span| {
                     span.pb_set_style(&style(
-                        "  {spinner} {msg:<28!} exporting   [{bar:30.cyan/blue}] {pos:>3}%",
+                        "  {spinner} {msg:<24!} exporting   [{bar:25.cyan/blue}] {pos:>3}%",
                     ));
                     span.pb_set_length(100);
                     span.pb_set_message(&format!("{layer_id} export {export_id}"));
@@ -157,23 +264,36 @@ impl Reporter {
                 let percent = progress.map_or(0, percent);
                 self.with_bar(layer_id, |span| span.pb_set_position(percent));
             }
-            LayerEvent::Complete { export_id, .. } => {
+            LayerEvent::Complete {
+                export_id,
+                size_estimate,
+            } => {
                 tracing::info!("layer {layer_id}: export {export_id} complete");
                 self.with_bar(layer_id, |span| {
-                    span.pb_set_style(&style(
-                        "  {spinner} {msg:<28!} downloading [{bar:30.green/blue}] {bytes}/{total_bytes} {bytes_per_sec}",
-                    ));
+                    // The export's estimate until the download says its length.
+                    span.pb_set_style(&downloading_style(size_estimate.is_some()));
+                    if let Some(estimate) = size_estimate {
+                        span.pb_set_length(estimate);
+                    }
                     span.pb_set_position(0);
                     span.pb_set_message(&format!("{layer_id} export {export_id}"));
                 });
+                self.lock_totals().insert(layer_id, size_estimate.is_some());
             }
             LayerEvent::Downloading { received, total } => {
+                let shown = self.lock_totals().get(&layer_id).copied().unwrap_or(false);
                 self.with_bar(layer_id, |span| {
                     if let Some(total) = total {
+                        if !shown {
+                            span.pb_set_style(&downloading_style(true));
+                        }
                         span.pb_set_length(total);
                     }
                     span.pb_set_position(received);
                 });
+                if total.is_some() && !shown {
+                    self.lock_totals().insert(layer_id, true);
+                }
             }
             LayerEvent::Resuming { offset, attempt } => {
                 tracing::warn!(

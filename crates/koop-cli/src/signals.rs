@@ -32,7 +32,7 @@ impl Interrupt {
                 if first {
                     code.store(received, Ordering::SeqCst);
                     tracing::warn!(
-                        "stopping: cancelling exports in progress and keeping downloads for the next run (again to quit at once)"
+                        "stopping; downloads are kept for the next run (press again to quit now)"
                     );
                     cancel.cancel();
                     first = false;

@@ -15,7 +15,8 @@ use koop_testkit::{Counters, DEMO_LAYER_IDS, TestServer};
 use crate::Status;
 use crate::cli::Global;
 use crate::one_line;
-use crate::progress::{Reporter, human_bytes};
+use crate::progress::{Reporter, human_bytes, out};
+use crate::signals::Interrupt;
 
 async fn run(koop: &Koop, bars: bool) -> (Vec<LayerResult>, std::time::Duration) {
     let started = Instant::now();
@@ -34,24 +35,28 @@ fn report(results: &[LayerResult]) -> usize {
         match &result.result {
             Ok(fetched) => {
                 let manifest = &fetched.entry.manifest;
-                let file = fetched
-                    .path
-                    .file_name()
-                    .map(|name| name.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                println!(
-                    "  {:>5}  {:<10}  {:>7}  {:>9}  {:<7}  {}  →  {file}",
+                // 50 columns before the title: the line fits 80 columns.
+                let mut title: String = manifest.title.chars().take(30).collect();
+                if manifest.title.chars().count() > 30 {
+                    title.pop();
+                    title.push('…');
+                }
+                out(format!(
+                    "  {:>5}  {:<10}  {:>7}  {:>9}  {:<7}  {title}",
                     result.layer_id,
                     format!("{:?}", fetched.outcome).to_lowercase(),
                     format!("{:.0} ms", result.elapsed.as_secs_f64() * 1000.0),
                     human_bytes(manifest.size),
                     manifest.kind,
-                    manifest.title,
-                );
+                ));
             }
             Err(error) => {
                 failed += 1;
-                println!("  {:>5}  failed: {}", result.layer_id, one_line(error));
+                out(format!(
+                    "  {:>5}  failed: {}",
+                    result.layer_id,
+                    one_line(error)
+                ));
             }
         }
     }
@@ -67,8 +72,21 @@ fn delta(after: Counters, before: Counters) -> String {
     )
 }
 
-/// `koop demo`.
+/// `koop demo`. Ctrl-C stops it at once: the bars are cleared and what was fetched stays in the
+/// cache.
 pub(crate) async fn demo(global: &Global, bars: bool) -> Result<Status> {
+    let interrupt = Interrupt::install();
+    let token = interrupt.token();
+    tokio::select! {
+        status = run_demo(global, bars) => status,
+        () = token.cancelled() => {
+            out("koop demo: interrupted; what is on disk stays valid");
+            Ok(Status::Interrupted(interrupt.exit_code().unwrap_or(130)))
+        }
+    }
+}
+
+async fn run_demo(global: &Global, bars: bool) -> Result<Status> {
     let server = TestServer::start()
         .await
         .context("cannot start the demo server")?;
@@ -89,37 +107,38 @@ pub(crate) async fn demo(global: &Global, bars: bool) -> Result<Status> {
         .cache_dir(Some(cache_dir.clone()))
         .crs(global.crs)
         .build()?;
-    println!(
-        "koop demo: a fake Koordinates site at {} serving {} layers (vector, grid, a raster of 4 tiles, a table)",
+    out(format!(
+        "koop demo: a fake Koordinates site at {}, serving {} layers",
         server.base_url(),
         DEMO_LAYER_IDS.len()
-    );
-    println!(
+    ));
+    out("(vector, grid, a raster of 4 tiles, a table)");
+    out(format!(
         "cache: {}{}",
         cache_dir.display(),
         if global.cache_dir.is_some() {
             ""
         } else {
-            " (removed at exit; pass --cache-dir DIR to keep it)"
+            "\n(removed at exit; pass --cache-dir DIR to keep it)"
         }
-    );
+    ));
 
     let before = server.counters();
-    println!(
+    out(format!(
         "\nfirst run: exports take 0.5–3 s on the server; {} layers overlap",
         DEMO_LAYER_IDS.len()
-    );
+    ));
     let (first, took) = run(&koop, bars).await;
     let mut failed = report(&first);
     let after_first = server.counters();
-    println!(
+    out(format!(
         "  {} layers in {:.1} s: {}",
         first.len(),
         took.as_secs_f64(),
         delta(after_first, before)
-    );
+    ));
 
-    println!("\nsecond run: the same layers, unchanged on the server");
+    out("\nsecond run: the same layers, unchanged on the server");
     let (second, took) = run(&koop, bars).await;
     failed += report(&second);
     let after_second = server.counters();
@@ -132,20 +151,20 @@ pub(crate) async fn demo(global: &Global, bars: bool) -> Result<Status> {
                 .is_ok_and(|fetched| fetched.outcome == FetchOutcome::Cached)
         })
         .count();
-    println!(
+    out(format!(
         "  {} layers in {:.0} ms: {cached} from the cache, {}",
         second.len(),
         took.as_secs_f64() * 1000.0,
         delta(after_second, after_first)
-    );
+    ));
     if failed == 0 && cached == DEMO_LAYER_IDS.len() {
-        println!("\nevery layer is on disk, fetched exactly once.");
+        out("\nevery layer is on disk, fetched exactly once.");
         Ok(Status::Done)
     } else {
-        println!(
+        out(format!(
             "\n{failed} failure(s); {cached} of {} served from the cache on the second run",
             DEMO_LAYER_IDS.len()
-        );
+        ));
         Ok(Status::SomeFailed)
     }
 }

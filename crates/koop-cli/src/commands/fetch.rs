@@ -1,6 +1,7 @@
 //! `koop get` and `koop mirror`.
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::io::Read;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -15,7 +16,7 @@ use crate::Status;
 use crate::cli::{Concurrency, Deadline, Global};
 use crate::ids::{LayerRef, NotALayer, parse_layer_ref, parse_list};
 use crate::one_line;
-use crate::progress::{Reporter, human_bytes};
+use crate::progress::{Reporter, err, human_bytes, out};
 use crate::signals::Interrupt;
 
 fn options(concurrency: &Concurrency) -> MirrorOptions {
@@ -133,7 +134,7 @@ pub(crate) async fn get(
     let order: Vec<u64> = refs.iter().map(|layer| layer.id).collect();
     let (groups, refused) = by_domain(global, refs)?;
     for (_, reason) in &refused {
-        eprintln!("error: {reason}");
+        err(format!("error: {reason}"));
     }
     let interrupt = Interrupt::install();
     let total = groups.iter().map(|(_, ids)| ids.len()).sum();
@@ -167,22 +168,20 @@ pub(crate) async fn get(
             documents.push(result_json(&result));
         }
         match result.result {
-            Ok(fetched) if !json => println!("{}", fetched.path.display()),
+            Ok(fetched) if !json => out(fetched.path.display()),
             Ok(_) => {}
             Err(error) if is_interrupted(&error) => {}
             Err(error) => {
                 failed = true;
-                eprintln!("error: {}", one_line(&error));
+                err(format!("error: {}", one_line(&error)));
             }
         }
     }
     if json {
-        println!("{}", serde_json::to_string_pretty(&documents)?);
+        out(serde_json::to_string_pretty(&documents)?);
     }
     if let Some(code) = interrupt.exit_code() {
-        eprintln!(
-            "koop: interrupted; layers already on disk stay valid, and the next run resumes the rest"
-        );
+        err("koop: interrupted; what is on disk stays valid; the next run resumes the rest");
         return Ok(Status::Interrupted(code));
     }
     Ok(if failed {
@@ -190,6 +189,36 @@ pub(crate) async fn get(
     } else {
         Status::Done
     })
+}
+
+/// `mirrored 8 layers in 2.1 s: 8 downloaded (28.3 MB)`, then only the counts that are not
+/// zero, so the line fits an 80-column terminal.
+fn mirror_summary_line(
+    layers: usize,
+    elapsed: Duration,
+    summary: &MirrorSummary,
+    failures: usize,
+    interrupted: usize,
+) -> String {
+    let mut line = format!(
+        "mirrored {layers} layers in {}: {} downloaded",
+        elapsed_text(elapsed),
+        summary.downloaded
+    );
+    if summary.downloaded > 0 {
+        let _ = write!(line, " ({})", human_bytes(summary.bytes_downloaded));
+    }
+    for (count, what) in [
+        (summary.cached + summary.offline, "cached"),
+        (summary.linked, "linked"),
+        (failures, "failed"),
+        (interrupted, "interrupted"),
+    ] {
+        if count > 0 {
+            let _ = write!(line, ", {count} {what}");
+        }
+    }
+    line
 }
 
 /// The text of a list file, or of standard input for `-`.
@@ -291,12 +320,12 @@ pub(crate) async fn mirror(
             if json {
                 documents.push(result_json(&result));
             } else if let Ok(fetched) = &result.result {
-                println!(
+                out(format!(
                     "{}\t{}\t{}",
                     result.layer_id,
                     fetched.outcome.as_str(),
                     fetched.path.display()
-                );
+                ));
             }
             match &result.result {
                 Err(error) if is_interrupted(error) => interrupted += 1,
@@ -328,34 +357,24 @@ pub(crate) async fn mirror(
                 "seconds": elapsed.as_secs_f64(),
             },
         });
-        println!("{}", serde_json::to_string_pretty(&document)?);
+        out(serde_json::to_string_pretty(&document)?);
     } else {
-        eprintln!(
-            "mirrored {} layers in {}: {} downloaded ({}), {} cached, {} linked, {} failed{}",
+        err(mirror_summary_line(
             summary.succeeded() + failures,
-            elapsed_text(elapsed),
-            summary.downloaded,
-            human_bytes(summary.bytes_downloaded),
-            summary.cached + summary.offline,
-            summary.linked,
+            elapsed,
+            &summary,
             failures,
-            if interrupted > 0 {
-                format!(", {interrupted} interrupted")
-            } else {
-                String::new()
-            }
-        );
+            interrupted,
+        ));
         for line in &bad {
-            eprintln!("  failed: {line}");
+            err(format!("  failed: {line}"));
         }
         for (layer_id, error) in &summary.failed {
-            eprintln!("  failed: layer {layer_id}: {}", one_line(error));
+            err(format!("  failed: layer {layer_id}: {}", one_line(error)));
         }
     }
     if let Some(code) = interrupt.exit_code() {
-        eprintln!(
-            "koop: interrupted; layers already on disk stay valid, and the next run resumes the rest"
-        );
+        err("koop: interrupted; what is on disk stays valid; the next run resumes the rest");
         return Ok(Status::Interrupted(code));
     }
     Ok(if failures > 0 {

@@ -6,6 +6,7 @@ use std::process::Output;
 mod clients;
 mod interrupt;
 mod serve;
+mod terminal;
 
 use anyhow::{Context, Result};
 use koop_testkit::{BumpKind, TestServer};
