@@ -69,6 +69,14 @@ pub(crate) const TOOLS: &[Tool] = &[
         },
     },
     Tool {
+        command: "chromium",
+        probe: &["--version"],
+        source: Source::System {
+            debian: "chromium",
+            brew: "chromium",
+        },
+    },
+    Tool {
         command: "tmux",
         probe: &["-V"],
         source: Source::System {

@@ -18,7 +18,7 @@ pub(crate) struct Cli {
 }
 
 /// Options of every command.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub(crate) struct Global {
     /// The Koordinates site, e.g. data.linz.govt.nz [default: ttgroup.koordinates.com]. The
     /// API key is sent to these sites only: a layer URL on another site is refused. Repeat to
@@ -228,7 +228,14 @@ pub(crate) enum Command {
     },
     /// Mirror the built-in demo layers from an in-process fake Koordinates site, twice: the
     /// second run is served from the cache.
-    Demo,
+    Demo {
+        /// Then serve the demo's cache (as `koop serve` does) and print the address of its
+        /// page of layers and maps.
+        #[arg(long)]
+        serve: bool,
+        #[command(flatten)]
+        options: ServeArgs,
+    },
     /// Read a password from standard input and print its argon2id hash, for the users file of
     /// `koop serve --auth-file` (`{"users": [{"username": …, "password_hash": …}]}`).
     HashPassword,

@@ -58,6 +58,7 @@ pub struct ServerBuilder {
     body_limit: usize,
     cors: Cors,
     compression: bool,
+    pages: Option<Router>,
 }
 
 impl std::fmt::Debug for ServerBuilder {
@@ -96,6 +97,7 @@ impl Default for ServerBuilder {
             body_limit: 2 << 20,
             cors: Cors::AnyOrigin,
             compression: true,
+            pages: None,
         }
     }
 }
@@ -323,6 +325,16 @@ impl ServerBuilder {
         self
     }
 
+    /// Routes of the embedding application (HTML pages, assets) served next to the outputs',
+    /// with the same deadline, body limit, compression and CORS. Their paths must not be the
+    /// outputs' (`build` panics inside axum on a conflict, so give them paths of their own, e.g.
+    /// `/` and `/{namespace}/{host}/{id}/map` after a provider's own placeholders).
+    #[must_use]
+    pub fn pages(mut self, pages: Router) -> Self {
+        self.pages = Some(pages);
+        self
+    }
+
     /// Whether answers are compressed as `Accept-Encoding` asks (gzip, br, zstd, deflate;
     /// default on).
     #[must_use]
@@ -398,6 +410,9 @@ impl ServerBuilder {
         );
         for (path, methods_router) in grouped {
             app = app.route(&path, methods_router);
+        }
+        if let Some(pages) = self.pages {
+            app = app.merge(pages);
         }
         Ok(crate::layers::wrap(
             app,

@@ -13,7 +13,7 @@ use koop::{FetchOutcome, Koop, KoordinatesConnection, LayerResult, MirrorOptions
 use koop_testkit::{Counters, DEMO_LAYER_IDS, TestServer};
 
 use crate::Status;
-use crate::cli::Global;
+use crate::cli::{Deadline, Global, ServeArgs};
 use crate::one_line;
 use crate::progress::{Reporter, human_bytes, out};
 use crate::signals::Interrupt;
@@ -74,19 +74,9 @@ fn delta(after: Counters, before: Counters) -> String {
 
 /// `koop demo`. Ctrl-C stops it at once: the bars are cleared and what was fetched stays in the
 /// cache.
-pub(crate) async fn demo(global: &Global, bars: bool) -> Result<Status> {
-    let interrupt = Interrupt::install();
-    let token = interrupt.token();
-    tokio::select! {
-        status = run_demo(global, bars) => status,
-        () = token.cancelled() => {
-            out("koop demo: interrupted; what is on disk stays valid");
-            Ok(Status::Interrupted(interrupt.exit_code().unwrap_or(130)))
-        }
-    }
-}
-
-async fn run_demo(global: &Global, bars: bool) -> Result<Status> {
+///
+/// With `serve`, the demo's site and cache are then served as `koop serve` serves them.
+pub(crate) async fn demo(global: &Global, bars: bool, serve: Option<&ServeArgs>) -> Result<Status> {
     let server = TestServer::start()
         .await
         .context("cannot start the demo server")?;
@@ -97,6 +87,54 @@ async fn run_demo(global: &Global, bars: bool) -> Result<Status> {
         temporary = tempfile::Builder::new().prefix("koop-demo-").tempdir()?;
         temporary.path().to_owned()
     };
+    let interrupt = Interrupt::install();
+    let token = interrupt.token();
+    let status = tokio::select! {
+        status = run_demo(global, bars, &server, &cache_dir) => status?,
+        () = token.cancelled() => {
+            out("koop demo: interrupted; what is on disk stays valid");
+            return Ok(Status::Interrupted(interrupt.exit_code().unwrap_or(130)));
+        }
+    };
+    drop(interrupt);
+    let Some(args) = serve else {
+        return Ok(status);
+    };
+    out(format!(
+        "\nserving the demo's cache{}; Ctrl-C stops",
+        if global.cache_dir.is_none() {
+            " (removed when it stops)"
+        } else {
+            ""
+        }
+    ));
+    let mut global = global.clone();
+    global.cache_dir = Some(cache_dir.clone());
+    let site = server.site();
+    let listed = DEMO_LAYER_IDS
+        .iter()
+        .map(|id| (site.clone(), *id))
+        .collect();
+    super::serve::run(
+        &global,
+        args,
+        Deadline {
+            timeout: std::time::Duration::from_secs(3600),
+        },
+        vec![site],
+        listed,
+        Some(server.api_key().to_owned()),
+    )
+    .await
+}
+
+async fn run_demo(
+    global: &Global,
+    bars: bool,
+    server: &TestServer,
+    cache_dir: &std::path::Path,
+) -> Result<Status> {
+    let cache_dir = cache_dir.to_owned();
     let connection = KoordinatesConnection::builder()
         .api_key(Some(server.api_key().to_owned()))
         .domain(server.domain())

@@ -6,6 +6,7 @@ mod fetch;
 mod info;
 mod metadata;
 mod serve;
+mod site;
 
 use anyhow::{Context, Result, bail};
 use koop::{Domain, Koop};
@@ -69,7 +70,9 @@ pub(crate) async fn run(cli: Cli, bars: bool) -> Result<Status> {
             CacheAction::Path => cache::path(&global),
         },
         Command::Serve { options, deadline } => serve::serve(&global, &options, deadline).await,
-        Command::Demo => demo::demo(&global, bars).await,
+        Command::Demo { serve, options } => {
+            demo::demo(&global, bars, serve.then_some(&options)).await
+        }
         Command::HashPassword => serve::hash_password(),
     }
 }

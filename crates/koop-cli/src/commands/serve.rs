@@ -102,7 +102,20 @@ fn cors(origins: &[String]) -> Result<Cors> {
 pub(crate) async fn serve(global: &Global, args: &ServeArgs, deadline: Deadline) -> Result<Status> {
     let domains = super::allowed_domains(global)?;
     let listed = listed_layers(&args.layers, &domains)?;
-    if !global.offline && std::env::var_os(&global.api_key_env).is_none() {
+    run(global, args, deadline, domains, listed, None).await
+}
+
+/// Serves `domains` (`listed` layers fetched on demand) until a signal; `api_key` overrides the
+/// key's environment variable (the demo's own site).
+pub(crate) async fn run(
+    global: &Global,
+    args: &ServeArgs,
+    deadline: Deadline,
+    domains: Vec<Domain>,
+    listed: Vec<(Domain, u64)>,
+    api_key: Option<String>,
+) -> Result<Status> {
+    if api_key.is_none() && !global.offline && std::env::var_os(&global.api_key_env).is_none() {
         tracing::warn!(
             "{} is not set: cached layers are served, others answer 503 until a key is given",
             global.api_key_env
@@ -125,7 +138,7 @@ pub(crate) async fn serve(global: &Global, args: &ServeArgs, deadline: Deadline)
         domains: domains.clone(),
         layers,
         export_timeout: deadline.timeout,
-        api_key: None,
+        api_key,
         api_key_env: global.api_key_env.clone(),
         cache_dir: global.cache_dir.clone(),
         offline: global.offline,
@@ -146,8 +159,14 @@ pub(crate) async fn serve(global: &Global, args: &ServeArgs, deadline: Deadline)
         }
         None => std::sync::Arc::new(provider),
     };
+    let site = super::site::Site {
+        cache_dir: global.cache_dir.clone(),
+        domains: domains.clone(),
+        listed: listed.clone(),
+    };
     let router = ServerBuilder::default()
         .shared_provider(provider)
+        .pages(site.router())
         .output(FeatureServerOutput::default().cache_max_age(args.cache_max_age))
         .request_timeout(args.request_timeout)
         .cors(cors(&args.cors_origin)?)
@@ -157,6 +176,7 @@ pub(crate) async fn serve(global: &Global, args: &ServeArgs, deadline: Deadline)
         .with_context(|| format!("cannot listen on {}", args.bind))?;
     let address = listener.local_addr()?;
     println!("koop serve: listening on http://{address}");
+    println!("  layers and maps: http://{address}/");
     for domain in &domains {
         let host = domain.as_str();
         println!("  GeoJSON: http://{address}/koordinates/{host}/{{layer id}}/geojson");

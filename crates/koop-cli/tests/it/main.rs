@@ -5,6 +5,7 @@ use std::process::Output;
 
 mod clients;
 mod interrupt;
+mod pages;
 mod serve;
 mod terminal;
 
