@@ -176,7 +176,6 @@ pub(crate) async fn run(
         .with_context(|| format!("cannot listen on {}", args.bind))?;
     let address = listener.local_addr()?;
     println!("koop serve: listening on http://{address}");
-    println!("  layers and maps: http://{address}/");
     for domain in &domains {
         let host = domain.as_str();
         println!("  GeoJSON: http://{address}/koordinates/{host}/{{layer id}}/geojson");
@@ -184,6 +183,7 @@ pub(crate) async fn run(
             "  FeatureServer: http://{address}/koordinates/rest/services/{host}/{{layer id}}/FeatureServer"
         );
     }
+    println!("  layers and maps: http://{address}/");
     if !args.any_layer {
         println!(
             "  fetched on demand: {}; cached layers are served as they are",
