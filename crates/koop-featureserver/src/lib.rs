@@ -55,7 +55,7 @@
 //! a `baseSymbol` or the geometry type's default and an algorithmic `colorRamp` (HSV, CIE Lab,
 //! `LCh`). Its values come from `outStatistics` queries, so the Koordinates provider computes them in
 //! SQL; at most 1,000 unique values and 50,000 distinct classified values are read (natural
-//! breaks: 4,000), and past that the answer is a 400 naming the bound. Equal intervals of an
+//! breaks: 2,000), and past that the answer is a 400 naming the bound. Equal intervals of an
 //! unnormalized field need only its minimum and maximum, on any layer.
 //!
 //! # Object ids
