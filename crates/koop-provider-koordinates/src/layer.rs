@@ -39,6 +39,8 @@ pub(crate) struct LayerState {
     pub(crate) entry: String,
     /// When the layer's version was last checked with Koordinates.
     pub(crate) checked: Instant,
+    /// Equality indexes of its columns, built on demand.
+    pub(crate) indexes: Arc<crate::index::Indexes>,
 }
 
 impl LayerState {
@@ -184,6 +186,7 @@ pub(crate) fn load(source: &Source<'_>) -> Result<LayerState, ProviderError> {
         object_id,
         entry: source.entry.to_owned(),
         checked: Instant::now(),
+        indexes: Arc::default(),
     })
 }
 

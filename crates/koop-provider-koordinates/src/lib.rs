@@ -54,6 +54,7 @@
 #![deny(missing_docs)]
 
 mod gpkg;
+mod index;
 mod layer;
 mod query;
 mod stream;
@@ -369,6 +370,27 @@ impl KoordinatesProvider {
         request: &ProviderRequest,
     ) -> Result<ProviderStream, ProviderError> {
         let plan = query::plan(&state, request, self.inner.config.max_record_count)?;
+        if let Some(column) = plan.index_column.clone()
+            && state.indexes.claim(&column)
+        {
+            // Built once in the background, on a bulk permit; this query scans meanwhile.
+            let (work, table, indexes) = (
+                self.inner.work.clone(),
+                state.table.clone(),
+                state.indexes.clone(),
+            );
+            tokio::spawn(async move {
+                let built_for = column.clone();
+                let built = work
+                    .run_bulk(move || index::build(&table, &built_for))
+                    .await
+                    .unwrap_or_else(|error| {
+                        tracing::warn!("an index of {column} could not be built: {error}");
+                        None
+                    });
+                indexes.finish(&column, built);
+            });
+        }
         let mut metadata = state.metadata.clone();
         let (applied, crs) = (plan.applied, plan.crs);
         if plan.kind == Kind::Rows {

@@ -23,14 +23,15 @@ use std::time::Instant;
 
 use koop::Epsg;
 use koop_geoservices::{
-    GeometryFilter, OutFields, Query, Reprojector, SqlParam, Statistic, StatisticType,
-    parse_date_ms,
+    Case, CompareOp, GeometryFilter, Operand, OutFields, Predicate, Query, Reprojector, SqlParam,
+    Statistic, StatisticType, Value, parse_date_ms,
 };
 use koop_provider::{FiltersApplied, ProviderError, ProviderRequest, QueryAnswer};
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use serde_json::{Map, Value as Json};
 
 use crate::gpkg::{self, ColumnKind, RowShape, Table, sqlite_error};
+use crate::index;
 use crate::layer::{LayerState, reproject_box};
 
 /// What a pushed-down query produces.
@@ -77,8 +78,47 @@ pub(crate) struct Plan {
     pub(crate) applied: FiltersApplied,
     /// The output CRS, when not EPSG:4326.
     pub(crate) crs: Option<Epsg>,
-    /// The row count, when no filter applies.
+    /// The row count, when no filter applies (or an index knows it).
     known_count: Option<u64>,
+    /// The page's rows were chosen by an equality index: `conditions` name their fids, and the
+    /// offset is already applied.
+    preselected: bool,
+    /// A column whose equality index would answer this query, not built yet.
+    pub(crate) index_column: Option<String>,
+}
+
+/// `column = literal` (either way round, the column as it is), as the column and the key an
+/// equality index looks up; `Some((column, None))` when the literal can match no row of an
+/// indexed column (`int_column = 3.5`).
+fn equality(query: &Query, table: &Table) -> Option<(String, Option<index::Key>)> {
+    let Predicate::Compare { left, op, right } = &query.predicate else {
+        return None;
+    };
+    if *op != CompareOp::Eq {
+        return None;
+    }
+    let ((Operand::Column(column), Operand::Literal(literal))
+    | (Operand::Literal(literal), Operand::Column(column))) = (left, right)
+    else {
+        return None;
+    };
+    if column.case != Case::Unchanged || column.name == table.fid {
+        return None;
+    }
+    let key = match (table.column_kind(&column.name)?, literal) {
+        (ColumnKind::Text, Value::Text(text)) => Some(index::Key::Text(text.clone())),
+        (ColumnKind::Integer, Value::Number(number)) => {
+            #[allow(
+                clippy::cast_possible_truncation,
+                reason = "integral and within i64, checked"
+            )]
+            let integral =
+                (number.fract() == 0.0 && number.abs() < 9.0e18).then_some(*number as i64);
+            integral.map(index::Key::Integer)
+        }
+        _ => return None,
+    };
+    Some((column.name.clone(), key))
 }
 
 fn internal(error: impl std::fmt::Display) -> ProviderError {
@@ -169,6 +209,115 @@ fn order_items(query: &Query, table: &Table) -> Option<Vec<String>> {
 }
 
 /// Plans `request` (a `query` of the layer in `state`), or says it is not a valid query.
+/// Which plan answers `query`: what SQLite can answer whole, a page, or rows for the output.
+fn kind_of(
+    query: &Query,
+    state: &LayerState,
+    where_pushed: bool,
+    has_object_id: bool,
+    no_exact: bool,
+) -> Kind {
+    let table = &state.table;
+    let has_sql = |name: &String| table.sql_column(name).is_some();
+    let statistics_pushed = no_exact
+        && query
+            .statistics
+            .iter()
+            .all(|statistic| has_sql(&statistic.field))
+        && query.group_by.iter().all(has_sql);
+    let distinct_names = distinct_names(query, state);
+
+    if !where_pushed {
+        Kind::Rows
+    } else if query.count_only && !query.extent_only {
+        Kind::Count
+    } else if query.extent_only {
+        Kind::Extent
+    } else if query.ids_only && has_object_id {
+        Kind::Ids
+    } else if !query.statistics.is_empty() && statistics_pushed {
+        Kind::Statistics
+    } else if query.distinct
+        && query.statistics.is_empty()
+        && no_exact
+        && distinct_names.iter().all(has_sql)
+    {
+        Kind::Distinct
+    } else if query.returns_features() && order_items(query, table).is_some() {
+        Kind::Page
+    } else {
+        Kind::Rows
+    }
+}
+
+/// What an equality index did for a plan.
+#[derive(Default)]
+struct Indexed {
+    /// The page's fids replaced the conditions.
+    preselected: bool,
+    /// The index to build: it would have answered.
+    index_column: Option<String>,
+    /// The count it answered.
+    count: Option<u64>,
+}
+
+/// An equality on a large table, answered from an in-memory index when it is built (counts,
+/// and pages in fid order: `conditions` become the page's fids), else a build is asked for.
+fn indexed(
+    state: &LayerState,
+    query: &Query,
+    kind: Kind,
+    max_record_count: u32,
+    conditions: &mut Vec<String>,
+    params: &mut Vec<SqlParam>,
+) -> Indexed {
+    let table = &state.table;
+    if table.count < index::MIN_ROWS
+        || !matches!(kind, Kind::Count | Kind::Page)
+        || !query.order_by.is_empty()
+    {
+        return Indexed::default();
+    }
+    let Some((column, key)) = equality(query, table) else {
+        return Indexed::default();
+    };
+    let Some(built) = state.indexes.ready(&column) else {
+        return Indexed {
+            index_column: Some(column),
+            ..Indexed::default()
+        };
+    };
+    let fids = key.as_ref().map_or(&[][..], |key| built.fids(key));
+    if kind == Kind::Count {
+        return Indexed {
+            count: Some(fids.len() as u64),
+            ..Indexed::default()
+        };
+    }
+    let page = query.page_size(max_record_count);
+    let start = usize::try_from(query.offset)
+        .unwrap_or(usize::MAX)
+        .min(fids.len());
+    let end = usize::try_from(page.saturating_add(1)).map_or(fids.len(), |more| {
+        start.saturating_add(more).min(fids.len())
+    });
+    let chosen = &fids[start..end];
+    *conditions = vec![if chosen.is_empty() {
+        "0".to_owned()
+    } else {
+        format!(
+            "{} IN ({})",
+            Table::quoted(&table.fid),
+            vec!["?"; chosen.len()].join(",")
+        )
+    }];
+    *params = chosen.iter().copied().map(SqlParam::Integer).collect();
+    Indexed {
+        preselected: true,
+        ..Indexed::default()
+    }
+}
+
 pub(crate) fn plan(
     state: &LayerState,
     request: &ProviderRequest,
@@ -189,34 +338,28 @@ pub(crate) fn plan(
         conditions.push(condition);
         params.extend(bound);
     }
-    let has_sql = |name: &String| table.sql_column(name).is_some();
-    let statistics_pushed = exact.is_none()
-        && query
-            .statistics
-            .iter()
-            .all(|statistic| has_sql(&statistic.field))
-        && query.group_by.iter().all(has_sql);
-    let distinct_names = distinct_names(&query, state);
-    let kind = if !where_pushed {
-        Kind::Rows
-    } else if query.count_only && !query.extent_only {
-        Kind::Count
-    } else if query.extent_only {
-        Kind::Extent
-    } else if query.ids_only && object_id.is_some() {
-        Kind::Ids
-    } else if !query.statistics.is_empty() && statistics_pushed {
-        Kind::Statistics
-    } else if query.distinct
-        && query.statistics.is_empty()
-        && exact.is_none()
-        && distinct_names.iter().all(has_sql)
-    {
-        Kind::Distinct
-    } else if query.returns_features() && order_items(&query, table).is_some() {
-        Kind::Page
+    let kind = kind_of(
+        &query,
+        state,
+        where_pushed,
+        object_id.is_some(),
+        exact.is_none(),
+    );
+    let Indexed {
+        preselected,
+        index_column,
+        count: indexed_count,
+    } = if where_pushed && exact.is_none() {
+        indexed(
+            state,
+            &query,
+            kind,
+            max_record_count,
+            &mut conditions,
+            &mut params,
+        )
     } else {
-        Kind::Rows
+        Indexed::default()
     };
     let computed_id = object_id.is_none();
     let columns = match kind {
@@ -265,7 +408,9 @@ pub(crate) fn plan(
             all: answered,
         },
         crs: (output != Epsg::WGS84).then_some(output),
-        known_count: (unfiltered && kind == Kind::Count).then_some(table.count),
+        known_count: indexed_count.or((unfiltered && kind == Kind::Count).then_some(table.count)),
+        preselected,
+        index_column,
         query,
     })
 }
@@ -461,7 +606,12 @@ impl Plan {
         let mut params = self.params.clone();
         let (skip, exact) = (self.query.offset, self.exact.is_some());
         if !exact {
-            limit(&mut sql, &mut params, self.page, self.query.offset);
+            let offset = if self.preselected {
+                0
+            } else {
+                self.query.offset
+            };
+            limit(&mut sql, &mut params, self.page, offset);
         }
         let error = sqlite_error(&table.path);
         let (mut matched, mut features, mut exceeded) = (0_u64, Vec::new(), false);

@@ -1210,3 +1210,50 @@ async fn generate_renderer_breaks_classes_by_each_method() -> Result<()> {
 fn short(value: &Value) -> String {
     value.to_string().chars().take(200).collect()
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn equality_pages_and_counts_from_the_in_memory_index_match_the_scan() -> Result<()> {
+    let setup = Setup::start().await?;
+    let cases: Vec<Vec<(&str, &str)>> = vec![
+        vec![("where", "category = 'c3'"), ("returnCountOnly", "true")],
+        vec![("where", "'c7' = category"), ("returnCountOnly", "true")],
+        vec![
+            ("where", "category = 'nothing'"),
+            ("returnCountOnly", "true"),
+        ],
+        vec![
+            ("where", "category = 'c3'"),
+            ("outFields", "*"),
+            ("resultOffset", "150"),
+            ("resultRecordCount", "100"),
+        ],
+        vec![
+            ("where", "category = 'c3'"),
+            ("outFields", "id,category"),
+            ("resultOffset", "1990"),
+            ("resultRecordCount", "100"),
+        ],
+        vec![
+            ("where", "category = 'c3'"),
+            ("outFields", "id"),
+            ("resultOffset", "5000"),
+        ],
+        vec![("where", "category = 'nothing'"), ("outFields", "*")],
+        // More values than an index holds: always a scan.
+        vec![("where", "id = 77"), ("outFields", "*")],
+    ];
+    // The first round asks for the indexes (and scans); the later ones use them once built.
+    for round in 0..3 {
+        for query in &cases {
+            let (pushed, memory) = both(&setup, 1006, query).await?;
+            let found = differences(&memory, &pushed, &[]);
+            ensure!(
+                found.is_empty(),
+                "round {round}, {query:?}: {:?}",
+                found.iter().take(5).collect::<Vec<_>>()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    Ok(())
+}
