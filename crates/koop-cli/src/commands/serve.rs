@@ -163,6 +163,7 @@ pub(crate) async fn run(
         cache_dir: global.cache_dir.clone(),
         domains: domains.clone(),
         listed: listed.clone(),
+        counts: std::sync::Arc::default(),
     };
     let router = ServerBuilder::default()
         .shared_provider(provider)

@@ -28,6 +28,11 @@ pub(crate) struct Site {
     pub(crate) domains: Vec<Domain>,
     /// Layers listed with `--layers`, fetched on demand.
     pub(crate) listed: Vec<(Domain, u64)>,
+    /// Feature counts already read, by GeoPackage: an entry never changes, and a page of
+    /// hundreds of layers must not open hundreds of files for every visitor.
+    pub(crate) counts: std::sync::Arc<
+        std::sync::Mutex<std::collections::HashMap<std::path::PathBuf, Option<u64>>>,
+    >,
 }
 
 /// One layer as the landing page lists it.
@@ -84,6 +89,20 @@ impl Site {
             .with_state(self)
     }
 
+    /// The feature count of a cached GeoPackage, read once.
+    fn count(&self, file: std::path::PathBuf) -> Option<u64> {
+        let mut counts = self
+            .counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = counts.get(&file) {
+            return *count;
+        }
+        let count = feature_count(&file);
+        counts.insert(file, count);
+        count
+    }
+
     /// The newest cached entry of each layer, then the listed layers not cached.
     fn rows(&self) -> Vec<Row> {
         let mut newest: BTreeMap<(String, u64), Row> = BTreeMap::new();
@@ -119,7 +138,7 @@ impl Site {
                     title: manifest.title.clone(),
                     kind: manifest.kind.clone(),
                     version: Some(manifest.key.version_id),
-                    features: file.as_deref().and_then(feature_count),
+                    features: file.and_then(|file| self.count(file)),
                     crs: Some(manifest.key.crs.to_string()),
                     size: Some(manifest.size),
                 },
