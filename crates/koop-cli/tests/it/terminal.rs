@@ -247,8 +247,10 @@ async fn eight_layers() -> Result<(TestServer, Vec<u64>)> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn mirror_in_a_real_terminal_leaves_every_result_line_and_no_bar() -> Result<()> {
-    let (site, ids) = eight_layers().await?;
     for (width, height) in SIZES {
+        // A site of its own for each size: a second mirror of the same site reuses the exports
+        // at once and may finish before a bar is ever drawn.
+        let (site, ids) = eight_layers().await?;
         let cache = tempfile::tempdir()?;
         let list = cache.path().join("layers.txt");
         std::fs::write(
