@@ -31,6 +31,25 @@ pub async fn get_json(url: &str, query: &[(&str, &str)]) -> Result<(u16, Value),
     Ok((status, response.json().await?))
 }
 
+/// GETs `url` with `query` pairs: the body's bytes and its `Content-Type` (empty when none).
+///
+/// # Errors
+///
+/// [`TestkitError::Http`] when the request fails.
+pub async fn get_bytes(
+    url: &str,
+    query: &[(&str, &str)],
+) -> Result<(Vec<u8>, String), TestkitError> {
+    let response = reqwest::Client::new().get(url).query(query).send().await?;
+    let content_type = response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    Ok((response.bytes().await?.to_vec(), content_type))
+}
+
 /// `(name, type)` of each entry of a JSON list of field definitions (`fields` of Koop metadata or
 /// of a Geoservices layer), in order; entries without both are left out.
 pub fn field_pairs(fields: &Value) -> Vec<(&str, &str)> {

@@ -160,7 +160,7 @@ pub(crate) async fn run(
         None => std::sync::Arc::new(provider),
     };
     let site = super::site::Site {
-        cache_dir: global.cache_dir.clone(),
+        cache: koop::Cache::open(global.cache_dir.clone()).ok(),
         domains: domains.clone(),
         listed: listed.clone(),
         counts: std::sync::Arc::default(),

@@ -22,8 +22,9 @@ use crate::progress::human_bytes;
 /// What the pages know: the cache and the layers `koop serve` was told to serve.
 #[derive(Clone)]
 pub(crate) struct Site {
-    /// The cache directory (`None`: the default).
-    pub(crate) cache_dir: Option<std::path::PathBuf>,
+    /// The cache, opened once when the server starts (`None` when it cannot be: the page then
+    /// lists the listed layers alone).
+    pub(crate) cache: Option<Cache>,
     /// Domains served.
     pub(crate) domains: Vec<Domain>,
     /// Layers listed with `--layers`, fetched on demand.
@@ -106,8 +107,10 @@ impl Site {
     /// The newest cached entry of each layer, then the listed layers not cached.
     fn rows(&self) -> Vec<Row> {
         let mut newest: BTreeMap<(String, u64), Row> = BTreeMap::new();
-        let entries = Cache::open(self.cache_dir.clone())
-            .and_then(|cache| cache.list())
+        let entries = self
+            .cache
+            .as_ref()
+            .and_then(|cache| cache.list().ok())
             .unwrap_or_default();
         for entry in entries {
             let manifest = &entry.manifest;

@@ -63,14 +63,7 @@ async fn get(url: &str, query: &[(&str, &str)]) -> Result<Value> {
 }
 
 async fn get_pbf(url: &str, query: &[(&str, &str)]) -> Result<Value> {
-    let response = reqwest::Client::new().get(url).query(query).send().await?;
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    let bytes = response.bytes().await?;
+    let (bytes, content_type) = koop_testkit::http::get_bytes(url, query).await?;
     ensure!(
         content_type == "application/x-protobuf",
         "{query:?}: {content_type}: {}",

@@ -10,18 +10,6 @@ use serde_json::Value;
 use crate::get_json;
 use crate::koordinates::Setup;
 
-/// GET `url` with `query`; the body's bytes and its content type.
-async fn get_bytes(url: &str, query: &[(&str, &str)]) -> Result<(Vec<u8>, String)> {
-    let response = reqwest::Client::new().get(url).query(query).send().await?;
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    Ok((response.bytes().await?.to_vec(), content_type))
-}
-
 /// Checks that the PBF answer of `query` decodes to the features of its `f=json` answer:
 /// the same fields in order, the same attributes, and every vertex within half a grid cell.
 async fn same_as_json(url: &str, query: &[(&str, &str)], cell: f64) -> Result<usize> {
@@ -30,7 +18,7 @@ async fn same_as_json(url: &str, query: &[(&str, &str)], cell: f64) -> Result<us
     });
     let mut pbf_query = query.to_vec();
     pbf_query.push(("f", "pbf"));
-    let (bytes, content_type) = get_bytes(url, &pbf_query).await?;
+    let (bytes, content_type) = koop_testkit::http::get_bytes(url, &pbf_query).await?;
     ensure!(content_type == "application/x-protobuf", "{content_type}");
     let decoded = decode(&bytes)?;
     let result = &decoded["queryResult"]["featureResult"];
@@ -173,7 +161,9 @@ async fn pbf_answers_decode_with_the_published_proto_to_the_json_answers() -> Re
     ensure!(error["error"]["code"] == 400, "{error}");
 
     // The GeoJSON answer holds the same features: ids and coordinates.
-    let (bytes, _) = get_bytes(&points, &[page.as_slice(), &[("f", "pbf")]].concat()).await?;
+    let (bytes, _) =
+        koop_testkit::http::get_bytes(&points, &[page.as_slice(), &[("f", "pbf")]].concat())
+            .await?;
     let decoded = decode(&bytes)?;
     let result = &decoded["queryResult"]["featureResult"];
     let (_, geojson) = get_json(&points, &[page.as_slice(), &[("f", "geojson")]].concat()).await?;
@@ -205,7 +195,9 @@ async fn counts_ids_and_extents_have_pbf_messages_of_their_own() -> Result<()> {
     let setup = Setup::start().await?;
     let points = format!("{}/0/query", setup.service("koordinates", 1006));
     let count = [("where", "category='c3'"), ("returnCountOnly", "true")];
-    let (bytes, _) = get_bytes(&points, &[count.as_slice(), &[("f", "pbf")]].concat()).await?;
+    let (bytes, _) =
+        koop_testkit::http::get_bytes(&points, &[count.as_slice(), &[("f", "pbf")]].concat())
+            .await?;
     let (_, json) = get_json(&points, &count).await?;
     let decoded = decode(&bytes)?;
     ensure!(
@@ -213,7 +205,8 @@ async fn counts_ids_and_extents_have_pbf_messages_of_their_own() -> Result<()> {
         "{decoded}"
     );
     let ids = [("where", "value < 10"), ("returnIdsOnly", "true")];
-    let (bytes, _) = get_bytes(&points, &[ids.as_slice(), &[("f", "pbf")]].concat()).await?;
+    let (bytes, _) =
+        koop_testkit::http::get_bytes(&points, &[ids.as_slice(), &[("f", "pbf")]].concat()).await?;
     let (_, json) = get_json(&points, &ids).await?;
     let decoded = decode(&bytes)?;
     let got: Vec<f64> = decoded["queryResult"]["idsResult"]["objectIds"]
@@ -239,7 +232,9 @@ async fn counts_ids_and_extents_have_pbf_messages_of_their_own() -> Result<()> {
         ("returnExtentOnly", "true"),
         ("returnCountOnly", "true"),
     ];
-    let (bytes, _) = get_bytes(&points, &[extent.as_slice(), &[("f", "pbf")]].concat()).await?;
+    let (bytes, _) =
+        koop_testkit::http::get_bytes(&points, &[extent.as_slice(), &[("f", "pbf")]].concat())
+            .await?;
     let (_, json) = get_json(&points, &extent).await?;
     let decoded = decode(&bytes)?;
     let envelope = &decoded["queryResult"]["extentCountResult"]["extent"];
