@@ -190,8 +190,10 @@ async fn build(
         } else {
             DeflateOption::Normal
         };
-        let entry = ZipEntryBuilder::new(format!("{slug}/{name}").into(), Compression::Deflate)
-            .deflate_option(option);
+        // A one-layer export holds its files at the top of the ZIP (the original Python
+        // package, used against the real sites, looks for `*.gpkg` there and nowhere else).
+        let entry =
+            ZipEntryBuilder::new(name.clone().into(), Compression::Deflate).deflate_option(option);
         let mut entry_writer = writer.write_entry_stream(entry).await?;
         let mut source = tokio::fs::File::open(path).await?;
         let mut buffer = vec![0_u8; 1 << 20];
@@ -206,9 +208,9 @@ async fn build(
     }
     if fault != ZipFault::Empty {
         let extras: Vec<(String, Vec<u8>)> = vec![
-            (format!("{slug}/{slug}.xml"), iso_metadata(layer).into_bytes()),
+            (format!("{slug}.xml"), iso_metadata(layer).into_bytes()),
             (
-                format!("{slug}/{slug}.txt"),
+                format!("{slug}.txt"),
                 format!(
                     "{}\r\nExported by koop-testkit. Natural Earth data is in the public domain.\r\n",
                     layer.title

@@ -247,9 +247,26 @@ pub(crate) fn export_body(
         "delivery": {"method": "download"},
         "formats": record.formats,
         "items": [{"item": record.item_url}],
-        "crs": record.crs,
+        // v1.x sends the CRS as an object (the original Python package requires one).
+        "crs": record
+            .crs
+            .strip_prefix("EPSG:")
+            .and_then(|code| code.parse::<u32>().ok())
+            .map_or_else(|| json!(record.crs), crs_object),
         "options": {},
+        "user": {
+            "id": 1,
+            "url": format!("{base}users/1/"),
+            "first_name": "koop",
+            "last_name": "testkit",
+            "country": "NZ",
+        },
         "size_estimate_zipped": size.unwrap_or(1_000_000),
+        "size_estimate_unzipped": size.unwrap_or(1_000_000),
+        "size_complete_zipped": if state == "complete" { size } else { None },
+        "size_complete_unzipped": if state == "complete" { size } else { None },
+        "is_cropped": !record.extent.is_null(),
+        "invoice": null,
         "progress": progress,
     })
 }

@@ -94,6 +94,9 @@ pub(crate) fn api_router(state: Shared) -> Router {
     Router::new()
         .merge(api)
         .route("/_testkit/layers/{id}/bump/", post(bump_layer))
+        .route("/_testkit/counters/", get(counters))
+        // The original Python package "authenticates" its session with this page first.
+        .route("/login/", get(login_page))
         .with_state(state)
 }
 
@@ -388,17 +391,27 @@ fn validate(state: &State, body: &Value) -> (Value, Option<u64>) {
                 "item": url,
                 "license": {"id": 1, "title": "Public Domain", "type": "public-domain", "url": format!("{base}licenses/1/")},
                 "price": "0.00",
+                "currency": null,
+                "size_estimate_zipped": if reasons.is_empty() { 1_000_000 } else { 0 },
                 "is_valid": reasons.is_empty(),
                 "invalid_reasons": reasons,
             })
         })
         .collect();
     let request_reasons: Vec<&str> = if crs_ok { vec![] } else { vec!["invalid-crs"] };
+    // The fields the current API sends besides the 2016 fixture's (the original Python
+    // package requires them).
     let validation = json!({
         "items": results,
         "size_estimate_zipped": if all_valid { 1_000_000 } else { 0 },
         "is_valid": all_valid,
         "invalid_reasons": request_reasons,
+        "suggested_crs": [],
+        "suggested_crs_vertical": [],
+        "name": "koop-testkit-export",
+        "zip_filename": "koop-testkit-export.zip",
+        "delivery": {"method": "download"},
+        "courier_cost": {},
     });
     (
         validation,
@@ -812,6 +825,24 @@ struct BumpQuery {
 }
 
 /// `POST /_testkit/layers/{id}/bump/[?metadata_only=true]`: a new version, for manual use.
+/// The request counters, as JSON: what out-of-process tests (pytest) read.
+async fn counters(StateExtractor(state): StateExtractor<Shared>) -> Response {
+    match serde_json::to_value(state.counters.snapshot()) {
+        Ok(body) => json_response(StatusCode::OK, &body),
+        Err(_) => not_found(),
+    }
+}
+
+/// The site's sign-in page, as Koordinates answers it to anyone (200, HTML).
+async fn login_page() -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        "<!doctype html><title>Sign in</title><form method=post></form>",
+    )
+        .into_response()
+}
+
 async fn bump_layer(
     StateExtractor(state): StateExtractor<Shared>,
     Path(id): Path<String>,

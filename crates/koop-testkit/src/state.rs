@@ -110,7 +110,7 @@ pub struct RecordedRequest {
 }
 
 /// A snapshot of the server's request counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct Counters {
     /// Every request to `/services/api/…`, refused ones included.

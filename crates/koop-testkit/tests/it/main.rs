@@ -175,9 +175,9 @@ async fn an_export_zip_holds_the_layer_metadata_xml_and_a_text_file() -> Result<
     assert_eq!(
         names,
         [
-            format!("{slug}/{slug}.gpkg"),
-            format!("{slug}/{slug}.xml"),
-            format!("{slug}/{slug}.txt")
+            format!("{slug}.gpkg"),
+            format!("{slug}.xml"),
+            format!("{slug}.txt")
         ]
     );
     Ok(())
