@@ -11,6 +11,26 @@ use crate::source::SourceRow;
 /// Layer versions fetched at once by the `source` builders.
 const CONCURRENT_REQUESTS: usize = 8;
 
+// Named async functions rather than closures returning `async` blocks: their futures are
+// provably `Send` for every lifetime, so callers can spawn them (the Python bindings do).
+
+/// The source row of one version of a layer (`GET layers/{id}/versions/{vid}/`).
+async fn version_row(
+    connection: &KoordinatesConnection,
+    layer_id: u64,
+    version_id: u64,
+) -> Result<SourceRow> {
+    let details = connection.layer_version(layer_id, version_id).await?;
+    Ok(source_row(layer_id, &details, version_id))
+}
+
+/// The source row of a layer's current version (`GET layers/{id}/`).
+async fn latest_row(connection: &KoordinatesConnection, layer_id: u64) -> Result<SourceRow> {
+    let details = connection.item_details(layer_id).await?;
+    let version_id = details.version_id().unwrap_or_default();
+    Ok(source_row(layer_id, &details, version_id))
+}
+
 fn source_row(layer_id: u64, details: &LayerDetails, version_id: u64) -> SourceRow {
     let last_updated = details
         .published_at
@@ -115,14 +135,12 @@ impl DublinCoreMetadata {
                 versions: version_ids.len(),
             });
         }
-        let rows: Vec<SourceRow> = futures::stream::iter(layer_ids.iter().zip(version_ids))
-            .map(|(&layer_id, &version_id)| async move {
-                let details = connection.layer_version(layer_id, version_id).await?;
-                Ok::<_, Error>(source_row(layer_id, &details, version_id))
-            })
-            .buffered(CONCURRENT_REQUESTS)
-            .try_collect()
-            .await?;
+        let rows: Vec<SourceRow> =
+            futures::stream::iter(layer_ids.iter().copied().zip(version_ids.iter().copied()))
+                .map(|(layer_id, version_id)| version_row(connection, layer_id, version_id))
+                .buffered(CONCURRENT_REQUESTS)
+                .try_collect()
+                .await?;
         self.set_source_rows(&rows)
     }
 
@@ -136,12 +154,8 @@ impl DublinCoreMetadata {
         connection: &KoordinatesConnection,
         layer_ids: &[u64],
     ) -> Result<&mut Self> {
-        let rows: Vec<SourceRow> = futures::stream::iter(layer_ids)
-            .map(|&layer_id| async move {
-                let details = connection.item_details(layer_id).await?;
-                let version_id = details.version_id().unwrap_or_default();
-                Ok::<_, Error>(source_row(layer_id, &details, version_id))
-            })
+        let rows: Vec<SourceRow> = futures::stream::iter(layer_ids.iter().copied())
+            .map(|layer_id| latest_row(connection, layer_id))
             .buffered(CONCURRENT_REQUESTS)
             .try_collect()
             .await?;
