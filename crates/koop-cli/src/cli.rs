@@ -239,6 +239,23 @@ pub(crate) enum Command {
     /// Read a password from standard input and print its argon2id hash, for the users file of
     /// `koop serve --auth-file` (`{"users": [{"username": …, "password_hash": …}]}`).
     HashPassword,
+    /// Run the built-in fake Koordinates site (koop-testkit) until stopped, for tests outside
+    /// Rust (the Python package's pytest suite): writes `{"domain", "api_key", "base_url",
+    /// "layers"}` as JSON to `--ready-file` once it listens. Not for production.
+    #[command(hide = true)]
+    TestkitServer {
+        /// Write the JSON here (atomically) once the server listens; else print it on stdout.
+        #[arg(long, value_name = "PATH")]
+        ready_file: Option<std::path::PathBuf>,
+        /// Every layer's export takes this long, in milliseconds (default: each demo layer's
+        /// own latency, 0.5–3 s).
+        #[arg(long, value_name = "MS")]
+        export_latency_ms: Option<u64>,
+        /// Make every export anew, as when the layer changed, instead of answering one identical
+        /// to a recent complete export as complete at once (as Koordinates does).
+        #[arg(long)]
+        fresh_exports: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

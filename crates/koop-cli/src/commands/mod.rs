@@ -7,6 +7,7 @@ mod info;
 mod metadata;
 mod serve;
 mod site;
+mod testkit_server;
 
 use anyhow::{Context, Result, bail};
 use koop::{Domain, Koop};
@@ -74,6 +75,11 @@ pub(crate) async fn run(cli: Cli, bars: bool) -> Result<Status> {
             demo::demo(&global, bars, serve.then_some(&options)).await
         }
         Command::HashPassword => serve::hash_password(),
+        Command::TestkitServer {
+            ready_file,
+            export_latency_ms,
+            fresh_exports,
+        } => testkit_server::run(ready_file.as_deref(), export_latency_ms, fresh_exports).await,
     }
 }
 
