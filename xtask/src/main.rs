@@ -1,7 +1,8 @@
 //! Maintenance tasks for the koop workspace: `cargo xtask <task>`.
 //!
 //! - `test`: every test, after checking (and where it can, installing) the programs they run:
-//!   `cargo nextest run` (or `cargo test` without nextest), then the doctests.
+//!   `cargo nextest run` (or `cargo test` without nextest), the doctests, then the Python
+//!   package's pytest suite on its wheel (`python.rs`).
 //! - `ci`: what CI runs after installing system packages: fmt, clippy (`-D warnings`),
 //!   `cargo deny check`, tidy, then `test`.
 //! - `tidy`: the workspace's own rules (crate boundaries, no test code in libraries, a repository
@@ -12,6 +13,7 @@
 //! xtask depends on anyhow and clap, as rust-analyzer's does, and on `serde_json` to read
 //! `cargo metadata`.
 
+mod python;
 mod tidy;
 mod tools;
 
@@ -105,7 +107,16 @@ fn test() -> Result<()> {
     let mut doctests = cargo();
     doctests.env("PATH", &path);
     doctests.args(["test", "--workspace", "--doc"]);
-    run(doctests)
+    run(doctests)?;
+    // The pytest suite runs koop's test server as a process: the debug `koop` binary.
+    let mut koop = cargo();
+    koop.args(["build", "--package", "koop-cli"]);
+    run(koop)?;
+    python::test(&root, &target_dir().join("debug/koop"))
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var("CARGO_TARGET_DIR").map_or_else(|_| root().join("target"), PathBuf::from)
 }
 
 fn ci() -> Result<()> {
@@ -149,11 +160,15 @@ fn main() -> Result<()> {
                 "koop-bench",
             ]);
             run(build)?;
-            let target = std::env::var("CARGO_TARGET_DIR")
-                .map_or_else(|_| root().join("target"), PathBuf::from);
+            let target = target_dir();
             let mut bench = Command::new(target.join("release/koop-bench"));
-            // Where the benchmarks install their own tools (oha, the reference Koop).
+            // Where the benchmarks install their own tools (oha, the reference Koop, Python
+            // environments).
             bench.env("KOOP_BENCH_TOOLS", target.join("xtask"));
+            let named: Vec<&String> = args.iter().filter(|arg| !arg.starts_with('-')).collect();
+            if named.is_empty() || named.iter().any(|arg| *arg == "python") {
+                bench.env("KOOP_BENCH_WHEEL", python::wheel(&root(), true)?);
+            }
             bench.args(args);
             run(bench)
         }

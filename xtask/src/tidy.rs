@@ -7,6 +7,8 @@
 //! 3. The repository is complete on its own: no tracked file refers to the project's shared folder
 //!    beside the repository (a user's clone has no such folder).
 //! 4. Every library crate's `lib.rs` opens with its documentation (`//!`) and denies missing docs.
+//! 5. The Python bindings are bindings: `koop-py` depends, among the workspace's crates, on the
+//!    facade `koop` alone (what Python users get is what Rust users embed).
 //!
 //! The dependency rules read `cargo metadata`; the checks are plain functions so tests can feed
 //! them a workspace that breaks them.
@@ -24,6 +26,8 @@ const SERVER_CRATES: [&str; 3] = ["koop-server", "koop-featureserver", "koop-aut
 const DATA_SOURCE_CRATES: [&str; 4] = ["koop", "koop-api", "reqwest", "rusqlite"];
 /// The crate that is for tests only.
 const TESTKIT: &str = "koop-testkit";
+/// The Python bindings, and the one workspace crate they may depend on.
+const BINDINGS: (&str, &str) = ("koop-py", "koop");
 
 /// A package of the metadata: name, whether it has a library target, and its workspace-ness.
 #[derive(Debug, Clone)]
@@ -59,7 +63,7 @@ impl Graph {
                     target["kind"].as_array().is_some_and(|kinds| {
                         kinds
                             .iter()
-                            .any(|kind| matches!(kind.as_str(), Some("lib" | "rlib")))
+                            .any(|kind| matches!(kind.as_str(), Some("lib" | "rlib" | "cdylib")))
                     })
                 });
             packages.insert(
@@ -121,7 +125,7 @@ impl Graph {
     }
 }
 
-/// The violations of rules 1, 2 and 4 in a `cargo metadata` document (with `resolve`).
+/// The violations of rules 1, 2, 4 and 5 in a `cargo metadata` document (with `resolve`).
 pub(crate) fn check_metadata(metadata: &Value) -> Result<Vec<String>> {
     let graph = Graph::from_metadata(metadata)?;
     let mut problems = Vec::new();
@@ -137,6 +141,19 @@ pub(crate) fn check_metadata(metadata: &Value) -> Result<Vec<String>> {
                         package.name,
                         graph.name(&dep),
                         path.join(" → ")
+                    ));
+                }
+            }
+        }
+        if package.name == BINDINGS.0 {
+            for (dep, normal) in graph.edges.get(id).into_iter().flatten() {
+                let member = graph.packages.get(dep).is_some_and(|dep| dep.member);
+                if *normal && member && graph.name(dep) != BINDINGS.1 {
+                    problems.push(format!(
+                        "{} depends on {}; the Python bindings use the facade {} alone (add what they need there)",
+                        BINDINGS.0,
+                        graph.name(dep),
+                        BINDINGS.1
                     ));
                 }
             }
@@ -293,6 +310,7 @@ mod tests {
             ("koop", "koop-api", None),
             ("koop-api", "reqwest", None),
             ("koop-cli", "koop-testkit", None),
+            ("koop-py", "koop", None),
         ]
         .into_iter()
         .chain(extra.iter().copied())
@@ -309,6 +327,7 @@ mod tests {
             "reqwest",
             "koop-testkit",
             "koop-cli",
+            "koop-py",
         ];
         json!({
             "packages": names.iter().map(|name| package(name, *name != "koop-cli")).collect::<Vec<_>>(),
@@ -350,6 +369,14 @@ mod tests {
                 .contains("koop-server must know no data source, but depends on rusqlite")),
             "{problems:?}"
         );
+        Ok(())
+    }
+
+    #[test]
+    fn bindings_that_reach_past_the_facade_are_refused() -> Result<()> {
+        let problems = check_metadata(&workspace(&[("koop-py", "koop-api", None)]))?;
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("koop-py depends on koop-api"));
         Ok(())
     }
 

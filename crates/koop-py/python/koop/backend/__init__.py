@@ -1,0 +1,1 @@
+"""The original package's ``koop.backend``: the connection to a Koordinates site."""
