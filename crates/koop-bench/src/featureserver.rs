@@ -41,7 +41,7 @@ const KOOP_CORE: &str = "10.4.19";
 
 /// Where the bench keeps the tools it installs: `KOOP_BENCH_TOOLS` (set by `cargo xtask`), else
 /// `target/xtask` next to this executable.
-fn tools_dir() -> Result<PathBuf> {
+pub(crate) fn tools_dir() -> Result<PathBuf> {
     if let Some(dir) = std::env::var_os("KOOP_BENCH_TOOLS") {
         return Ok(PathBuf::from(dir));
     }

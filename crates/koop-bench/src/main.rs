@@ -21,13 +21,18 @@
 //!   hostile queries at once: its peak RSS (goal ≤ 150 MiB), `/status` p99 (goal ≤ 50 ms) and
 //!   a count query's latency meanwhile, and that it keeps running.
 //!
-//! Run with `cargo xtask bench [mirror|large|hit|single|geojson|featureserver|abuse]`, which builds `koop` and this harness in
+//! - **python**: the original Python package (koop 0.0.7 from PyPI) and koop-rs running the same
+//!   loop of `get_layer_from_id` over 10 layers with 1–3 s exports (goal: never slower per
+//!   layer, ≥ 1.15× over the loop), and `koop.mirror` of them (goal ≥ 5× the original's loop).
+//!
+//! Run with `cargo xtask bench [mirror|large|hit|single|geojson|featureserver|abuse|python]`, which builds `koop` and this harness in
 //! release mode; `koop` is found next to this executable.
 
 mod abuse;
 mod common;
 mod featureserver;
 mod fetch;
+mod python;
 mod serve;
 mod single;
 
@@ -39,8 +44,8 @@ use clap::Parser;
 #[derive(Parser)]
 #[command(about = "koop benchmarks against koop-testkit on loopback")]
 pub(crate) struct Args {
-    /// Which benchmarks: mirror, large, hit, single, geojson, featureserver, abuse (default:
-    /// all).
+    /// Which benchmarks: mirror, large, hit, single, geojson, featureserver, abuse, python
+    /// (default: all).
     pub(crate) benches: Vec<String>,
     /// Layers mirrored.
     #[arg(long, default_value_t = 100)]
@@ -109,6 +114,9 @@ async fn main() -> Result<()> {
     }
     if wanted("abuse") {
         results.push(("abuse", abuse::abuse(&args, &work).await?));
+    }
+    if wanted("python") {
+        results.push(("python", python::python(&work).await?));
     }
     if wanted("single") {
         results.push(("single", single::single(&work).await?));
