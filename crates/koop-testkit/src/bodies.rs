@@ -225,6 +225,24 @@ pub(crate) fn version_summary(base: &str, layer: &TestLayer, version: &VersionRe
     })
 }
 
+/// A catalog entry (`GET data/`): the published version of a layer or table, with when it was
+/// last updated (RFC 3339).
+pub(crate) fn catalog_item(base: &str, entry: &LayerEntry) -> Value {
+    let current = entry.current();
+    let updated = jiff::Timestamp::try_from(current.updated)
+        .map(|time| time.to_string())
+        .unwrap_or_default();
+    json!({
+        "id": entry.layer.id,
+        "url": layer_url(base, &entry.layer),
+        "type": if entry.layer.kind == Kind::Table { "table" } else { "layer" },
+        "title": entry.layer.title,
+        "first_published_at": entry.versions[0].created_at,
+        "published_at": current.created_at,
+        "updated_at": updated,
+    })
+}
+
 /// An export body (`exports/{id}/`, the create response, list items).
 pub(crate) fn export_body(
     base: &str,

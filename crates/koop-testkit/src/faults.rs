@@ -11,6 +11,21 @@ pub struct RequestFaults {
     /// Answer every request to `exports/` with 401 `Invalid API key.`, as for a key that expired
     /// (or was revoked) after the layer details were read.
     pub refuse_key_for_exports: bool,
+    /// How the catalog (`GET data/`) treats its `updated_at.after` filter.
+    pub catalog_filter: CatalogFilter,
+}
+
+/// How the catalog (`GET data/`) treats `updated_at.after`, as sites do and do not.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CatalogFilter {
+    /// Lists only the items updated after the given time (the default).
+    #[default]
+    Honoured,
+    /// Ignores the parameter and lists every item, as a site without the filter would.
+    Ignored,
+    /// Answers 400 to a request that names it.
+    Refused,
 }
 
 /// 429 Too Many Requests for the next `count` API requests.

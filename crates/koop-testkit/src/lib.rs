@@ -51,7 +51,7 @@ pub use catalog::{
     demo_layers,
 };
 pub use faults::{
-    DropDownloadFault, ExportFaults, ExportOutcome, RateLimitFault, RequestFaults,
+    CatalogFilter, DropDownloadFault, ExportFaults, ExportOutcome, RateLimitFault, RequestFaults,
     ServerErrorFault, ZipFault,
 };
 pub use geopackage::{GeneratedContent, GeneratedInfo, LayerSchema, inspect as inspect_geopackage};

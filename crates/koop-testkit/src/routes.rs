@@ -21,7 +21,7 @@ use tokio_util::io::ReaderStream;
 use crate::artifacts::{Artifact, slug};
 use crate::bodies;
 use crate::catalog::Kind;
-use crate::faults::ExportOutcome;
+use crate::faults::{CatalogFilter, ExportOutcome};
 use crate::state::{
     BumpKind, ExportRecord, Listener, RecordedRequest, State, bump, export_state, exportable,
     layer_id_from_item, now_timestamp,
@@ -49,6 +49,7 @@ pub(crate) fn api_router(state: Shared) -> Router {
     let api = Router::new()
         .route("/services/api/{version}/layers/{id}/", get(layer_details))
         .route("/services/api/{version}/tables/{id}/", get(table_details))
+        .route("/services/api/{version}/data/", get(catalog))
         .route(
             "/services/api/{version}/layers/{id}/versions/",
             get(version_list),
@@ -290,13 +291,76 @@ fn paged(state: &State, items: Vec<Value>, page: usize, url: &str) -> Response {
     {
         headers.insert("X-Resource-Range", range);
     }
+    let separator = if url.contains('?') { '&' } else { '?' };
     if end < total
-        && let Ok(link) =
-            HeaderValue::from_str(&format!("<{url}?page={}>; rel=\"page-next\"", page + 1))
+        && let Ok(link) = HeaderValue::from_str(&format!(
+            "<{url}{separator}page={}>; rel=\"page-next\"",
+            page + 1
+        ))
     {
         headers.insert(header::LINK, link);
     }
     response
+}
+
+#[derive(serde::Deserialize)]
+struct CatalogQuery {
+    page: Option<usize>,
+    #[serde(rename = "updated_at.after")]
+    updated_after: Option<String>,
+}
+
+/// `GET data/[?updated_at.after=…]`: the published version of every layer and table, oldest
+/// id first, paged; filtered by `updated_at` unless the `catalog_filter` fault says otherwise.
+async fn catalog(
+    StateExtractor(state): StateExtractor<Shared>,
+    Query(query): Query<CatalogQuery>,
+) -> Response {
+    bump(&state.counters.catalog_pages);
+    let base = state.api_base();
+    let mode = state.lock().request_faults.catalog_filter;
+    let after = match (&query.updated_after, mode) {
+        (Some(_), CatalogFilter::Refused) => {
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                &json!({"updated_at.after": ["Unknown filter."]}),
+            );
+        }
+        (Some(text), CatalogFilter::Honoured) => match text.parse::<jiff::Timestamp>() {
+            Ok(after) => Some(after),
+            Err(_) => {
+                return json_response(
+                    StatusCode::BAD_REQUEST,
+                    &json!({"updated_at.after": ["Enter a valid date/time."]}),
+                );
+            }
+        },
+        _ => None,
+    };
+    let items: Vec<Value> = {
+        let mutable = state.lock();
+        let mut entries: Vec<&crate::state::LayerEntry> = mutable.layers.values().collect();
+        entries.sort_by_key(|entry| entry.layer.id);
+        entries
+            .into_iter()
+            .filter(|entry| {
+                let updated = jiff::Timestamp::try_from(entry.current().updated).ok();
+                match (after, updated) {
+                    (Some(after), Some(updated)) => updated > after,
+                    _ => true,
+                }
+            })
+            .map(|entry| bodies::catalog_item(&base, entry))
+            .collect()
+    };
+    let url = match &query.updated_after {
+        Some(text) => format!(
+            "{base}data/?updated_at.after={}",
+            percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC)
+        ),
+        None => format!("{base}data/"),
+    };
+    paged(&state, items, query.page.unwrap_or(1), &url)
 }
 
 async fn version_list(

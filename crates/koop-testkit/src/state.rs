@@ -22,6 +22,10 @@ pub(crate) struct VersionRecord {
     pub(crate) data_version: u64,
     /// Content revision: 0 for the original data, +1 per data bump.
     pub(crate) revision: u32,
+    /// When it was published, by the wall clock: what the catalog's `updated_at` says and its
+    /// `updated_at.after` filter compares (a layer's first version a day before the server
+    /// started; a bump at the moment it is made).
+    pub(crate) updated: std::time::SystemTime,
 }
 
 pub(crate) struct LayerEntry {
@@ -145,6 +149,8 @@ pub struct Counters {
     pub rate_limited: u64,
     /// Requests answered with an injected 5xx.
     pub server_errors: u64,
+    /// `GET data/` pages (the catalog).
+    pub catalog_pages: u64,
 }
 
 macro_rules! counters {
@@ -161,6 +167,7 @@ macro_rules! counters {
 }
 
 counters!(
+    catalog_pages,
     api_requests,
     layer_details,
     version_lists,
@@ -311,6 +318,7 @@ impl State {
             data_import: true,
             data_version: id,
             revision: 0,
+            updated: std::time::SystemTime::now() - std::time::Duration::from_secs(86_400),
         };
         mutable.layers.insert(
             layer.id,
@@ -337,6 +345,7 @@ impl State {
                 data_import: true,
                 data_version: id,
                 revision: current.revision + 1,
+                updated: std::time::SystemTime::now(),
             },
             BumpKind::MetadataOnly => VersionRecord {
                 id,
@@ -344,6 +353,7 @@ impl State {
                 data_import: false,
                 data_version: current.data_version,
                 revision: current.revision,
+                updated: std::time::SystemTime::now(),
             },
         };
         entry.versions.push(version);
