@@ -642,13 +642,36 @@ impl KoordinatesConnection {
         what: &str,
         max_pages: usize,
     ) -> Result<Vec<T>> {
+        Ok(self
+            .get_pages_dated(first, resource, what, max_pages)
+            .await?
+            .0)
+    }
+
+    /// As [`KoordinatesConnection::get_all_pages`], with the server's clock (the `Date` header
+    /// of the first page, when it sent a readable one) and the number of pages read.
+    pub(crate) async fn get_pages_dated<T: DeserializeOwned>(
+        &self,
+        first: Url,
+        resource: Resource,
+        what: &str,
+        max_pages: usize,
+    ) -> Result<(Vec<T>, Option<std::time::SystemTime>, usize)> {
         let mut items = Vec::new();
         let mut next = Some(first);
         let mut pages = 0;
+        let mut date = None;
         while let Some(url) = next.take() {
             pages += 1;
             let call = Call::get(url, resource.clone());
             let response = self.execute(&call).await?;
+            if pages == 1 {
+                date = response
+                    .headers()
+                    .get(header::DATE)
+                    .and_then(|value| value.to_str().ok())
+                    .and_then(|value| httpdate::parse_http_date(value).ok());
+            }
             let link = response
                 .headers()
                 .get(header::LINK)
@@ -675,7 +698,7 @@ impl KoordinatesConnection {
                 next = Some(self.own_link(&link, &resource)?);
             }
         }
-        Ok(items)
+        Ok((items, date, pages))
     }
 }
 

@@ -37,6 +37,8 @@ pub enum Resource {
     Export(u64),
     /// `exports/` (create, validate, list).
     Exports,
+    /// `data/`, the catalog.
+    Catalog,
     /// Any other URL.
     Url(String),
 }
@@ -55,6 +57,7 @@ impl fmt::Display for Resource {
             Self::DublinCore(id) => write!(f, "the Dublin Core metadata of layer {id}"),
             Self::Export(id) => write!(f, "export {id}"),
             Self::Exports => f.write_str("exports"),
+            Self::Catalog => f.write_str("the data catalog"),
             Self::Url(url) => f.write_str(url),
         }
     }

@@ -40,6 +40,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub use catalog::{CatalogChanges, CatalogItem};
 pub use connection::{
     API_KEY_ENV, ConnectionBuilder, DEFAULT_API_VERSION, DEFAULT_DOMAIN, KoordinatesConnection,
 };
@@ -58,6 +59,7 @@ pub use layer::{
 pub use retry::RetryPolicy;
 
 mod calls;
+mod catalog;
 mod connection;
 mod download;
 mod error;
