@@ -64,6 +64,7 @@ pub use guards::{EntryLock, Staging};
 pub use key::EntryKey;
 pub use maintenance::{CorruptEntry, GcPolicy, GcReport, VerifyReport};
 pub use manifest::{LayerInfo, MANIFEST_VERSION, Manifest, ManifestFile};
+pub use state::MirrorState;
 pub use store::{CACHE_DIR_ENV, Cache, CacheEntry, StagedFile, StagedLayer};
 
 mod error;
@@ -72,4 +73,5 @@ mod guards;
 mod key;
 mod maintenance;
 mod manifest;
+mod state;
 mod store;
