@@ -13,16 +13,20 @@ pub enum FetchOutcome {
     Downloaded,
     /// Answered from the cache alone, without any request (offline).
     Offline,
+    /// The site's catalog reported no change since the last complete mirror run: answered from
+    /// the cache without a request of its own.
+    Unchanged,
 }
 
 impl FetchOutcome {
-    /// `cached`, `linked`, `downloaded` or `offline`, as `koop mirror` prints it.
+    /// `cached`, `linked`, `downloaded`, `offline` or `unchanged`, as `koop mirror` prints it.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Cached => "cached",
             Self::Linked => "linked",
             Self::Downloaded => "downloaded",
             Self::Offline => "offline",
+            Self::Unchanged => "unchanged",
         }
     }
 }

@@ -76,6 +76,13 @@ pub enum Error {
         kind: String,
     },
 
+    /// Interrupted (Ctrl-C) before any layer was fetched.
+    #[error("interrupted while {what}; nothing was fetched")]
+    Interrupted {
+        /// What was going on.
+        what: String,
+    },
+
     /// A background task failed (a panic in a blocking cache operation).
     #[error("an internal task failed: {0}")]
     Task(String),

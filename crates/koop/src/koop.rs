@@ -639,6 +639,23 @@ impl Koop {
         }
     }
 
+    /// The newest cached entry of a layer in this `Koop`'s CRS and extent, answered as
+    /// [`FetchOutcome::Unchanged`] without a request; `None` when nothing is cached.
+    pub(crate) fn fetch_unchanged(
+        &self,
+        layer_id: u64,
+        observer: &dyn Observer,
+    ) -> Result<Option<FetchedLayer>> {
+        let extent = self.extent.as_ref().map(ToString::to_string);
+        let crs = self.crs;
+        Ok(self
+            .cache
+            .entries_of_layer(&self.domain, layer_id)?
+            .into_iter()
+            .find(|entry| entry.manifest.key.crs == crs && entry.manifest.key.extent == extent)
+            .map(|entry| finished(observer, layer_id, entry, FetchOutcome::Unchanged)))
+    }
+
     fn fetch_offline(&self, layer_id: u64, observer: &dyn Observer) -> Result<FetchedLayer> {
         let extent = self.extent.as_ref().map(ToString::to_string);
         let crs = self.crs;

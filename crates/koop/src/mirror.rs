@@ -4,7 +4,10 @@ use std::collections::{HashSet, VecDeque};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
+
+use koop_api::CatalogChanges;
+use koop_cache::{EntryLock, MirrorState};
 
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, Stream, StreamExt};
@@ -63,6 +66,8 @@ pub struct MirrorSummary {
     pub linked: usize,
     /// Layers answered offline from the cache.
     pub offline: usize,
+    /// Layers the catalog reported unchanged, answered from the cache without a request.
+    pub unchanged: usize,
     /// Bytes of the layers downloaded.
     pub bytes_downloaded: u64,
     /// Layers that failed, with their errors.
@@ -81,6 +86,7 @@ impl MirrorSummary {
                 FetchOutcome::Cached => self.cached += 1,
                 FetchOutcome::Linked => self.linked += 1,
                 FetchOutcome::Offline => self.offline += 1,
+                FetchOutcome::Unchanged => self.unchanged += 1,
             },
             Err(error) => self.failed.push((result.layer_id, error)),
         }
@@ -88,7 +94,7 @@ impl MirrorSummary {
 
     /// Layers that ended with a file on disk.
     pub fn succeeded(&self) -> usize {
-        self.downloaded + self.cached + self.linked + self.offline
+        self.downloaded + self.cached + self.linked + self.offline + self.unchanged
     }
 }
 
@@ -101,6 +107,8 @@ struct Mirror<'a> {
     options: MirrorOptions,
     limits: Limits,
     ids: VecDeque<u64>,
+    /// Layers the catalog reported unchanged: answered from the cache when it holds them.
+    unchanged: HashSet<u64>,
     missing: VecDeque<(u64, Instant, Box<crate::LayerDetails>)>,
     lookups: Pending<'a, (u64, Instant, Result<Lookup>)>,
     fetches: Pending<'a, LayerResult>,
@@ -113,8 +121,15 @@ impl Mirror<'_> {
                 break;
             };
             let (koop, observer) = (self.koop, self.observer);
+            let unchanged = self.unchanged.contains(&layer_id);
             self.lookups.push(Box::pin(async move {
                 let started = Instant::now();
+                if unchanged {
+                    // Not cached (or the cache unreadable): the layer is asked about as usual.
+                    if let Ok(Some(fetched)) = koop.fetch_unchanged(layer_id, observer) {
+                        return (layer_id, started, Ok(Lookup::Found(Box::new(fetched))));
+                    }
+                }
                 (layer_id, started, koop.lookup(layer_id, observer).await)
             }));
         }
@@ -211,6 +226,16 @@ impl Koop {
         options: MirrorOptions,
         observer: &'a dyn Observer,
     ) -> impl Stream<Item = LayerResult> + Send + 'a {
+        self.mirror_stream(layer_ids, HashSet::new(), options, observer)
+    }
+
+    fn mirror_stream<'a>(
+        &'a self,
+        layer_ids: impl IntoIterator<Item = u64>,
+        unchanged: HashSet<u64>,
+        options: MirrorOptions,
+        observer: &'a dyn Observer,
+    ) -> Mirror<'a> {
         let mut seen = HashSet::new();
         let ids = layer_ids
             .into_iter()
@@ -225,9 +250,228 @@ impl Koop {
                 downloads: Some(Arc::new(Semaphore::new(options.downloads.max(1)))),
             },
             ids,
+            unchanged,
             missing: VecDeque::new(),
             lookups: FuturesUnordered::new(),
             fetches: FuturesUnordered::new(),
+        }
+    }
+}
+
+/// What the catalog told a planned mirror run ([`Koop::plan_mirror`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CatalogCheck {
+    /// The catalog was not asked: no complete run of this domain is recorded (or koop is
+    /// offline). Every layer is looked up.
+    NotAsked {
+        /// Why, for the run's report.
+        reason: String,
+    },
+    /// The catalog listed what changed since the last complete run.
+    Asked {
+        /// When the last complete run started, by the site's clock.
+        since: SystemTime,
+        /// Listed layers the catalog reported changed (each is looked up).
+        changed: usize,
+        /// Catalog pages read (API requests).
+        pages: usize,
+    },
+    /// The site cannot say what changed; every layer is looked up.
+    Unsupported {
+        /// Why, for the run's report.
+        reason: String,
+    },
+}
+
+/// A mirror run of one domain planned from the site's catalog: which listed layers need a look.
+/// Holds the domain's mirror lock (a second run of the same domain on the same cache waits for
+/// this one) until [`Koop::finish_mirror`] or drop.
+#[derive(Debug)]
+pub struct MirrorRun {
+    layer_ids: Vec<u64>,
+    unchanged: HashSet<u64>,
+    started_at: SystemTime,
+    check: CatalogCheck,
+    lock: EntryLock,
+}
+
+impl MirrorRun {
+    /// What the catalog said.
+    pub fn check(&self) -> &CatalogCheck {
+        &self.check
+    }
+
+    /// Listed layers the catalog reported unchanged.
+    pub fn unchanged(&self) -> usize {
+        self.unchanged.len()
+    }
+
+    /// The layers listed, without duplicates, in order.
+    pub fn layer_ids(&self) -> &[u64] {
+        &self.layer_ids
+    }
+}
+
+/// What a run's start is taken as when the site sends no `Date`: the local clock, less a
+/// margin for a local clock ahead of the site's.
+const UNDATED_MARGIN: Duration = Duration::from_secs(300);
+
+impl Koop {
+    /// Plans a mirror run of `layer_ids`: takes the domain's mirror lock (waiting for another
+    /// run of the same domain on this cache), then, when a complete run is recorded, asks the
+    /// catalog once what changed since it started (`GET data/?updated_at.after=…`, every page).
+    /// Layers the catalog does not list are answered from the cache without a request of their
+    /// own, when it holds them; the others are looked up as [`Koop::mirror`] does. When the site
+    /// cannot say ([`CatalogCheck::Unsupported`]) every layer is looked up.
+    ///
+    /// Run it with [`Koop::mirror_run`]; record it with [`Koop::finish_mirror`] when every
+    /// layer succeeded, so the next run asks only about what changed after this one started.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Cache`] when the lock cannot be taken; [`Error::Api`] for a failure of the
+    /// catalog request other than the site not supporting it (401, rate limit, transport);
+    /// an interruption while waiting for the lock.
+    pub async fn plan_mirror(&self, layer_ids: impl IntoIterator<Item = u64>) -> Result<MirrorRun> {
+        let mut seen = HashSet::new();
+        let layer_ids: Vec<u64> = layer_ids
+            .into_iter()
+            .filter(|id| seen.insert(*id))
+            .collect();
+        let lock = self.mirror_lock().await?;
+        let Some(connection) = self.connection().filter(|_| !self.is_offline()) else {
+            return Ok(MirrorRun {
+                layer_ids,
+                unchanged: HashSet::new(),
+                started_at: SystemTime::now(),
+                check: CatalogCheck::NotAsked {
+                    reason: "offline".to_owned(),
+                },
+                lock,
+            });
+        };
+        let undated = || SystemTime::now() - UNDATED_MARGIN;
+        // The site's clock at the start, less a second: `Date` counts whole seconds.
+        let dated = |time: Option<SystemTime>| {
+            time.map_or_else(undated, |time| time - Duration::from_secs(1))
+        };
+        let Some(state) = self.cache().mirror_state(self.domain()) else {
+            let started_at = dated(connection.server_time().await);
+            return Ok(MirrorRun {
+                layer_ids,
+                unchanged: HashSet::new(),
+                started_at,
+                check: CatalogCheck::NotAsked {
+                    reason: "no complete run of this domain is recorded in the cache".to_owned(),
+                },
+                lock,
+            });
+        };
+        let since = state.last_complete_run_started_at;
+        match connection.catalog_changes_since(since).await? {
+            CatalogChanges::Changed {
+                ids,
+                server_time,
+                pages,
+            } => {
+                let unchanged: HashSet<u64> = layer_ids
+                    .iter()
+                    .copied()
+                    .filter(|id| !ids.contains(id))
+                    .collect();
+                Ok(MirrorRun {
+                    check: CatalogCheck::Asked {
+                        since,
+                        changed: layer_ids.len() - unchanged.len(),
+                        pages,
+                    },
+                    layer_ids,
+                    unchanged,
+                    started_at: dated(server_time),
+                    lock,
+                })
+            }
+            CatalogChanges::Unsupported { reason } => Ok(MirrorRun {
+                layer_ids,
+                unchanged: HashSet::new(),
+                started_at: undated(),
+                check: CatalogCheck::Unsupported { reason },
+                lock,
+            }),
+            _ => Ok(MirrorRun {
+                layer_ids,
+                unchanged: HashSet::new(),
+                started_at: undated(),
+                check: CatalogCheck::Unsupported {
+                    reason: "the catalog answered in a way this koop does not know".to_owned(),
+                },
+                lock,
+            }),
+        }
+    }
+
+    /// Runs a planned mirror: as [`Koop::mirror`], with the layers the catalog reported
+    /// unchanged answered from the cache ([`FetchOutcome::Unchanged`]).
+    pub fn mirror_run<'a>(
+        &'a self,
+        run: &MirrorRun,
+        options: MirrorOptions,
+        observer: &'a dyn Observer,
+    ) -> impl Stream<Item = LayerResult> + Send + 'a {
+        self.mirror_stream(
+            run.layer_ids.iter().copied(),
+            run.unchanged.clone(),
+            options,
+            observer,
+        )
+    }
+
+    /// Records a finished run: when `complete` (every layer succeeded, nothing interrupted),
+    /// the next run of this domain asks the catalog what changed since this one started.
+    /// Otherwise nothing is recorded, and the next run asks from the last complete one.
+    /// Releases the domain's mirror lock.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Cache`] when the state file cannot be written.
+    pub fn finish_mirror(&self, run: MirrorRun, complete: bool) -> Result<()> {
+        let MirrorRun {
+            layer_ids,
+            started_at,
+            lock,
+            ..
+        } = run;
+        if complete && !self.is_offline() {
+            let state = MirrorState::new(started_at, layer_ids.len());
+            self.cache()
+                .save_mirror_state(self.domain(), &state, &lock)?;
+        }
+        drop(lock);
+        Ok(())
+    }
+
+    async fn mirror_lock(&self) -> Result<EntryLock> {
+        let mut told = false;
+        loop {
+            if let Some(lock) = self.cache().try_lock_mirror(self.domain())? {
+                return Ok(lock);
+            }
+            if !told {
+                tracing::info!(
+                    "another mirror of {} is running on this cache; waiting for it",
+                    self.domain()
+                );
+                told = true;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(250)) => {}
+                () = self.cancellation().cancelled() => {
+                    return Err(Error::Interrupted {
+                        what: format!("waiting for another mirror of {}", self.domain()),
+                    });
+                }
+            }
         }
     }
 }
