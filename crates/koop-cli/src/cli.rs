@@ -181,6 +181,10 @@ pub(crate) enum Command {
         /// Print one JSON document at the end instead of a line per layer.
         #[arg(long)]
         json: bool,
+        /// Ask each layer for its details instead of asking the site's catalog once what
+        /// changed since the last complete run.
+        #[arg(long)]
+        every_layer: bool,
     },
     /// Show a layer's details and what the cache holds of it.
     Info {

@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use futures::StreamExt;
-use koop::{Domain, ExportOptions, FetchedLayer, Koop, LayerResult, MirrorOptions, MirrorSummary};
+use koop::{
+    CatalogCheck, Domain, ExportOptions, FetchedLayer, Koop, LayerResult, MirrorOptions,
+    MirrorSummary,
+};
 use serde_json::{Value, json};
 
 use super::{allowed_domains, domain_of, koop_with};
@@ -55,6 +58,20 @@ fn by_domain(global: &Global, refs: Vec<LayerRef>) -> Result<(Groups, Vec<(u64, 
 }
 
 /// Fetches every group with its own `Koop`, handing each result to `each` as it finishes.
+/// What the catalog of one domain told a mirror run, and how many layers it spared a request.
+pub(crate) struct CatalogReport {
+    domain: Domain,
+    check: CatalogCheck,
+    unchanged: usize,
+    listed: usize,
+}
+
+/// Fetches every group; with `plan`, each domain's run is planned from its catalog
+/// ([`Koop::plan_mirror`]) and recorded when complete.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the shared options of get and mirror"
+)]
 async fn fetch_groups(
     global: &Global,
     groups: &[(Domain, Vec<u64>)],
@@ -62,8 +79,10 @@ async fn fetch_groups(
     deadline: Deadline,
     interrupt: &Interrupt,
     reporter: &Reporter,
+    plan: bool,
     mut each: impl FnMut(&Domain, LayerResult),
-) -> Result<()> {
+) -> Result<Vec<CatalogReport>> {
+    let mut reports = Vec::new();
     for (domain, ids) in groups {
         if interrupt.exit_code().is_some() {
             break;
@@ -74,12 +93,105 @@ async fn fetch_groups(
             export_options(deadline),
             Some(interrupt.token()),
         )?;
-        let mut results = koop.mirror(ids.iter().copied(), options(concurrency), reporter);
-        while let Some(result) = results.next().await {
-            each(domain, result);
+        if !plan {
+            let mut results = koop.mirror(ids.iter().copied(), options(concurrency), reporter);
+            while let Some(result) = results.next().await {
+                each(domain, result);
+            }
+            continue;
         }
+        let run = match koop.plan_mirror(ids.iter().copied()).await {
+            Ok(run) => run,
+            Err(koop::Error::Interrupted { .. }) => break,
+            Err(error) => return Err(error).context(format!("cannot plan the mirror of {domain}")),
+        };
+        reports.push(CatalogReport {
+            domain: domain.clone(),
+            check: run.check().clone(),
+            unchanged: run.unchanged(),
+            listed: run.layer_ids().len(),
+        });
+        let mut complete = true;
+        {
+            let mut results = koop.mirror_run(&run, options(concurrency), reporter);
+            while let Some(result) = results.next().await {
+                complete &= result.result.is_ok();
+                each(domain, result);
+            }
+        }
+        complete &= interrupt.exit_code().is_none();
+        koop.finish_mirror(run, complete)
+            .with_context(|| format!("cannot record the mirror of {domain}"))?;
     }
-    Ok(())
+    Ok(reports)
+}
+
+/// One line (within 80 columns for the usual domains) saying what a domain's catalog told the
+/// run; the reason a site could not say goes to the log.
+fn catalog_line(report: &CatalogReport) -> String {
+    let domain = &report.domain;
+    match &report.check {
+        CatalogCheck::Asked { since, changed, .. } => format!(
+            "catalog of {domain}: {changed} of {} changed since {}",
+            report.listed,
+            short_time(*since)
+        ),
+        CatalogCheck::NotAsked { reason } if reason == "offline" => {
+            format!("catalog of {domain}: not asked (offline)")
+        }
+        CatalogCheck::NotAsked { .. } => {
+            format!("catalog of {domain}: first recorded run; each layer looked up")
+        }
+        CatalogCheck::Unsupported { reason } => {
+            tracing::warn!("catalog of {domain}: {reason}");
+            format!("catalog of {domain}: cannot say what changed; each layer looked up")
+        }
+        _ => format!("catalog of {domain}: each layer looked up"),
+    }
+}
+
+/// `2026-12-01 19:30Z`.
+fn short_time(time: std::time::SystemTime) -> String {
+    jiff::Timestamp::try_from(time)
+        .map(|time| time.strftime("%Y-%m-%d %H:%MZ").to_string())
+        .unwrap_or_default()
+}
+
+fn timestamp(time: std::time::SystemTime) -> String {
+    jiff::Timestamp::try_from(time)
+        .map(|time| time.round(jiff::Unit::Second).unwrap_or(time).to_string())
+        .unwrap_or_default()
+}
+
+fn catalog_json(report: &CatalogReport) -> Value {
+    let (check, since, changed, requests, reason) = match &report.check {
+        CatalogCheck::Asked {
+            since,
+            changed,
+            pages,
+        } => (
+            "asked",
+            Some(timestamp(*since)),
+            Some(*changed),
+            *pages,
+            None,
+        ),
+        CatalogCheck::NotAsked { reason } => ("not_asked", None, None, 0, Some(reason.clone())),
+        CatalogCheck::Unsupported { reason } => {
+            ("unsupported", None, None, 1, Some(reason.clone()))
+        }
+        _ => ("unknown", None, None, 0, None),
+    };
+    json!({
+        "domain": report.domain.as_str(),
+        "check": check,
+        "since": since,
+        "changed": changed,
+        "unchanged": report.unchanged,
+        "listed": report.listed,
+        "requests": requests,
+        "reason": reason,
+    })
 }
 
 /// `true` for an error that only says the work was interrupted.
@@ -147,6 +259,7 @@ pub(crate) async fn get(
         deadline,
         &interrupt,
         &reporter,
+        false,
         |_, result| {
             results.insert(result.layer_id, result);
         },
@@ -210,6 +323,7 @@ fn mirror_summary_line(
     }
     for (count, what) in [
         (summary.cached + summary.offline, "cached"),
+        (summary.unchanged, "unchanged"),
         (summary.linked, "linked"),
         (failures, "failed"),
         (interrupted, "interrupted"),
@@ -258,6 +372,8 @@ pub(crate) struct MirrorRequest<'a> {
     pub(crate) deadline: Deadline,
     /// One JSON document instead of lines.
     pub(crate) json: bool,
+    /// Look up every layer instead of asking the catalog what changed.
+    pub(crate) every_layer: bool,
 }
 
 /// The layers of the list file and the arguments, and a line for each that cannot be read.
@@ -309,13 +425,14 @@ pub(crate) async fn mirror(
     let mut interrupted = 0_usize;
     let mut documents = Vec::new();
     let json = request.json;
-    fetch_groups(
+    let catalogs = fetch_groups(
         global,
         &groups,
         request.concurrency,
         request.deadline,
         &interrupt,
         &reporter,
+        !request.every_layer,
         |_, result| {
             if json {
                 documents.push(result_json(&result));
@@ -345,12 +462,14 @@ pub(crate) async fn mirror(
     if json {
         let document = json!({
             "layers": documents,
+            "catalog": catalogs.iter().map(catalog_json).collect::<Vec<_>>(),
             "unreadable": bad,
             "summary": {
                 "downloaded": summary.downloaded,
                 "cached": summary.cached,
                 "linked": summary.linked,
                 "offline": summary.offline,
+                "unchanged": summary.unchanged,
                 "failed": failures,
                 "interrupted": interrupted,
                 "bytes_downloaded": summary.bytes_downloaded,
@@ -359,6 +478,9 @@ pub(crate) async fn mirror(
         });
         out(serde_json::to_string_pretty(&document)?);
     } else {
+        for report in &catalogs {
+            err(catalog_line(report));
+        }
         err(mirror_summary_line(
             summary.succeeded() + failures,
             elapsed,

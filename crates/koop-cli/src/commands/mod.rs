@@ -32,6 +32,7 @@ pub(crate) async fn run(cli: Cli, bars: bool) -> Result<Status> {
             concurrency,
             deadline,
             json,
+            every_layer,
         } => {
             let request = fetch::MirrorRequest {
                 from: from.as_deref(),
@@ -39,6 +40,7 @@ pub(crate) async fn run(cli: Cli, bars: bool) -> Result<Status> {
                 concurrency: &concurrency,
                 deadline,
                 json,
+                every_layer,
             };
             fetch::mirror(&global, &request, bars).await
         }

@@ -3,6 +3,7 @@
 use std::path::Path;
 use std::process::Output;
 
+mod catalog;
 mod clients;
 mod interrupt;
 mod pages;
