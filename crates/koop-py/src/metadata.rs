@@ -10,10 +10,6 @@ use pyo3::types::{PyBytes, PyDict, PyType};
 use crate::connection::KoordinatesConnection;
 use crate::{errors, wait};
 
-/// A boxed future that is `Send` (the coercion settles the lifetimes the compiler cannot
-/// prove `Send` for generically).
-type SendFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
-
 /// The fields in the original's order (its pydantic model's), for `model_dump()` and `repr`.
 const FIELDS: [&str; 15] = [
     "title",
@@ -82,8 +78,40 @@ impl DublinCoreMetadata {
         result.map_err(|error| errors::from_metadata(&error))
     }
 
-    fn connection(conn: &KoordinatesConnection) -> koop::KoordinatesConnection {
-        conn.connection().clone()
+    /// A record made by `work` from the connection, waited for with the GIL released.
+    fn fetched<Fut>(
+        py: Python<'_>,
+        conn: PyRef<'_, KoordinatesConnection>,
+        work: impl FnOnce(koop::KoordinatesConnection) -> Fut,
+    ) -> PyResult<Self>
+    where
+        Fut: std::future::Future<Output = koop_metadata::Result<koop::DublinCoreMetadata>>
+            + Send
+            + 'static,
+    {
+        let future = work(conn.connection().clone());
+        drop(conn);
+        wait(py, None, future)?
+            .map(|record| Self { record })
+            .map_err(|error| errors::from_metadata(&error))
+    }
+
+    /// Replaces this record by the one `work` makes from a copy of it, when it succeeds.
+    fn edited<Fut>(
+        &mut self,
+        py: Python<'_>,
+        conn: PyRef<'_, KoordinatesConnection>,
+        work: impl FnOnce(koop::KoordinatesConnection, koop::DublinCoreMetadata) -> Fut,
+    ) -> PyResult<()>
+    where
+        Fut: std::future::Future<Output = koop_metadata::Result<koop::DublinCoreMetadata>>
+            + Send
+            + 'static,
+    {
+        let future = work(conn.connection().clone(), self.record.clone());
+        drop(conn);
+        self.record = wait(py, None, future)?.map_err(|error| errors::from_metadata(&error))?;
+        Ok(())
     }
 }
 
@@ -233,14 +261,9 @@ impl DublinCoreMetadata {
         conn: PyRef<'_, KoordinatesConnection>,
         layer_id: u64,
     ) -> PyResult<Self> {
-        let connection = Self::connection(&conn);
-        drop(conn);
-        let record = wait(py, None, async move {
+        Self::fetched(py, conn, move |connection| async move {
             koop::DublinCoreMetadata::from_koordinates(&connection, layer_id).await
-        })?;
-        record
-            .map(|record| Self { record })
-            .map_err(|error| errors::from_metadata(&error))
+        })
     }
 
     /// A record started from a layer's details: `title`, `type` (the layer's kind), `date`
@@ -254,14 +277,9 @@ impl DublinCoreMetadata {
         conn: PyRef<'_, KoordinatesConnection>,
         layer_id: u64,
     ) -> PyResult<Self> {
-        let connection = Self::connection(&conn);
-        drop(conn);
-        let record = wait(py, None, async move {
+        Self::fetched(py, conn, move |connection| async move {
             koop::DublinCoreMetadata::populate_template(&connection, layer_id).await
-        })?;
-        record
-            .map(|record| Self { record })
-            .map_err(|error| errors::from_metadata(&error))
+        })
     }
 
     /// Sets the named elements: `edit_metadata_fields(description="…", creator="…")`. An
@@ -294,19 +312,12 @@ impl DublinCoreMetadata {
         layer_ids: Vec<u64>,
         version_ids: Vec<u64>,
     ) -> PyResult<()> {
-        let connection = Self::connection(&conn);
-        drop(conn);
-        let mut record = self.record.clone();
-        let work: SendFuture<_> = Box::pin(async move {
+        self.edited(py, conn, move |connection, mut record| async move {
             record
                 .update_source_field(&connection, &layer_ids, &version_ids)
-                .await
-                .map(|_| ())?;
-            Ok::<_, koop_metadata::Error>(record)
-        });
-        let record = wait(py, None, work)?.map_err(|error| errors::from_metadata(&error))?;
-        self.record = record;
-        Ok(())
+                .await?;
+            Ok(record)
+        })
     }
 
     /// Sets `source` as `update_source_field` does, to the current version of each layer
@@ -318,18 +329,11 @@ impl DublinCoreMetadata {
         conn: PyRef<'_, KoordinatesConnection>,
         layer_ids: Vec<u64>,
     ) -> PyResult<()> {
-        let connection = Self::connection(&conn);
-        drop(conn);
-        let mut record = self.record.clone();
-        let work: SendFuture<_> = Box::pin(async move {
+        self.edited(py, conn, move |connection, mut record| async move {
             record
                 .update_source_with_latest_layer_versions(&connection, &layer_ids)
-                .await
-                .map(|_| ())?;
-            Ok::<_, koop_metadata::Error>(record)
-        });
-        let record = wait(py, None, work)?.map_err(|error| errors::from_metadata(&error))?;
-        self.record = record;
-        Ok(())
+                .await?;
+            Ok(record)
+        })
     }
 }
