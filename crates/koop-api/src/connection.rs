@@ -65,6 +65,8 @@ struct Inner {
     client: reqwest::Client,
     retry: RetryPolicy,
     plain_http: bool,
+    /// Requests sent to the site's own origin, retries included.
+    requests: std::sync::atomic::AtomicU64,
 }
 
 impl fmt::Debug for KoordinatesConnection {
@@ -237,6 +239,7 @@ impl ConnectionBuilder {
                 client,
                 retry: self.retry,
                 plain_http: self.plain_http,
+                requests: std::sync::atomic::AtomicU64::new(0),
             }),
         })
     }
@@ -319,6 +322,13 @@ impl KoordinatesConnection {
     /// The API version, e.g. `1.x`.
     pub fn api_version(&self) -> &str {
         &self.inner.api_version
+    }
+
+    /// Requests this connection (and its clones) sent to the site's own origin so far, retries
+    /// and followed redirects included; downloads answered by another host (object storage)
+    /// are not counted. What a run cost the site, for its report.
+    pub fn requests_made(&self) -> u64 {
+        self.inner.requests.load(Ordering::Relaxed)
     }
 
     /// The API base URL, e.g. `https://data.linz.govt.nz/services/api/v1.x/`.
@@ -419,6 +429,7 @@ impl KoordinatesConnection {
             let own_origin = self.is_own_origin(&url);
             let mut request = self.inner.client.request(method.clone(), url.clone());
             if own_origin {
+                self.inner.requests.fetch_add(1, Ordering::Relaxed);
                 request = request.header(header::AUTHORIZATION, self.inner.authorization.clone());
             }
             request = request.header(header::ACCEPT, "application/json");

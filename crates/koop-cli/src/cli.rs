@@ -185,6 +185,10 @@ pub(crate) enum Command {
         /// changed since the last complete run.
         #[arg(long)]
         every_layer: bool,
+        /// Show what the run would do for each layer (unchanged, cached, link, export) without
+        /// exporting or writing anything.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Show a layer's details and what the cache holds of it.
     Info {

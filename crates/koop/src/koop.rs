@@ -555,7 +555,11 @@ impl Koop {
     }
 
     /// The cache key and export spec of a layer's current version.
-    fn key_for(&self, layer_id: u64, details: &LayerDetails) -> Result<(EntryKey, ExportSpec)> {
+    pub(crate) fn key_for(
+        &self,
+        layer_id: u64,
+        details: &LayerDetails,
+    ) -> Result<(EntryKey, ExportSpec)> {
         let spec = ExportSpec::for_layer(details, self.crs, self.extent.clone())?;
         let no_version = || Error::NoVersion {
             domain: self.domain.clone(),

@@ -43,7 +43,7 @@ pub use koop_cache::{
 pub use koop_export::{DEFAULT_CRS, ExportOptions, FetchOutcome, LayerEvent, Observer, Quiet};
 pub use koop_metadata::{DublinCoreMetadata, Element as DublinCoreElement};
 pub use koop_types::{Domain, Epsg};
-pub use mirror::{CatalogCheck, LayerResult, MirrorOptions, MirrorRun, MirrorSummary};
+pub use mirror::{CatalogCheck, LayerPlan, LayerResult, MirrorOptions, MirrorRun, MirrorSummary};
 pub use {koop_api, koop_cache, koop_export, koop_metadata};
 
 mod error;

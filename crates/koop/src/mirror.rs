@@ -313,6 +313,51 @@ impl MirrorRun {
     }
 }
 
+/// What a mirror run would do for one layer ([`Koop::plan_layer`]): nothing is exported,
+/// linked or written to find it out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LayerPlan {
+    /// The catalog reported it unchanged and the cache holds it: no request.
+    Unchanged {
+        /// The cached file.
+        path: std::path::PathBuf,
+    },
+    /// Its current version is cached: one details request, no export.
+    Cached {
+        /// The current version.
+        version_id: u64,
+        /// The cached file.
+        path: std::path::PathBuf,
+    },
+    /// Its current version changed only metadata: the cached data would be linked under it.
+    Link {
+        /// The current version.
+        version_id: u64,
+    },
+    /// Its current version would be exported and downloaded.
+    Export {
+        /// The current version.
+        version_id: u64,
+        /// Its kind (`vector`, `grid`, …).
+        kind: String,
+        /// Its title.
+        title: String,
+    },
+}
+
+impl LayerPlan {
+    /// `unchanged`, `cached`, `link` or `export`, as `koop mirror --dry-run` prints it.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Unchanged { .. } => "unchanged",
+            Self::Cached { .. } => "cached",
+            Self::Link { .. } => "link",
+            Self::Export { .. } => "export",
+        }
+    }
+}
+
 /// What a run's start is taken as when the site sends no `Date`: the local clock, less a
 /// margin for a local clock ahead of the site's.
 const UNDATED_MARGIN: Duration = Duration::from_secs(300);
@@ -409,6 +454,42 @@ impl Koop {
                 lock,
             }),
         }
+    }
+
+    /// What `run` would do for `layer_id`, without exporting, linking or writing anything: from
+    /// the cache alone for a layer the catalog reported unchanged, else from its details
+    /// (`GET layers/{id}/`) and the cache.
+    ///
+    /// # Errors
+    ///
+    /// As [`Koop::layer_details`]; [`Error::Cache`] when the cache cannot be read.
+    pub async fn plan_layer(&self, run: &MirrorRun, layer_id: u64) -> Result<LayerPlan> {
+        if run.unchanged.contains(&layer_id)
+            && let Some(fetched) = self.fetch_unchanged(layer_id, &koop_export::Quiet)?
+        {
+            return Ok(LayerPlan::Unchanged { path: fetched.path });
+        }
+        let details = self.layer_details(layer_id).await?;
+        let (key, _) = self.key_for(layer_id, &details)?;
+        if let Some(entry) = self.cache().get(&key)? {
+            return Ok(LayerPlan::Cached {
+                version_id: key.version_id,
+                path: entry.path,
+            });
+        }
+        if self.cache().find_same_data(&key)?.is_some() {
+            return Ok(LayerPlan::Link {
+                version_id: key.version_id,
+            });
+        }
+        Ok(LayerPlan::Export {
+            version_id: key.version_id,
+            kind: details
+                .kind
+                .as_ref()
+                .map_or_else(String::new, ToString::to_string),
+            title: details.title,
+        })
     }
 
     /// Runs a planned mirror: as [`Koop::mirror`], with the layers the catalog reported

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use futures::StreamExt;
 use koop::{
-    CatalogCheck, Domain, ExportOptions, FetchedLayer, Koop, LayerResult, MirrorOptions,
+    CatalogCheck, Domain, ExportOptions, FetchedLayer, Koop, LayerPlan, LayerResult, MirrorOptions,
     MirrorSummary,
 };
 use serde_json::{Value, json};
@@ -64,6 +64,8 @@ pub(crate) struct CatalogReport {
     check: CatalogCheck,
     unchanged: usize,
     listed: usize,
+    /// Requests the run sent to the site, the catalog's included.
+    requests: u64,
 }
 
 /// Fetches every group; with `plan`, each domain's run is planned from its catalog
@@ -105,12 +107,13 @@ async fn fetch_groups(
             Err(koop::Error::Interrupted { .. }) => break,
             Err(error) => return Err(error).context(format!("cannot plan the mirror of {domain}")),
         };
-        reports.push(CatalogReport {
+        let mut report = CatalogReport {
             domain: domain.clone(),
             check: run.check().clone(),
             unchanged: run.unchanged(),
             listed: run.layer_ids().len(),
-        });
+            requests: 0,
+        };
         let mut complete = true;
         {
             let mut results = koop.mirror_run(&run, options(concurrency), reporter);
@@ -122,6 +125,10 @@ async fn fetch_groups(
         complete &= interrupt.exit_code().is_none();
         koop.finish_mirror(run, complete)
             .with_context(|| format!("cannot record the mirror of {domain}"))?;
+        report.requests = koop
+            .connection()
+            .map_or(0, koop::KoordinatesConnection::requests_made);
+        reports.push(report);
     }
     Ok(reports)
 }
@@ -189,9 +196,139 @@ fn catalog_json(report: &CatalogReport) -> Value {
         "changed": changed,
         "unchanged": report.unchanged,
         "listed": report.listed,
-        "requests": requests,
+        "catalog_requests": requests,
+        "requests": report.requests,
         "reason": reason,
     })
+}
+
+/// `koop mirror --dry-run`: what a run would do for each layer, in the order given; nothing
+/// is exported, linked or recorded.
+pub(crate) async fn dry_run(global: &Global, request: &MirrorRequest<'_>) -> Result<Status> {
+    let (refs, bad) = read_layers(request)?;
+    let (groups, refused) = by_domain(global, refs)?;
+    let mut failures = bad.len() + refused.len();
+    for line in bad.iter().chain(refused.iter().map(|(_, reason)| reason)) {
+        tracing::error!("{line}");
+    }
+    let mut documents = Vec::new();
+    let mut catalogs = Vec::new();
+    let mut counts: HashMap<&'static str, usize> = HashMap::new();
+    for (domain, ids) in &groups {
+        let koop: Koop = koop_with(global, domain, ExportOptions::default(), None)?;
+        let run = koop
+            .plan_mirror(ids.iter().copied())
+            .await
+            .with_context(|| format!("cannot plan the mirror of {domain}"))?;
+        let koop = &koop;
+        let run = &run;
+        let plans: Vec<(u64, koop::Result<LayerPlan>)> =
+            futures::stream::iter(run.layer_ids().to_vec())
+                .map(|id| async move { (id, koop.plan_layer(run, id).await) })
+                .buffered(16)
+                .collect()
+                .await;
+        for (id, plan) in plans {
+            match plan {
+                Ok(plan) => {
+                    *counts.entry(plan.as_str()).or_default() += 1;
+                    if request.json {
+                        documents.push(plan_json(id, &plan));
+                    } else {
+                        out(format!("{id}\t{}\t{}", plan.as_str(), plan_detail(&plan)));
+                    }
+                }
+                Err(error) => {
+                    failures += 1;
+                    tracing::error!("{}", one_line(&error));
+                    if request.json {
+                        documents.push(
+                            json!({"layer_id": id, "plan": "failed", "error": one_line(&error)}),
+                        );
+                    }
+                }
+            }
+        }
+        catalogs.push(CatalogReport {
+            domain: domain.clone(),
+            check: run.check().clone(),
+            unchanged: run.unchanged(),
+            listed: run.layer_ids().len(),
+            requests: koop
+                .connection()
+                .map_or(0, koop::KoordinatesConnection::requests_made),
+        });
+    }
+    let count = |plan: &str| counts.get(plan).copied().unwrap_or_default();
+    if request.json {
+        let document = json!({
+            "dry_run": true,
+            "layers": documents,
+            "catalog": catalogs.iter().map(catalog_json).collect::<Vec<_>>(),
+            "summary": {
+                "export": count("export"),
+                "link": count("link"),
+                "cached": count("cached"),
+                "unchanged": count("unchanged"),
+                "failed": failures,
+            },
+        });
+        out(serde_json::to_string_pretty(&document)?);
+    } else {
+        for report in &catalogs {
+            err(catalog_line(report));
+        }
+        err(format!(
+            "dry run: {} to export, {} to link, {} cached, {} unchanged, {failures} failed; nothing done",
+            count("export"),
+            count("link"),
+            count("cached"),
+            count("unchanged")
+        ));
+    }
+    Ok(if failures > 0 {
+        Status::SomeFailed
+    } else {
+        Status::Done
+    })
+}
+
+fn plan_detail(plan: &LayerPlan) -> String {
+    match plan {
+        LayerPlan::Unchanged { path } | LayerPlan::Cached { path, .. } => {
+            path.display().to_string()
+        }
+        LayerPlan::Link { version_id } => format!("version {version_id}: metadata only"),
+        LayerPlan::Export {
+            version_id,
+            kind,
+            title,
+        } => format!("version {version_id} ({kind}): {title}"),
+        _ => String::new(),
+    }
+}
+
+fn plan_json(layer_id: u64, plan: &LayerPlan) -> Value {
+    let mut document = json!({"layer_id": layer_id, "plan": plan.as_str()});
+    match plan {
+        LayerPlan::Unchanged { path } => document["path"] = json!(path),
+        LayerPlan::Cached { version_id, path } => {
+            document["version_id"] = json!(version_id);
+            document["path"] = json!(path);
+        }
+        LayerPlan::Link { version_id } => document["version_id"] = json!(version_id),
+        LayerPlan::Export {
+            version_id,
+            kind,
+            title,
+        } => {
+            document["version_id"] = json!(version_id);
+            document["kind"] = json!(kind);
+            document["title"] = json!(title);
+        }
+        _ => {}
+    }
+    document
 }
 
 /// `true` for an error that only says the work was interrupted.
@@ -471,6 +608,7 @@ pub(crate) async fn mirror(
                 "offline": summary.offline,
                 "unchanged": summary.unchanged,
                 "failed": failures,
+                "requests": catalogs.iter().map(|report| report.requests).sum::<u64>(),
                 "interrupted": interrupted,
                 "bytes_downloaded": summary.bytes_downloaded,
                 "seconds": elapsed.as_secs_f64(),

@@ -33,6 +33,7 @@ pub(crate) async fn run(cli: Cli, bars: bool) -> Result<Status> {
             deadline,
             json,
             every_layer,
+            dry_run,
         } => {
             let request = fetch::MirrorRequest {
                 from: from.as_deref(),
@@ -42,7 +43,11 @@ pub(crate) async fn run(cli: Cli, bars: bool) -> Result<Status> {
                 json,
                 every_layer,
             };
-            fetch::mirror(&global, &request, bars).await
+            if dry_run {
+                fetch::dry_run(&global, &request).await
+            } else {
+                fetch::mirror(&global, &request, bars).await
+            }
         }
         Command::Info { id, json } => info::info(&global, &id, json).await,
         Command::Metadata {

@@ -97,6 +97,11 @@ async fn an_unchanged_nightly_run_asks_the_catalog_once_and_a_changed_layer_alon
     );
     assert_eq!(after.layer_details, before.layer_details);
     assert_eq!(after.exports_created, before.exports_created);
+    // The run counts its own requests as the site does.
+    assert_eq!(
+        second["summary"]["requests"].as_u64(),
+        Some(after.api_requests - before.api_requests)
+    );
     // The paths are the cached files of the first run.
     let first_paths: Vec<&Value> = first["layers"]
         .as_array()
@@ -281,4 +286,65 @@ async fn a_run_killed_mid_export_leaves_the_state_of_the_last_complete_run() -> 
     let state: Value = serde_json::from_slice(&std::fs::read(&state_file)?)?;
     assert!(state["last_complete_run_started_at"].is_string(), "{state}");
     Ok(())
+}
+
+#[tokio::test]
+async fn a_dry_run_says_what_would_be_exported_and_does_nothing() -> Result<()> {
+    let count = 12;
+    let server = site(count).await?;
+    let dir = tempfile::tempdir()?;
+    let cache = dir.path().join("cache");
+    let (code, _) = mirror(&server, &cache, count).await?;
+    assert_eq!(code, 0);
+    server
+        .bump_version(FIRST + 5, BumpKind::Data)
+        .context("bump")?;
+    server
+        .bump_version(FIRST + 6, BumpKind::MetadataOnly)
+        .context("bump")?;
+
+    let list = cache.with_extension("list");
+    let before = server.counters();
+    let run = koop(
+        &server,
+        &cache,
+        &[
+            "mirror",
+            "--dry-run",
+            "--json",
+            "--from",
+            list.to_str().context("path")?,
+        ],
+    )
+    .await?;
+    let after = server.counters();
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let plan: Value = serde_json::from_str(&run.stdout)?;
+    assert_eq!(plan["summary"]["export"], 1, "{plan}");
+    assert_eq!(plan["summary"]["link"], 1, "{plan}");
+    assert_eq!(plan["summary"]["unchanged"], count - 2, "{plan}");
+    assert_eq!(outcomes_of(&plan, "export"), [FIRST + 5]);
+    assert_eq!(outcomes_of(&plan, "link"), [FIRST + 6]);
+    assert_eq!(
+        after.exports_created, before.exports_created,
+        "nothing exported"
+    );
+    assert_eq!(after.layer_details - before.layer_details, 2);
+
+    // Nothing was recorded either: the real run finds the same two changes.
+    let (code, real) = mirror(&server, &cache, count).await?;
+    assert_eq!(code, 0, "{real}");
+    assert_eq!(outcomes(&real, "downloaded"), [FIRST + 5]);
+    assert_eq!(outcomes(&real, "linked"), [FIRST + 6]);
+    Ok(())
+}
+
+fn outcomes_of(json: &Value, plan: &str) -> Vec<u64> {
+    json["layers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|layer| layer["plan"] == plan)
+        .filter_map(|layer| layer["layer_id"].as_u64())
+        .collect()
 }
