@@ -94,7 +94,8 @@ fn parse_extent(py: Python<'_>, extent: &Bound<'_, PyAny>) -> PyResult<serde_jso
 ///
 /// Attributes: `layer_id` (int); `path` (`pathlib.Path` of the GeoPackage, GeoTIFF or VRT, or
 /// `None` when it failed); `outcome` (`"downloaded"`, `"cached"`, `"linked"` for a version that
-/// changed only metadata, `"offline"`, or `None` when it failed); `error` (the
+/// changed only metadata, `"unchanged"` when the site's catalog reported no change since the last
+/// complete mirror, `"offline"`, or `None` when it failed); `error` (the
 /// `koop.errors.KoopError` it failed with, or `None`); `elapsed` (seconds from its start to its
 /// result); `ok` (whether it ended with a file on disk).
 #[pyclass(module = "koop", frozen, get_all)]
@@ -200,6 +201,7 @@ impl Koop {
         py: Python<'_>,
         layer_ids: Vec<u64>,
         jobs: usize,
+        every_layer: bool,
     ) -> PyResult<Vec<LayerResult>> {
         let (koop, cancel) = self.current()?;
         let options = MirrorOptions {
@@ -208,10 +210,20 @@ impl Koop {
             downloads: jobs.clamp(1, 4),
         };
         let results = wait(py, Some(&cancel), async move {
-            koop.mirror(layer_ids, options, &koop::Quiet)
-                .collect::<Vec<_>>()
-                .await
-        })?;
+            if every_layer {
+                return Ok(koop
+                    .mirror(layer_ids, options, &koop::Quiet)
+                    .collect::<Vec<_>>()
+                    .await);
+            }
+            let run = koop.plan_mirror(layer_ids).await?;
+            let results: Vec<koop::LayerResult> =
+                koop.mirror_run(&run, options, &koop::Quiet).collect().await;
+            let complete = results.iter().all(|result| result.result.is_ok());
+            koop.finish_mirror(run, complete)?;
+            Ok::<_, koop::Error>(results)
+        })?
+        .map_err(|error| errors::from_koop(&error))?;
         results
             .into_iter()
             .map(|result| LayerResult::new(py, result))
@@ -305,14 +317,20 @@ impl Koop {
     /// Gets many layers at once: `jobs` exports in flight (default: the `Koop`'s), lookups and
     /// cache hits never waiting behind downloads. Returns one `LayerResult` per distinct id, in
     /// the order they finished; a failed layer does not stop the others.
-    #[pyo3(signature = (layer_ids, jobs=None))]
+    ///
+    /// As `koop mirror` does, it asks the site's catalog once what changed since the last
+    /// complete mirror of this site on this cache: layers it does not name are answered from
+    /// the cache without a request (outcome `"unchanged"`). `every_layer=True` asks each layer
+    /// instead.
+    #[pyo3(signature = (layer_ids, jobs=None, every_layer=false))]
     fn mirror(
         &self,
         py: Python<'_>,
         layer_ids: Vec<u64>,
         jobs: Option<usize>,
+        every_layer: bool,
     ) -> PyResult<Vec<LayerResult>> {
-        self.mirror_ids(py, layer_ids, jobs.unwrap_or(self.jobs))
+        self.mirror_ids(py, layer_ids, jobs.unwrap_or(self.jobs), every_layer)
     }
 
     fn __repr__(&self) -> String {
@@ -339,18 +357,20 @@ pub(crate) fn get_layer_from_id(
 }
 
 /// Gets many layers of one site at once (see `Koop.mirror`): `mirror(layer_ids, api_key=None,
-/// domain="ttgroup.koordinates.com", jobs=8)` returns one `LayerResult` per distinct id.
+/// domain="ttgroup.koordinates.com", jobs=8, every_layer=False)` returns one `LayerResult` per
+/// distinct id.
 #[pyfunction]
-#[pyo3(signature = (layer_ids, api_key=None, domain=DEFAULT_DOMAIN, jobs=8))]
+#[pyo3(signature = (layer_ids, api_key=None, domain=DEFAULT_DOMAIN, jobs=8, every_layer=false))]
 pub(crate) fn mirror(
     py: Python<'_>,
     layer_ids: Vec<u64>,
     api_key: Option<String>,
     domain: &str,
     jobs: usize,
+    every_layer: bool,
 ) -> PyResult<Vec<LayerResult>> {
     let koop = Koop::new(
         py, api_key, domain, "1.x", None, None, None, None, false, jobs,
     )?;
-    koop.mirror_ids(py, layer_ids, jobs)
+    koop.mirror_ids(py, layer_ids, jobs, every_layer)
 }

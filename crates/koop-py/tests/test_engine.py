@@ -32,9 +32,15 @@ def test_mirror_gets_every_kind_once_and_then_answers_from_the_cache(new_site, c
     assert gdalinfo.returncode == 0, gdalinfo.stderr
     assert by_id[1004].path.suffix == ".vrt"  # the raster of 4 tiles, as a mosaic
     assert site.counters()["exports_created"] == len(ids)
+    # Asked again: the catalog says nothing changed; one request, every layer from the cache.
+    before = site.counters()
     again = koop.Koop(site.api_key, site.domain).mirror(ids)
-    assert {result.outcome for result in again} == {"cached"}
+    assert {result.outcome for result in again} == {"unchanged"}
     assert {r.layer_id: r.path for r in again} == {r.layer_id: r.path for r in results}
+    assert site.counters()["api_requests"] - before["api_requests"] == 1
+    # Layer by layer on request: a details request each, answered from the cache.
+    each = koop.mirror(ids, api_key=site.api_key, domain=site.domain, every_layer=True)
+    assert {result.outcome for result in each} == {"cached"}
 
 
 def test_a_failed_layer_does_not_stop_the_others(site, cache):

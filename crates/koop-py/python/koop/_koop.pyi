@@ -140,8 +140,10 @@ class Koop:
         """The cache's root directory."""
     def get_layer(self, layer_id: int) -> Path:
         """Gets a layer's current version onto disk; returns its path."""
-    def mirror(self, layer_ids: Iterable[int], jobs: Optional[int] = None) -> List[LayerResult]:
-        """Gets many layers at once; one result per distinct id."""
+    def mirror(
+        self, layer_ids: Iterable[int], jobs: Optional[int] = None, every_layer: bool = False
+    ) -> List[LayerResult]:
+        """Gets many layers at once, asking the catalog what changed; one result per id."""
 
 def get_layer_from_id(
     layer_id: int, api_key: Optional[str] = None, domain: str = "ttgroup.koordinates.com"
@@ -153,5 +155,6 @@ def mirror(
     api_key: Optional[str] = None,
     domain: str = "ttgroup.koordinates.com",
     jobs: int = 8,
+    every_layer: bool = False,
 ) -> List[LayerResult]:
     """Gets many layers of one site at once; one result per distinct id."""
