@@ -2,6 +2,7 @@
 //! site's clock. A small JSON file under `{root}/.state/`, written atomically; a run holds the
 //! domain's mirror lock (`{root}/.locks/mirror-{domain}.lock`) while it reads and writes it.
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::SystemTime;
 
@@ -22,16 +23,17 @@ pub struct MirrorState {
     /// When the last run that got every listed layer started, by the site's clock (less a
     /// second: its `Date` header counts whole seconds).
     pub last_complete_run_started_at: SystemTime,
-    /// How many layers that run listed.
-    pub layers: usize,
+    /// The layers that run got: only these were current when it started. A layer cached by
+    /// other means (an older `get`, a run that failed) may be older than that.
+    pub layer_ids: BTreeSet<u64>,
 }
 
 impl MirrorState {
-    /// A state recording a complete run of `layers` layers that started at `started_at`.
-    pub fn new(started_at: SystemTime, layers: usize) -> Self {
+    /// A state recording a complete run of `layer_ids` that started at `started_at`.
+    pub fn new(started_at: SystemTime, layer_ids: impl IntoIterator<Item = u64>) -> Self {
         Self {
             last_complete_run_started_at: started_at,
-            layers,
+            layer_ids: layer_ids.into_iter().collect(),
         }
     }
 }
@@ -41,7 +43,8 @@ impl MirrorState {
 struct StateFile {
     domain: String,
     last_complete_run_started_at: String,
-    layers: usize,
+    #[serde(default)]
+    layer_ids: Vec<u64>,
 }
 
 impl Cache {
@@ -84,10 +87,7 @@ impl Cache {
             .last_complete_run_started_at
             .parse::<jiff::Timestamp>()
             .ok()?;
-        Some(MirrorState {
-            last_complete_run_started_at: SystemTime::from(started),
-            layers: file.layers,
-        })
+        Some(MirrorState::new(SystemTime::from(started), file.layer_ids))
     }
 
     /// Records `state` as `domain`'s, atomically (a kill at any moment leaves the old state or
@@ -113,7 +113,7 @@ impl Cache {
         let file = StateFile {
             domain: domain.as_str().to_owned(),
             last_complete_run_started_at: started,
-            layers: state.layers,
+            layer_ids: state.layer_ids.iter().copied().collect(),
         };
         let bytes = serde_json::to_vec_pretty(&file).map_err(|source| Error::Manifest {
             entry: path.display().to_string(),

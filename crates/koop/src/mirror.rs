@@ -366,8 +366,9 @@ impl Koop {
     /// Plans a mirror run of `layer_ids`: takes the domain's mirror lock (waiting for another
     /// run of the same domain on this cache), then, when a complete run is recorded, asks the
     /// catalog once what changed since it started (`GET data/?updated_at.after=…`, every page).
-    /// Layers the catalog does not list are answered from the cache without a request of their
-    /// own, when it holds them; the others are looked up as [`Koop::mirror`] does. When the site
+    /// Layers that run got and the catalog does not list are answered from the cache without a
+    /// request of their own, when it holds them; the others (changed, or new to the list) are
+    /// looked up as [`Koop::mirror`] does. When the site
     /// cannot say ([`CatalogCheck::Unsupported`]) every layer is looked up.
     ///
     /// Run it with [`Koop::mirror_run`]; record it with [`Koop::finish_mirror`] when every
@@ -420,15 +421,16 @@ impl Koop {
                 server_time,
                 pages,
             } => {
+                // Only layers the last complete run got were current when it started.
                 let unchanged: HashSet<u64> = layer_ids
                     .iter()
                     .copied()
-                    .filter(|id| !ids.contains(id))
+                    .filter(|id| state.layer_ids.contains(id) && !ids.contains(id))
                     .collect();
                 Ok(MirrorRun {
                     check: CatalogCheck::Asked {
                         since,
-                        changed: layer_ids.len() - unchanged.len(),
+                        changed: layer_ids.iter().filter(|id| ids.contains(id)).count(),
                         pages,
                     },
                     layer_ids,
@@ -524,7 +526,7 @@ impl Koop {
             ..
         } = run;
         if complete && !self.is_offline() {
-            let state = MirrorState::new(started_at, layer_ids.len());
+            let state = MirrorState::new(started_at, layer_ids);
             self.cache()
                 .save_mirror_state(self.domain(), &state, &lock)?;
         }

@@ -348,3 +348,26 @@ fn outcomes_of(json: &Value, plan: &str) -> Vec<u64> {
         .filter_map(|layer| layer["layer_id"].as_u64())
         .collect()
 }
+
+#[tokio::test]
+async fn a_layer_cached_outside_a_complete_run_is_asked_about() -> Result<()> {
+    let server = site(6).await?;
+    let dir = tempfile::tempdir()?;
+    let cache = dir.path().join("cache");
+    let late = FIRST + 5;
+    // Cached by `koop get`, then changed on the site, before a complete run of the other five.
+    let run = koop(&server, &cache, &["get", &late.to_string()]).await?;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    server.bump_version(late, BumpKind::Data).context("bump")?;
+    tokio::time::sleep(std::time::Duration::from_millis(2_100)).await;
+    let (code, _) = mirror(&server, &cache, 5).await?;
+    assert_eq!(code, 0);
+
+    // The catalog does not name it (it changed before that run), but that run did not get it:
+    // its cached version is not known to be current, so it is looked up and fetched anew.
+    let (code, run) = mirror(&server, &cache, 6).await?;
+    assert_eq!(code, 0, "{run}");
+    assert_eq!(outcomes(&run, "downloaded"), [late], "{run}");
+    assert_eq!(outcomes(&run, "unchanged").len(), 5);
+    Ok(())
+}
