@@ -63,26 +63,24 @@ class Site:
         self.base_url: str = info["base_url"]
         self.layers = info["layers"]
 
-    def counters(self) -> dict:
-        with urllib.request.urlopen(self.base_url + "/_testkit/counters/", timeout=10) as response:
-            return json.load(response)
-
-    def details(self, layer_id: int) -> dict:
-        request = urllib.request.Request(
-            f"{self.base_url}/services/api/v1.x/layers/{layer_id}/",
-            headers={"Authorization": f"key {self.api_key}"},
-        )
+    def get(self, path: str, key: bool = True):
+        """GET `path` of the site as JSON, with the key when `key`."""
+        headers = {"Authorization": f"key {self.api_key}"} if key else {}
+        request = urllib.request.Request(self.base_url + path, headers=headers)
         with urllib.request.urlopen(request, timeout=10) as response:
             return json.load(response)
+
+    def counters(self) -> dict:
+        """The site's request counters."""
+        return self.get("/_testkit/counters/", key=False)
+
+    def details(self, layer_id: int) -> dict:
+        """A layer's details (`GET layers/{id}/`)."""
+        return self.get(f"/services/api/v1.x/layers/{layer_id}/")
 
     def exports(self) -> list:
         """The site's exports (`GET exports/`), newest first."""
-        request = urllib.request.Request(
-            f"{self.base_url}/services/api/v1.x/exports/",
-            headers={"Authorization": f"key {self.api_key}"},
-        )
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return json.load(response)
+        return self.get("/services/api/v1.x/exports/")
 
     def stop(self) -> None:
         if self.process.poll() is None:

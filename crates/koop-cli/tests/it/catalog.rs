@@ -33,6 +33,17 @@ async fn site(count: u64) -> Result<TestServer> {
     .await?)
 }
 
+/// A site of `count` layers and a cache that got them all in one complete run; the directory
+/// holding the cache is removed when dropped.
+async fn mirrored(count: u64) -> Result<(TestServer, tempfile::TempDir, std::path::PathBuf)> {
+    let server = site(count).await?;
+    let dir = tempfile::tempdir()?;
+    let cache = dir.path().join("cache");
+    let (code, first) = mirror(&server, &cache, count).await?;
+    anyhow::ensure!(code == 0, "the first run failed: {first}");
+    Ok((server, dir, cache))
+}
+
 /// `koop mirror --json --from LIST` of every layer; its JSON document.
 async fn mirror(server: &TestServer, cache: &std::path::Path, count: u64) -> Result<(i32, Value)> {
     let list = cache.with_extension("list");
@@ -51,14 +62,20 @@ async fn mirror(server: &TestServer, cache: &std::path::Path, count: u64) -> Res
     Ok((run.code, json))
 }
 
-fn outcomes(json: &Value, outcome: &str) -> Vec<u64> {
+/// The ids of the layers of a run's JSON whose `key` is `value`.
+fn ids_where(json: &Value, key: &str, value: &str) -> Vec<u64> {
     json["layers"]
         .as_array()
         .into_iter()
         .flatten()
-        .filter(|layer| layer["outcome"] == outcome)
+        .filter(|layer| layer[key] == value)
         .filter_map(|layer| layer["layer_id"].as_u64())
         .collect()
+}
+
+/// The ids of the layers of a run whose outcome is `outcome`.
+fn outcomes(json: &Value, outcome: &str) -> Vec<u64> {
+    ids_where(json, "outcome", outcome)
 }
 
 #[tokio::test]
@@ -151,11 +168,7 @@ async fn an_unchanged_nightly_run_asks_the_catalog_once_and_a_changed_layer_alon
 #[tokio::test]
 async fn a_site_that_ignores_or_refuses_the_filter_is_asked_layer_by_layer() -> Result<()> {
     let count = 30;
-    let server = site(count).await?;
-    let dir = tempfile::tempdir()?;
-    let cache = dir.path().join("cache");
-    let (code, _) = mirror(&server, &cache, count).await?;
-    assert_eq!(code, 0);
+    let (server, _dir, cache) = mirrored(count).await?;
     server
         .bump_version(FIRST + 7, BumpKind::Data)
         .context("bump")?;
@@ -197,11 +210,7 @@ async fn a_site_that_ignores_or_refuses_the_filter_is_asked_layer_by_layer() -> 
 #[tokio::test]
 async fn a_run_with_a_failed_layer_is_not_recorded() -> Result<()> {
     let count = 10;
-    let server = site(count).await?;
-    let dir = tempfile::tempdir()?;
-    let cache = dir.path().join("cache");
-    let (code, _) = mirror(&server, &cache, count).await?;
-    assert_eq!(code, 0);
+    let (server, _dir, cache) = mirrored(count).await?;
 
     let (failing, fine) = (FIRST + 1, FIRST + 2);
     server
@@ -234,11 +243,7 @@ async fn a_run_with_a_failed_layer_is_not_recorded() -> Result<()> {
 #[tokio::test]
 async fn a_run_killed_mid_export_leaves_the_state_of_the_last_complete_run() -> Result<()> {
     let count = 5;
-    let server = site(count).await?;
-    let dir = tempfile::tempdir()?;
-    let cache = dir.path().join("cache");
-    let (code, _) = mirror(&server, &cache, count).await?;
-    assert_eq!(code, 0);
+    let (server, _dir, cache) = mirrored(count).await?;
     let state_dir = cache.join(".state");
     let state_file = std::fs::read_dir(&state_dir)?
         .next()
@@ -291,11 +296,7 @@ async fn a_run_killed_mid_export_leaves_the_state_of_the_last_complete_run() -> 
 #[tokio::test]
 async fn a_dry_run_says_what_would_be_exported_and_does_nothing() -> Result<()> {
     let count = 12;
-    let server = site(count).await?;
-    let dir = tempfile::tempdir()?;
-    let cache = dir.path().join("cache");
-    let (code, _) = mirror(&server, &cache, count).await?;
-    assert_eq!(code, 0);
+    let (server, _dir, cache) = mirrored(count).await?;
     server
         .bump_version(FIRST + 5, BumpKind::Data)
         .context("bump")?;
@@ -323,8 +324,8 @@ async fn a_dry_run_says_what_would_be_exported_and_does_nothing() -> Result<()> 
     assert_eq!(plan["summary"]["export"], 1, "{plan}");
     assert_eq!(plan["summary"]["link"], 1, "{plan}");
     assert_eq!(plan["summary"]["unchanged"], count - 2, "{plan}");
-    assert_eq!(outcomes_of(&plan, "export"), [FIRST + 5]);
-    assert_eq!(outcomes_of(&plan, "link"), [FIRST + 6]);
+    assert_eq!(ids_where(&plan, "plan", "export"), [FIRST + 5]);
+    assert_eq!(ids_where(&plan, "plan", "link"), [FIRST + 6]);
     assert_eq!(
         after.exports_created, before.exports_created,
         "nothing exported"
@@ -337,16 +338,6 @@ async fn a_dry_run_says_what_would_be_exported_and_does_nothing() -> Result<()> 
     assert_eq!(outcomes(&real, "downloaded"), [FIRST + 5]);
     assert_eq!(outcomes(&real, "linked"), [FIRST + 6]);
     Ok(())
-}
-
-fn outcomes_of(json: &Value, plan: &str) -> Vec<u64> {
-    json["layers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|layer| layer["plan"] == plan)
-        .filter_map(|layer| layer["layer_id"].as_u64())
-        .collect()
 }
 
 #[tokio::test]
