@@ -6,9 +6,41 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
-use koop_testkit::TestServer;
+use koop_testkit::{TestLayer, TestServer, TestServerConfig};
 
 pub(crate) const MB: u64 = 1024 * 1024;
+
+/// `count` export latencies spread evenly over 1–3 s: the schedule of the mirror benchmarks.
+pub(crate) fn latencies_1_to_3_s(count: usize) -> Vec<Duration> {
+    (0..count)
+        .map(|index| Duration::from_secs_f64(1.0 + 2.0 * index as f64 / (count.max(2) - 1) as f64))
+        .collect()
+}
+
+/// A test server of `count` vector layers with ids from `first_id`, each holding `geopackage`,
+/// that exports every layer anew (no answering a new export with an identical recent one).
+pub(crate) async fn vector_site(
+    first_id: u64,
+    count: u64,
+    title: &str,
+    geopackage: &[u8],
+) -> Result<TestServer> {
+    let layers = (0..count)
+        .map(|index| {
+            TestLayer::vector(
+                first_id + index,
+                &format!("{title} {index}"),
+                geopackage.to_vec(),
+            )
+        })
+        .collect();
+    Ok(TestServer::start_with(TestServerConfig {
+        layers,
+        reuse_identical_exports: false,
+        ..TestServerConfig::default()
+    })
+    .await?)
+}
 
 pub(crate) fn koop_binary() -> Result<PathBuf> {
     let path = std::env::current_exe()?

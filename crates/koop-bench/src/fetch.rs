@@ -8,7 +8,8 @@ use koop_testkit::{GeneratedContent, TestLayer, TestServer, TestServerConfig};
 
 use crate::Args;
 use crate::common::{
-    MB, curl_and_unzip, download_url, mb, run_koop, single_stream_throughput, verdict,
+    MB, curl_and_unzip, download_url, latencies_1_to_3_s, mb, run_koop, single_stream_throughput,
+    vector_site, verdict,
 };
 
 pub(crate) async fn mirror(args: &Args, work: &Path) -> Result<bool> {
@@ -23,25 +24,9 @@ pub(crate) async fn mirror(args: &Args, work: &Path) -> Result<bool> {
     .generate(&sample, 7)?;
     let bytes = tokio::fs::read(&sample).await?;
     let count = args.layers.max(1);
-    let latencies: Vec<Duration> = (0..count)
-        .map(|index| Duration::from_secs_f64(1.0 + 2.0 * index as f64 / (count.max(2) - 1) as f64))
-        .collect();
-    let layers = (0..count)
-        .map(|index| {
-            TestLayer::vector(
-                10_000 + index as u64,
-                &format!("Mirror layer {index}"),
-                bytes.clone(),
-            )
-        })
-        .collect();
+    let latencies = latencies_1_to_3_s(count);
     // No reuse of identical exports: the throughput measurement below exports every layer first.
-    let server = TestServer::start_with(TestServerConfig {
-        layers,
-        reuse_identical_exports: false,
-        ..TestServerConfig::default()
-    })
-    .await?;
+    let server = vector_site(10_000, count as u64, "Mirror layer", &bytes).await?;
     let ids: Vec<u64> = (0..count as u64).map(|index| 10_000 + index).collect();
     let mut zip_bytes = 0;
     for id in &ids {

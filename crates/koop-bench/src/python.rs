@@ -17,16 +17,15 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use koop_testkit::{GeneratedContent, TestLayer, TestServer, TestServerConfig};
+use koop_testkit::{GeneratedContent, TestServer};
 use serde_json::Value;
 
-use crate::common::verdict;
+use crate::common::{MB, latencies_1_to_3_s, vector_site, verdict};
 
 /// The anchor: the original package, as its users install it.
 const ORIGINAL: &str = "koop==0.0.7";
-const LAYERS: u64 = 10;
+const LAYERS: usize = 10;
 const FIRST_ID: u64 = 30_000;
-const MB: u64 = 1_000_000;
 
 const GET_LAYERS: &str = include_str!("../python/get_layers.py");
 const MIRROR_LAYERS: &str = include_str!("../python/mirror_layers.py");
@@ -107,22 +106,9 @@ fn koop_rs_env(tools: &Path, wheel: &Path) -> Result<PathBuf> {
     Ok(python)
 }
 
+/// A fresh site of the benchmark's layers with their export latencies.
 async fn server(bytes: &[u8], latencies: &[Duration]) -> Result<TestServer> {
-    let layers = (0..LAYERS)
-        .map(|index| {
-            TestLayer::vector(
-                FIRST_ID + index,
-                &format!("Python bench layer {index}"),
-                bytes.to_vec(),
-            )
-        })
-        .collect();
-    let server = TestServer::start_with(TestServerConfig {
-        layers,
-        reuse_identical_exports: false,
-        ..TestServerConfig::default()
-    })
-    .await?;
+    let server = vector_site(FIRST_ID, LAYERS as u64, "Python bench layer", bytes).await?;
     for (index, latency) in latencies.iter().enumerate() {
         server.set_export_latency(FIRST_ID + index as u64, *latency);
     }
@@ -137,7 +123,9 @@ async fn run_script(
     domain: &str,
     cache: &Path,
 ) -> Result<Value> {
-    let ids: Vec<String> = (0..LAYERS).map(|i| (FIRST_ID + i).to_string()).collect();
+    let ids: Vec<String> = (0..LAYERS as u64)
+        .map(|i| (FIRST_ID + i).to_string())
+        .collect();
     let storage = server
         .storage_url()
         .trim_start_matches("http://")
@@ -196,41 +184,26 @@ pub(crate) async fn python(work: &Path) -> Result<bool> {
     }
     .generate(&sample, 11)?;
     let bytes = tokio::fs::read(&sample).await?;
-    let latencies: Vec<Duration> = (0..LAYERS)
-        .map(|index| Duration::from_secs_f64(1.0 + 2.0 * index as f64 / (LAYERS - 1) as f64))
-        .collect();
+    let latencies = latencies_1_to_3_s(LAYERS);
 
-    // A fresh server per run: koop reuses a recent complete export it finds on a site.
-    let site = server(&bytes, &latencies).await?;
-    let anchor = run_script(
-        &original,
-        &get_layers,
-        &site,
-        &site.domain(),
-        &work.join("cache-original"),
-    )
-    .await?;
-    drop(site);
-    let site = server(&bytes, &latencies).await?;
-    let ours = run_script(
-        &koop_rs,
-        &get_layers,
-        &site,
-        &site.site().origin(),
-        &work.join("cache-koop-rs"),
-    )
-    .await?;
-    drop(site);
-    let site = server(&bytes, &latencies).await?;
-    let mirrored = run_script(
-        &koop_rs,
-        &mirror_layers,
-        &site,
-        &site.site().origin(),
-        &work.join("cache-mirror"),
-    )
-    .await?;
-    drop(site);
+    // A fresh server per run: koop reuses a recent complete export it finds on a site. The
+    // original is given the bare host (it writes `https://` itself), koop-rs the `http://` origin.
+    let mut results = Vec::new();
+    for (python, script, plain, cache) in [
+        (&original, &get_layers, false, "cache-original"),
+        (&koop_rs, &get_layers, true, "cache-koop-rs"),
+        (&koop_rs, &mirror_layers, true, "cache-mirror"),
+    ] {
+        let site = server(&bytes, &latencies).await?;
+        let domain = if plain {
+            site.site().origin()
+        } else {
+            site.domain()
+        };
+        results.push(run_script(python, script, &site, &domain, &work.join(cache)).await?);
+    }
+    let [anchor, ours, mirrored] = <[Value; 3]>::try_from(results)
+        .map_err(|_| anyhow::anyhow!("three runs, three results"))?;
 
     let (anchor_seconds, our_seconds) = (seconds(&anchor), seconds(&ours));
     println!("  layer  export  original   koop-rs   ratio");
