@@ -39,6 +39,8 @@ pub enum Resource {
     Exports,
     /// `data/`, the catalog.
     Catalog,
+    /// The WFS changeset of a layer or table (`/services/wfs/layer-{id}-changeset`).
+    Changeset(u64),
     /// Any other URL.
     Url(String),
 }
@@ -58,6 +60,7 @@ impl fmt::Display for Resource {
             Self::Export(id) => write!(f, "export {id}"),
             Self::Exports => f.write_str("exports"),
             Self::Catalog => f.write_str("the data catalog"),
+            Self::Changeset(id) => write!(f, "the changeset of layer {id}"),
             Self::Url(url) => f.write_str(url),
         }
     }

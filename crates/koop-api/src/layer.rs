@@ -304,6 +304,67 @@ pub struct LayerData {
     /// Storage backend, `classic` or `kart` (v1.x).
     #[serde(default, deserialize_with = "lenient_string")]
     pub storage: Option<String>,
+    /// What this version changed against the previous one (v1.x), when the API says.
+    #[serde(default, deserialize_with = "lenient")]
+    pub change_summary: Option<ChangeSummary>,
+}
+
+/// `data.change_summary` of a layer version: how many features it inserted, updated and deleted
+/// against the previous version, and what it changed in the schema. Every field decodes
+/// leniently.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ChangeSummary {
+    /// Features inserted.
+    #[serde(default, deserialize_with = "lenient_u64")]
+    pub inserted: Option<u64>,
+    /// Features updated.
+    #[serde(default, deserialize_with = "lenient_u64")]
+    pub updated: Option<u64>,
+    /// Features deleted.
+    #[serde(default, deserialize_with = "lenient_u64")]
+    pub deleted: Option<u64>,
+    /// Schema changes; `None` when the API does not say.
+    #[serde(default, deserialize_with = "lenient")]
+    pub schema_changes: Option<SchemaChanges>,
+}
+
+/// `data.change_summary.schema_changes`: fields added, changed and removed, and whether the
+/// SRID, the geometry type or the primary keys changed.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct SchemaChanges {
+    /// Fields added (as the API describes them).
+    #[serde(default, deserialize_with = "lenient_list")]
+    pub added: Vec<serde_json::Value>,
+    /// Fields changed.
+    #[serde(default, deserialize_with = "lenient_list")]
+    pub changed: Vec<serde_json::Value>,
+    /// Fields removed.
+    #[serde(default, deserialize_with = "lenient_list")]
+    pub removed: Vec<serde_json::Value>,
+    /// The CRS changed.
+    #[serde(default, deserialize_with = "lenient_bool")]
+    pub srid_changed: Option<bool>,
+    /// The geometry type changed.
+    #[serde(default, deserialize_with = "lenient_bool")]
+    pub geometry_type_changed: Option<bool>,
+    /// The primary key fields changed.
+    #[serde(default, deserialize_with = "lenient_bool")]
+    pub primary_keys_changed: Option<bool>,
+}
+
+impl SchemaChanges {
+    /// `true` when nothing in the schema changed: no field added, changed or removed and no flag
+    /// set.
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty()
+            && self.changed.is_empty()
+            && self.removed.is_empty()
+            && self.srid_changed != Some(true)
+            && self.geometry_type_changed != Some(true)
+            && self.primary_keys_changed != Some(true)
+    }
 }
 
 impl LayerData {
@@ -526,6 +587,17 @@ impl LayerDetails {
             .as_ref()
             .and_then(|data| data.fields.as_deref())
             .unwrap_or_default()
+    }
+
+    /// Whether the layer's services list has a service with this `key` (such as `wfs-changesets`,
+    /// Koordinates' WFS changeset service): `None` when the details hold only a link to the list.
+    pub fn has_service(&self, key: &str) -> Option<bool> {
+        match self.services.as_ref()? {
+            Linked::Expanded(services) => Some(services.iter().any(|service| {
+                service.get("key").and_then(serde_json::Value::as_str) == Some(key)
+            })),
+            Linked::Url(_) => None,
+        }
     }
 
     /// The link to the Dublin Core document of this version, when the API gives one.

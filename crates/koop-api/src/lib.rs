@@ -41,6 +41,7 @@
 #![deny(missing_docs)]
 
 pub use catalog::{CatalogChanges, CatalogItem};
+pub use changeset::{ChangesetPage, ChangesetQuery};
 pub use connection::{
     API_KEY_ENV, ConnectionBuilder, DEFAULT_API_VERSION, DEFAULT_DOMAIN, KoordinatesConnection,
 };
@@ -52,14 +53,15 @@ pub use export::{
 };
 pub use koop_types::{Domain, Epsg};
 pub use layer::{
-    Category, Crs, Field, FieldType, GeometryType, Group, ItemId, ItemType, LayerData,
-    LayerDetails, LayerKind, LayerVersion, License, Linked, MetadataLinks, OfferedFormat,
-    Publisher, version_id_from_url,
+    Category, ChangeSummary, Crs, Field, FieldType, GeometryType, Group, ItemId, ItemType,
+    LayerData, LayerDetails, LayerKind, LayerVersion, License, Linked, MetadataLinks,
+    OfferedFormat, Publisher, SchemaChanges, version_id_from_url,
 };
 pub use retry::RetryPolicy;
 
 mod calls;
 mod catalog;
+mod changeset;
 mod connection;
 mod download;
 mod error;
