@@ -43,6 +43,7 @@ impl Artifacts {
     pub(crate) async fn zip(
         &self,
         layer: &TestLayer,
+        history: &[Option<u32>],
         revision: u32,
         fault: ZipFault,
     ) -> Result<Artifact, String> {
@@ -57,7 +58,7 @@ impl Artifacts {
                 .clone()
         };
         slot.get_or_init(|| async {
-            build(self.dir.path(), layer, revision, fault)
+            build(self.dir.path(), layer, history, revision, fault)
                 .await
                 .map_err(|error| error.to_string())
         })
@@ -83,6 +84,7 @@ pub(crate) fn slug(title: &str) -> String {
 async fn layer_files(
     dir: &Path,
     layer: &TestLayer,
+    history: &[Option<u32>],
     revision: u32,
 ) -> Result<Vec<(String, PathBuf)>, TestkitError> {
     let slug = slug(&layer.title);
@@ -103,11 +105,12 @@ async fn layer_files(
         LayerContent::Generated(content) => {
             let path = revision_dir.join(format!("{slug}.gpkg"));
             let content = *content;
-            let seed = layer.id * 1_000 + u64::from(revision);
-            let target = path.clone();
-            tokio::task::spawn_blocking(move || content.generate(&target, seed))
-                .await
-                .map_err(|error| TestkitError::Io(std::io::Error::other(error)))??;
+            let (target, layer_id, history) = (path.clone(), layer.id, history.to_vec());
+            tokio::task::spawn_blocking(move || {
+                content.generate_revision(&target, layer_id, &history, revision)
+            })
+            .await
+            .map_err(|error| TestkitError::Io(std::io::Error::other(error)))??;
             Ok(vec![(format!("{slug}.gpkg"), path)])
         }
         LayerContent::GeoTiff(tiles) => {
@@ -163,11 +166,12 @@ fn iso_metadata(layer: &TestLayer) -> String {
 async fn build(
     dir: &Path,
     layer: &TestLayer,
+    history: &[Option<u32>],
     revision: u32,
     fault: ZipFault,
 ) -> Result<Artifact, TestkitError> {
     let slug = slug(&layer.title);
-    let files = layer_files(dir, layer, revision).await?;
+    let files = layer_files(dir, layer, history, revision).await?;
     let large = matches!(layer.content, LayerContent::Generated(_));
     let zip_path = dir.join(format!("export-{}-r{revision}-{fault:?}.zip", layer.id));
     let file = tokio::fs::File::create(&zip_path).await?;

@@ -139,6 +139,10 @@ pub(crate) fn layer_details(
         "geometry_type": schema.and_then(|s| s.geometry_type.clone()).unwrap_or_default(),
         "feature_count": match &layer.content {
             crate::catalog::LayerContent::GeoTiff(tiles) => Some(tiles.len() as u64),
+            crate::catalog::LayerContent::Generated(content) => {
+                crate::edits::feature_count(*content, &entry.history, version.revision)
+                    .or_else(|| schema.and_then(|s| s.feature_count))
+            }
             _ => schema.and_then(|s| s.feature_count),
         },
         "extent": extent,
@@ -148,13 +152,31 @@ pub(crate) fn layer_details(
     if !v1 {
         data["import_version"] = json!(version_url(base, layer, version.data_version));
         data["export_formats"] = export_formats(layer.kind);
+        if let Some(summary) = change_summary(entry, version) {
+            data["change_summary"] = summary;
+        }
     }
     let publisher = if layer.id.is_multiple_of(2) {
         json!(format!("{base}publishers/koop-testkit/"))
     } else {
         json!({"id": "koop-testkit", "name": "koop testkit — Toitū Te Whenua test data", "html_url": html_origin})
     };
-    let services = if layer.id.is_multiple_of(2) {
+    let services = if layer.changesets {
+        let type_name = format!(
+            "{}-{}-changeset",
+            if layer.kind == Kind::Table {
+                "table"
+            } else {
+                "layer"
+            },
+            layer.id
+        );
+        json!([
+            {"id": "s1", "authority": "koordinates", "key": "export", "short_name": "Export", "label": "Export Service"},
+            {"id": "s2", "authority": "koordinates", "key": "wfs-changesets", "short_name": "WFS Changesets", "label": "WFS Changesets",
+             "template_urls": [{"name": "WFS Changesets", "service_url": format!("{html_origin}/services;key=[api_token]/wfs/layer-{}?service=WFS&version=2.0.0&request=GetFeature&TypeName={type_name}&OutputFormat=[output_format]&sortBy=[sort_by]&viewparams=from:[start_time];to:[end_time]", layer.id)}]},
+        ])
+    } else if layer.id.is_multiple_of(2) {
         json!(format!("{}services/", layer_url(base, layer)))
     } else {
         json!([{"id": "s1", "authority": "koordinates", "key": "export", "short_name": "Export", "label": "Export Service"}])
@@ -210,6 +232,31 @@ pub(crate) fn layer_details(
         body["version"] = version_summary(base, layer, version);
     }
     body
+}
+
+/// `data.change_summary` of a version with new data: what it changed against the previous data
+/// revision (an edit's counts, or every feature for new data), with no schema change.
+fn change_summary(entry: &LayerEntry, version: &VersionRecord) -> Option<Value> {
+    let crate::catalog::LayerContent::Generated(content) = &entry.layer.content else {
+        return None;
+    };
+    if version.revision == 0 {
+        return None;
+    }
+    let previous = crate::edits::feature_count(*content, &entry.history, version.revision - 1)?;
+    let (inserted, updated, deleted) = match entry.history.get(version.revision as usize) {
+        Some(Some(per_mille)) => crate::edits::edit_sizes(previous, *per_mille),
+        _ => (0, previous, 0),
+    };
+    Some(json!({
+        "inserted": inserted,
+        "updated": updated,
+        "deleted": deleted,
+        "schema_changes": {
+            "added": [], "changed": [], "removed": [],
+            "srid_changed": false, "geometry_type_changed": false, "primary_keys_changed": false,
+        },
+    }))
 }
 
 /// A version summary (`layers/{id}/versions/` items, the `version` object).

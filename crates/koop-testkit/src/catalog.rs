@@ -95,6 +95,9 @@ pub struct TestLayer {
     pub tags: Vec<String>,
     /// Whether it has a Dublin Core document (`metadata.dc`).
     pub dublin_core: bool,
+    /// Whether its details advertise Koordinates' WFS changeset service (`wfs-changesets`) and
+    /// the server answers changeset requests for it (generated point layers and tables only).
+    pub changesets: bool,
 }
 
 impl TestLayer {
@@ -109,6 +112,7 @@ impl TestLayer {
             api_generation: ApiGeneration::V1x,
             tags: vec!["New Zealand".to_owned(), "test".to_owned()],
             dublin_core: true,
+            changesets: false,
         }
     }
 
@@ -170,6 +174,14 @@ impl TestLayer {
     #[must_use]
     pub fn with_api_generation(mut self, generation: ApiGeneration) -> Self {
         self.api_generation = generation;
+        self
+    }
+
+    /// Advertises the WFS changeset service and answers its requests (for generated point
+    /// layers and tables; see [`crate::BumpKind::Edit`]).
+    #[must_use]
+    pub fn with_changesets(mut self) -> Self {
+        self.changesets = true;
         self
     }
 

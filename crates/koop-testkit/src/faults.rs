@@ -103,6 +103,26 @@ pub struct ExportFaults {
     pub throttle_download: Option<u64>,
 }
 
+/// Faults of one layer's WFS changeset service.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChangesetFaults {
+    /// Leave the first INSERT row out of every changeset: its rows then disagree with the new
+    /// version's feature count.
+    pub leave_out_insert: bool,
+    /// Answer a page after the first with 503 this many times (`u32::MAX`: always).
+    pub server_error_pages: u32,
+    /// Features per page at most (default [`DEFAULT_CHANGESET_PAGE_CAP`]), whatever `count` asks.
+    pub page_cap: Option<usize>,
+    /// The details' `change_summary` reports a field added (a schema change).
+    pub report_schema_change: bool,
+    /// The details list no primary key fields.
+    pub hide_primary_key: bool,
+}
+
+/// Features per changeset page the server returns at most, unless a layer's faults say
+/// otherwise: fewer than clients usually ask for, as real servers cap pages.
+pub const DEFAULT_CHANGESET_PAGE_CAP: usize = 250;
+
 /// Drop the connection after `after_bytes` bytes of the next `times` downloads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DropDownloadFault {

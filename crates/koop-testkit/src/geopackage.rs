@@ -71,8 +71,7 @@ pub struct GeneratedInfo {
     pub bytes: u64,
 }
 
-/// Extent of the generated points, EPSG:2193 metres: mainland New Zealand.
-const NZ_BOUNDS_2193: [f64; 4] = [1_090_000.0, 4_750_000.0, 2_090_000.0, 6_190_000.0];
+use crate::edits::NZ_BOUNDS_2193;
 
 impl GeneratedContent {
     /// The schema the generated file will have.
@@ -137,6 +136,32 @@ impl GeneratedContent {
     ///
     /// [`TestkitError::Io`] or [`TestkitError::Sqlite`] when the file cannot be written.
     pub fn generate(&self, path: &Path, seed: u64) -> Result<GeneratedInfo, TestkitError> {
+        self.write(path, seed, crate::edits::new_rows(*self, seed).as_ref())
+    }
+
+    /// Writes content revision `revision` of layer `layer_id` whose revisions were `history`
+    /// (see [`crate::edits`]). Blocking.
+    pub(crate) fn generate_revision(
+        &self,
+        path: &Path,
+        layer_id: u64,
+        history: &crate::edits::History,
+        revision: u32,
+    ) -> Result<GeneratedInfo, TestkitError> {
+        let seed = layer_id * 1_000 + u64::from(revision);
+        self.write(
+            path,
+            seed,
+            crate::edits::rows(*self, layer_id, history, revision).as_ref(),
+        )
+    }
+
+    fn write(
+        &self,
+        path: &Path,
+        seed: u64,
+        rows: Option<&crate::edits::Rows>,
+    ) -> Result<GeneratedInfo, TestkitError> {
         std::fs::write(path, NZ_ISLANDS_GPKG)?;
         let mut connection = Connection::open(path)?;
         connection.execute_batch("PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;")?;
@@ -153,13 +178,18 @@ impl GeneratedContent {
                 target_bytes,
                 &mut random,
             )?,
-            Self::Points { count } => {
-                write_points(&transaction, &schema.table, count, &mut random)?
-            }
-            Self::Table { rows } => (
-                write_table(&transaction, &schema.table, rows, &mut random)?,
-                None,
-            ),
+            Self::Points { .. } => match rows {
+                Some(crate::edits::Rows::Points(points)) => {
+                    write_points(&transaction, &schema.table, points)?
+                }
+                _ => (0, None),
+            },
+            Self::Table { .. } => match rows {
+                Some(crate::edits::Rows::Table(table)) => {
+                    (write_table(&transaction, &schema.table, table)?, None)
+                }
+                _ => (0, None),
+            },
         };
         register_table(&transaction, &schema, count, bounds, &source.triggers)?;
         transaction.commit()?;
@@ -366,47 +396,47 @@ fn write_polygons(
 fn write_points(
     connection: &Connection,
     table: &str,
-    count: u64,
-    random: &mut fastrand::Rng,
+    points: &[crate::edits::PointRow],
 ) -> Result<(u64, Option<[f64; 4]>), TestkitError> {
     connection.execute_batch(&format!(
         "CREATE TABLE \"{table}\" (\"fid\" INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL, \"geom\" POINT, \"id\" INTEGER, \"category\" TEXT, \"value\" DOUBLE, \"name\" TEXT, \"observed\" DATE);
          CREATE VIRTUAL TABLE \"rtree_{table}_geom\" USING rtree(id, minx, maxx, miny, maxy);"
     ))?;
     let mut insert = connection.prepare(&format!(
-        "INSERT INTO \"{table}\" (fid, geom, id, category, value, name, observed) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+        "INSERT INTO \"{table}\" (fid, geom, id, category, value, name, observed) VALUES (?1, ?2, ?1, ?3, ?4, ?5, ?6)"
     ))?;
     let mut index = connection.prepare(&format!(
         "INSERT INTO \"rtree_{table}_geom\" VALUES (?1, ?2, ?2, ?3, ?3)"
     ))?;
-    let [min_x, min_y, max_x, max_y] = NZ_BOUNDS_2193;
     let mut bounds = Bounds::empty();
-    for fid in 1..=count {
-        let x = min_x + random.f64() * (max_x - min_x);
-        let y = min_y + random.f64() * (max_y - min_y);
-        bounds.add(Coord { x, y });
-        let blob = Geometry::Point(Point::new(x, y)).to_gpkg_wkb(
+    for point in points {
+        bounds.add(Coord {
+            x: point.x,
+            y: point.y,
+        });
+        let blob = Geometry::Point(Point::new(point.x, point.y)).to_gpkg_wkb(
             CoordDimensions::xy(),
             Some(2193),
             Vec::new(),
         )?;
-        let category = format!("c{}", fid % 10);
-        let value = (random.f64() * 1000.0 * 100.0).round() / 100.0;
-        let name = format!("point {fid}");
-        // Dates from 2000-01-01, one day apart, wrapping every 9,000 days.
-        let observed = civil_date(10_957 + (fid % 9_000));
-        let fid = i64::try_from(fid).unwrap_or(i64::MAX);
-        insert.execute(params![fid, blob, fid, category, value, name, observed])?;
-        index.execute(params![fid, x, y])?;
+        insert.execute(params![
+            point.id,
+            blob,
+            point.category,
+            point.value,
+            point.name,
+            point.observed
+        ])?;
+        index.execute(params![point.id, point.x, point.y])?;
     }
+    let count = points.len() as u64;
     Ok((count, (count > 0).then_some(bounds.0)))
 }
 
 fn write_table(
     connection: &Connection,
     table: &str,
-    rows: u64,
-    random: &mut fastrand::Rng,
+    rows: &[crate::edits::TableRow],
 ) -> Result<u64, TestkitError> {
     connection.execute_batch(&format!(
         "CREATE TABLE \"{table}\" (\"fid\" INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL, \"id\" INTEGER, \"suburb_locality_id\" INTEGER, \"population_estimate\" INTEGER);"
@@ -414,11 +444,14 @@ fn write_table(
     let mut insert = connection.prepare(&format!(
         "INSERT INTO \"{table}\" (fid, id, suburb_locality_id, population_estimate) VALUES (?1, ?1, ?2, ?3)"
     ))?;
-    for fid in 1..=rows {
-        let fid = i64::try_from(fid).unwrap_or(i64::MAX);
-        insert.execute(params![fid, 2000 + fid, random.i64(0..40_000)])?;
+    for row in rows {
+        insert.execute(params![
+            row.id,
+            row.suburb_locality_id,
+            row.population_estimate
+        ])?;
     }
-    Ok(rows)
+    Ok(rows.len() as u64)
 }
 
 /// Registers the table in `gpkg_contents`, `gpkg_geometry_columns`, `gpkg_extensions` and

@@ -51,8 +51,8 @@ pub use catalog::{
     demo_layers,
 };
 pub use faults::{
-    CatalogFilter, DropDownloadFault, ExportFaults, ExportOutcome, RateLimitFault, RequestFaults,
-    ServerErrorFault, ZipFault,
+    CatalogFilter, ChangesetFaults, DEFAULT_CHANGESET_PAGE_CAP, DropDownloadFault, ExportFaults,
+    ExportOutcome, RateLimitFault, RequestFaults, ServerErrorFault, ZipFault,
 };
 pub use geopackage::{GeneratedContent, GeneratedInfo, LayerSchema, inspect as inspect_geopackage};
 pub use state::{BumpKind, Counters, Listener, RecordedRequest};
@@ -67,6 +67,7 @@ pub mod logs;
 mod artifacts;
 mod bodies;
 mod catalog;
+mod edits;
 mod faults;
 mod geopackage;
 mod routes;
@@ -302,6 +303,13 @@ impl TestServer {
         self.state.lock().export_faults.insert(layer_id, faults);
     }
 
+    /// Sets the faults of one layer's WFS changeset service.
+    pub fn set_changeset_faults(&self, layer_id: u64, faults: ChangesetFaults) {
+        let mut mutable = self.state.lock();
+        mutable.changeset_faults.insert(layer_id, faults);
+        mutable.changeset_errors_served.remove(&layer_id);
+    }
+
     /// Sets the export faults of every layer without faults of its own.
     pub fn set_default_export_faults(&self, faults: ExportFaults) {
         self.state.lock().default_export_faults = faults;
@@ -313,6 +321,8 @@ impl TestServer {
         mutable.request_faults = RequestFaults::default();
         mutable.export_faults.clear();
         mutable.default_export_faults = ExportFaults::default();
+        mutable.changeset_faults.clear();
+        mutable.changeset_errors_served.clear();
     }
 
     /// Builds (once) and returns the path of the good export ZIP of a layer's current version,
@@ -322,17 +332,21 @@ impl TestServer {
     ///
     /// [`TestkitError::UnknownLayer`], or the error that building the ZIP met.
     pub async fn export_zip(&self, layer_id: u64) -> Result<PathBuf, TestkitError> {
-        let (layer, revision) = {
+        let (layer, history, revision) = {
             let mutable = self.state.lock();
             let entry = mutable
                 .layers
                 .get(&layer_id)
                 .ok_or(TestkitError::UnknownLayer(layer_id))?;
-            (entry.layer.clone(), entry.current().revision)
+            (
+                entry.layer.clone(),
+                entry.history.clone(),
+                entry.current().revision,
+            )
         };
         self.state
             .artifacts
-            .zip(&layer, revision, ZipFault::None)
+            .zip(&layer, &history, revision, ZipFault::None)
             .await
             .map(|artifact| artifact.path)
             .map_err(|message| TestkitError::Io(std::io::Error::other(message)))

@@ -90,6 +90,8 @@ pub(crate) fn api_router(state: Shared) -> Router {
             "/services/api/{version}/exports/{id}/download/",
             get(download),
         )
+        .route("/services/wfs", get(changeset_service))
+        .route("/services/wfs/{*type_name}", get(changeset_service))
         .fallback(|| async { not_found() })
         .layer(middleware::from_fn_with_state(state.clone(), api_guard));
     Router::new()
@@ -237,10 +239,18 @@ fn details_of(state: &State, id: &str, tables: bool, version: Option<&str>) -> R
             None => return not_found(),
         },
     };
-    json_response(
-        StatusCode::OK,
-        &bodies::layer_details(&state.api_base(), &state.api_origin, entry, version),
-    )
+    let mut body = bodies::layer_details(&state.api_base(), &state.api_origin, entry, version);
+    if let Some(faults) = mutable.changeset_faults.get(&id) {
+        if faults.report_schema_change
+            && let Some(changes) = body.pointer_mut("/data/change_summary/schema_changes")
+        {
+            changes["added"] = json!([{"name": "added_by_koop_testkit", "type": "string"}]);
+        }
+        if faults.hide_primary_key {
+            body["data"]["primary_key_fields"] = json!([]);
+        }
+    }
+    json_response(StatusCode::OK, &body)
 }
 
 async fn layer_details(
@@ -726,16 +736,16 @@ async fn storage_download(
 
 async fn serve_export(state: &State, record: &ExportRecord, range: Option<&str>) -> Response {
     let faults = state.export_faults(record.layer_id);
-    let layer = {
+    let (layer, history) = {
         let mutable = state.lock();
         match mutable.layers.get(&record.layer_id) {
-            Some(entry) => entry.layer.clone(),
+            Some(entry) => (entry.layer.clone(), entry.history.clone()),
             None => return not_found(),
         }
     };
     let artifact = match state
         .artifacts
-        .zip(&layer, record.revision, faults.zip)
+        .zip(&layer, &history, record.revision, faults.zip)
         .await
     {
         Ok(artifact) => artifact,
@@ -886,9 +896,12 @@ where
 struct BumpQuery {
     #[serde(default)]
     metadata_only: bool,
+    /// An edit of this many thousandths of the features ([`BumpKind::Edit`]).
+    #[serde(default)]
+    edit_per_mille: Option<u32>,
 }
 
-/// `POST /_testkit/layers/{id}/bump/[?metadata_only=true]`: a new version, for manual use.
+/// `POST /_testkit/layers/{id}/bump/[?metadata_only=true | ?edit_per_mille=N]`: a new version, for manual use.
 /// The request counters, as JSON: what out-of-process tests (pytest) read.
 async fn counters(StateExtractor(state): StateExtractor<Shared>) -> Response {
     match serde_json::to_value(state.counters.snapshot()) {
@@ -914,6 +927,8 @@ async fn bump_layer(
 ) -> Response {
     let kind = if query.metadata_only {
         BumpKind::MetadataOnly
+    } else if let Some(per_mille) = query.edit_per_mille {
+        BumpKind::Edit { per_mille }
     } else {
         BumpKind::Data
     };
@@ -925,4 +940,250 @@ async fn bump_layer(
         Some(version) => json_response(StatusCode::OK, &json!({"version": version})),
         None => not_found(),
     }
+}
+
+/// A WFS exception report (OGC 09-025r2 §7.5, OWS 1.1 `ExceptionReport`).
+fn wfs_exception(code: &str, locator: &str, text: &str) -> Response {
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<ows:ExceptionReport xmlns:ows=\"http://www.opengis.net/ows/1.1\" version=\"2.0.0\"><ows:Exception exceptionCode=\"{code}\" locator=\"{locator}\"><ows:ExceptionText>{}</ows:ExceptionText></ows:Exception></ows:ExceptionReport>",
+        quick_xml::escape::escape(text)
+    );
+    (
+        StatusCode::BAD_REQUEST,
+        [(header::CONTENT_TYPE, "application/xml")],
+        body,
+    )
+        .into_response()
+}
+
+/// The content revision a layer had at `time`: that of its newest version created at or before
+/// it; `None` before its first version.
+fn revision_at(entry: &crate::state::LayerEntry, time: jiff::Timestamp) -> Option<u32> {
+    entry
+        .versions
+        .iter()
+        .rfind(|version| {
+            version
+                .created_at
+                .parse::<jiff::Timestamp>()
+                .is_ok_and(|created| created <= time)
+        })
+        .map(|version| version.revision)
+}
+
+#[allow(
+    clippy::too_many_lines,
+    reason = "one handler reading the WFS parameters in the order the service checks them"
+)]
+/// `GET /services/wfs[/…]?request=GetFeature&typeNames=layer-{id}-changeset&viewparams=from:…;to:…`:
+/// Koordinates' WFS changeset service, GeoJSON output, paged with `startIndex`/`count` (capped),
+/// sorted by `id`.
+async fn changeset_service(
+    StateExtractor(state): StateExtractor<Shared>,
+    Query(query): Query<Vec<(String, String)>>,
+) -> Response {
+    let param = |name: &str| {
+        query
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_str())
+    };
+    if !param("request").is_some_and(|request| request.eq_ignore_ascii_case("GetFeature")) {
+        return wfs_exception(
+            "OperationNotSupported",
+            "request",
+            "koop-testkit answers GetFeature only",
+        );
+    }
+    let Some(type_name) = param("typeNames").or_else(|| param("typeName")) else {
+        return wfs_exception(
+            "MissingParameterValue",
+            "typeNames",
+            "typeNames is required",
+        );
+    };
+    let layer_id = type_name
+        .strip_suffix("-changeset")
+        .and_then(|rest| {
+            rest.strip_prefix("layer-")
+                .or_else(|| rest.strip_prefix("table-"))
+        })
+        .and_then(|id| id.parse::<u64>().ok());
+    let Some(layer_id) = layer_id else {
+        return wfs_exception(
+            "InvalidParameterValue",
+            "typeNames",
+            &format!("Feature type {type_name} unknown"),
+        );
+    };
+    if !param("outputFormat").is_some_and(|format| {
+        matches!(
+            format.to_ascii_lowercase().as_str(),
+            "json" | "application/json" | "geojson"
+        )
+    }) {
+        return wfs_exception(
+            "InvalidParameterValue",
+            "outputFormat",
+            "koop-testkit writes GeoJSON only (outputFormat=json)",
+        );
+    }
+    if let Some(srs) = param("srsName")
+        && !matches!(
+            srs.to_ascii_uppercase().as_str(),
+            "EPSG:2193" | "URN:OGC:DEF:CRS:EPSG::2193"
+        )
+    {
+        return wfs_exception(
+            "InvalidParameterValue",
+            "srsName",
+            &format!("koop-testkit serves changesets in EPSG:2193 only, not {srs}"),
+        );
+    }
+    let times = param("viewparams").and_then(|view| {
+        let mut from = None;
+        let mut to = None;
+        for part in view.split(';') {
+            if let Some(time) = part.strip_prefix("from:") {
+                from = time.parse::<jiff::Timestamp>().ok();
+            } else if let Some(time) = part.strip_prefix("to:") {
+                to = time.parse::<jiff::Timestamp>().ok();
+            }
+        }
+        Some((from?, to?))
+    });
+    let Some((from, to)) = times else {
+        return wfs_exception(
+            "InvalidParameterValue",
+            "viewparams",
+            "viewparams=from:{time};to:{time} is required, with ISO 8601 times",
+        );
+    };
+    let start: usize = param("startIndex")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    let (content, history, revisions, faults) = {
+        let mutable = state.lock();
+        let Some(entry) = mutable
+            .layers
+            .get(&layer_id)
+            .filter(|entry| entry.layer.changesets)
+        else {
+            return wfs_exception(
+                "InvalidParameterValue",
+                "typeNames",
+                &format!("Feature type {type_name} unknown"),
+            );
+        };
+        let crate::catalog::LayerContent::Generated(content) = entry.layer.content else {
+            return wfs_exception(
+                "InvalidParameterValue",
+                "typeNames",
+                &format!("Feature type {type_name} unknown"),
+            );
+        };
+        let faults = mutable
+            .changeset_faults
+            .get(&layer_id)
+            .cloned()
+            .unwrap_or_default();
+        (
+            content,
+            entry.history.clone(),
+            (revision_at(entry, from), revision_at(entry, to)),
+            faults,
+        )
+    };
+    let cap = faults
+        .page_cap
+        .unwrap_or(crate::faults::DEFAULT_CHANGESET_PAGE_CAP)
+        .max(1);
+    let count: usize = param("count")
+        .or_else(|| param("maxFeatures"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(cap)
+        .min(cap);
+    if start > 0 && faults.server_error_pages > 0 {
+        let mut mutable = state.lock();
+        let served = mutable.changeset_errors_served.entry(layer_id).or_default();
+        if *served < faults.server_error_pages {
+            *served += 1;
+            drop(mutable);
+            bump(&state.counters.server_errors);
+            return json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &json!({"error": "injected changeset failure (koop-testkit)"}),
+            );
+        }
+    }
+    let (Some(to_revision), from_revision) = (revisions.1, revisions.0) else {
+        return wfs_exception(
+            "InvalidParameterValue",
+            "viewparams",
+            "the layer had no version at the `to` time",
+        );
+    };
+    let key = (layer_id, from_revision, to_revision);
+    let cached = state.lock().changesets.get(&key).cloned();
+    let features = if let Some(features) = cached {
+        features
+    } else {
+        {
+            let type_name = type_name.to_owned();
+            let computed = tokio::task::spawn_blocking(move || {
+                let empty = match crate::edits::rows(content, layer_id, &history, to_revision) {
+                    Some(crate::edits::Rows::Points(_)) => crate::edits::Rows::Points(Vec::new()),
+                    _ => crate::edits::Rows::Table(Vec::new()),
+                };
+                let old = from_revision
+                    .and_then(|revision| crate::edits::rows(content, layer_id, &history, revision))
+                    .unwrap_or(empty);
+                let new = crate::edits::rows(content, layer_id, &history, to_revision);
+                new.map(|new| crate::edits::changeset(&old, &new, &type_name))
+                    .unwrap_or_default()
+            })
+            .await
+            .unwrap_or_default();
+            let computed = Arc::new(computed);
+            state.lock().changesets.insert(key, computed.clone());
+            computed
+        }
+    };
+    let skipped = if faults.leave_out_insert {
+        features
+            .iter()
+            .position(|feature| feature["properties"]["__change__"] == "INSERT")
+    } else {
+        None
+    };
+    let total = features.len() - usize::from(skipped.is_some());
+    let page: Vec<&Value> = features
+        .iter()
+        .enumerate()
+        .filter(|(index, _)| Some(*index) != skipped)
+        .map(|(_, feature)| feature)
+        .skip(start)
+        .take(count)
+        .collect();
+    let body = json!({
+        "type": "FeatureCollection",
+        "features": page,
+        "totalFeatures": total,
+        "numberMatched": total,
+        "numberReturned": page.len(),
+        "timeStamp": now_timestamp(),
+        "crs": {"type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::2193"}},
+    })
+    .to_string();
+    bump(&state.counters.changeset_pages);
+    state
+        .counters
+        .changeset_bytes
+        .fetch_add(body.len() as u64, std::sync::atomic::Ordering::SeqCst);
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
 }

@@ -33,6 +33,8 @@ pub(crate) struct LayerEntry {
     pub(crate) schema: Option<LayerSchema>,
     /// Oldest first; the last one is current.
     pub(crate) versions: Vec<VersionRecord>,
+    /// What each content revision was (index = revision): see [`crate::edits::History`].
+    pub(crate) history: Vec<Option<u32>>,
 }
 
 impl LayerEntry {
@@ -151,6 +153,10 @@ pub struct Counters {
     pub server_errors: u64,
     /// `GET data/` pages (the catalog).
     pub catalog_pages: u64,
+    /// WFS changeset pages served (`GetFeature` on `layer-{id}-changeset`).
+    pub changeset_pages: u64,
+    /// Bytes of the changeset pages served.
+    pub changeset_bytes: u64,
 }
 
 macro_rules! counters {
@@ -168,6 +174,8 @@ macro_rules! counters {
 
 counters!(
     catalog_pages,
+    changeset_pages,
+    changeset_bytes,
     api_requests,
     layer_details,
     version_lists,
@@ -198,6 +206,14 @@ pub enum BumpKind {
     /// New metadata only: a new version id with `data_import: false`; `import_version` still
     /// points at the previous data version and the content is unchanged.
     MetadataOnly,
+    /// New data that edits the previous data: `per_mille` ‰ of the features of a generated point
+    /// layer or table are inserted, updated or deleted (half inserts, a quarter each updates and
+    /// deletes, each at least one), as a changeset would report them. Other layers get new data
+    /// as with [`BumpKind::Data`].
+    Edit {
+        /// Features changed, in thousandths of the previous feature count.
+        per_mille: u32,
+    },
 }
 
 pub(crate) struct Mutable {
@@ -213,6 +229,11 @@ pub(crate) struct Mutable {
     pub(crate) default_export_faults: ExportFaults,
     pub(crate) requests: Vec<RecordedRequest>,
     pub(crate) exports_per_layer: HashMap<u64, u64>,
+    pub(crate) changeset_faults: HashMap<u64, crate::faults::ChangesetFaults>,
+    /// Injected changeset 500s served, per layer.
+    pub(crate) changeset_errors_served: HashMap<u64, u32>,
+    /// Changesets computed, by `(layer, from revision, to revision)`.
+    pub(crate) changesets: HashMap<(u64, Option<u32>, u32), Arc<Vec<serde_json::Value>>>,
 }
 
 pub(crate) struct State {
@@ -280,6 +301,9 @@ impl State {
                 default_export_faults: ExportFaults::default(),
                 requests: Vec::new(),
                 exports_per_layer: HashMap::new(),
+                changeset_faults: HashMap::new(),
+                changeset_errors_served: HashMap::new(),
+                changesets: HashMap::new(),
             }),
         }
     }
@@ -326,6 +350,7 @@ impl State {
                 layer,
                 schema,
                 versions: vec![version],
+                history: vec![None],
             },
         );
         Ok(())
@@ -339,7 +364,7 @@ impl State {
         let entry = mutable.layers.get_mut(&layer_id)?;
         let current = entry.current().clone();
         let version = match kind {
-            BumpKind::Data => VersionRecord {
+            BumpKind::Data | BumpKind::Edit { .. } => VersionRecord {
                 id,
                 created_at: version_timestamp(clock),
                 data_import: true,
@@ -356,6 +381,11 @@ impl State {
                 updated: std::time::SystemTime::now(),
             },
         };
+        match kind {
+            BumpKind::Data => entry.history.push(None),
+            BumpKind::Edit { per_mille } => entry.history.push(Some(per_mille)),
+            BumpKind::MetadataOnly => {}
+        }
         entry.versions.push(version);
         mutable.next_version_id += 1;
         mutable.version_clock += 1;
