@@ -50,7 +50,7 @@
 //!     size: 16,
 //!     blake3: blake3::hash(b"GeoPackage bytes").to_hex().to_string(),
 //! };
-//! let info = LayerInfo { title: "NZ Primary Parcels".into(), kind: "vector".into(), export_id: Some(1) };
+//! let info = LayerInfo { title: "NZ Primary Parcels".into(), kind: "vector".into(), export_id: Some(1), ..LayerInfo::default() };
 //! let entry = cache.publish(&key, staging, &layer, None, &info, &lock)?;
 //! assert!(entry.path.ends_with(format!("{}.gpkg", key.stem())));
 //! assert_eq!(cache.get(&key)?.map(|hit| hit.path), Some(entry.path));
@@ -63,7 +63,7 @@ pub use error::{Error, Result};
 pub use guards::{EntryLock, Staging};
 pub use key::EntryKey;
 pub use maintenance::{CorruptEntry, GcPolicy, GcReport, VerifyReport};
-pub use manifest::{LayerInfo, MANIFEST_VERSION, Manifest, ManifestFile};
+pub use manifest::{ChangesetSource, LayerInfo, MANIFEST_VERSION, Manifest, ManifestFile};
 pub use state::MirrorState;
 pub use store::{CACHE_DIR_ENV, Cache, CacheEntry, StagedFile, StagedLayer};
 

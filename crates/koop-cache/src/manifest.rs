@@ -54,6 +54,55 @@ pub struct Manifest {
     pub linked_from: Option<String>,
     /// The koop version that wrote the manifest.
     pub koop_version: String,
+    /// When the layer version was published (`published_at` of its details, ISO 8601 as the
+    /// API sent it): the `from` of the changeset that updates this entry to a later version.
+    /// Absent in manifests written before koop recorded it.
+    #[serde(default)]
+    pub published_at: Option<String>,
+    /// Set when the data was built from an earlier entry plus a WFS changeset instead of an
+    /// export.
+    #[serde(default)]
+    pub changeset: Option<ChangesetSource>,
+}
+
+/// How an entry built from a changeset came about: the entry it started from and what the
+/// changeset did to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ChangesetSource {
+    /// The version the build started from.
+    pub from_version: u64,
+    /// The entry (stem) the build started from.
+    pub from_entry: String,
+    /// Features inserted.
+    pub inserts: u64,
+    /// Features updated.
+    pub updates: u64,
+    /// Features deleted.
+    pub deletes: u64,
+    /// Bytes of the changeset downloaded (its GeoJSON pages).
+    pub bytes: u64,
+}
+
+impl ChangesetSource {
+    /// A record of a build from `from_entry` (version `from_version`).
+    pub fn new(
+        from_version: u64,
+        from_entry: String,
+        inserts: u64,
+        updates: u64,
+        deletes: u64,
+        bytes: u64,
+    ) -> Self {
+        Self {
+            from_version,
+            from_entry,
+            inserts,
+            updates,
+            deletes,
+            bytes,
+        }
+    }
 }
 
 impl Manifest {
@@ -82,4 +131,8 @@ pub struct LayerInfo {
     pub kind: String,
     /// The export the data came from.
     pub export_id: Option<u64>,
+    /// When the version was published (`published_at` of its details).
+    pub published_at: Option<String>,
+    /// The earlier entry and changeset the data was built from, instead of an export.
+    pub changeset: Option<ChangesetSource>,
 }

@@ -472,6 +472,8 @@ impl Cache {
             fetched_at: jiff::Timestamp::now().to_string(),
             linked_from: None,
             koop_version: env!("CARGO_PKG_VERSION").to_owned(),
+            published_at: info.published_at.clone(),
+            changeset: info.changeset.clone(),
         };
         let entry = self.write_manifest(manifest)?;
         drop(staging);

@@ -16,16 +16,21 @@ pub enum FetchOutcome {
     /// The site's catalog reported no change since the last complete mirror run: answered from
     /// the cache without a request of its own.
     Unchanged,
+    /// Built from the cached previous version plus the WFS changeset between the two: no
+    /// export, only the changed features downloaded.
+    Changeset,
 }
 
 impl FetchOutcome {
-    /// `cached`, `linked`, `downloaded`, `offline` or `unchanged`, as `koop mirror` prints it.
+    /// `cached`, `linked`, `downloaded`, `offline`, `unchanged` or `changeset`, as `koop mirror`
+    /// prints it.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Cached => "cached",
             Self::Linked => "linked",
             Self::Downloaded => "downloaded",
             Self::Offline => "offline",
+            Self::Changeset => "changeset",
             Self::Unchanged => "unchanged",
         }
     }

@@ -24,6 +24,7 @@ fn info() -> LayerInfo {
         title: "NZ Primary Parcels".into(),
         kind: "vector".into(),
         export_id: Some(7),
+        ..LayerInfo::default()
     }
 }
 
