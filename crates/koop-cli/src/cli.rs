@@ -48,6 +48,11 @@ pub(crate) struct Global {
     #[arg(long, global = true)]
     pub(crate) offline: bool,
 
+    /// Export a changed layer in full even where its cached previous version and Koordinates'
+    /// WFS changeset could build the new version.
+    #[arg(long, global = true)]
+    pub(crate) no_changesets: bool,
+
     /// More log output (-v: info, -vv: debug, -vvv: trace).
     #[arg(short, long, global = true, action = ArgAction::Count, conflicts_with = "quiet")]
     pub(crate) verbose: u8,

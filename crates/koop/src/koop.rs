@@ -26,8 +26,13 @@ pub struct FetchedLayer {
     pub path: PathBuf,
     /// How it was obtained.
     pub outcome: FetchOutcome,
-    /// Its cache entry (manifest: versions, size, BLAKE3, export id, …).
+    /// Its cache entry (manifest: versions, size, BLAKE3, export id, the changeset it was built
+    /// from, …).
     pub entry: CacheEntry,
+    /// For a layer exported in full ([`FetchOutcome::Downloaded`]): why no changeset was used
+    /// instead (no cached previous version, no changeset service, the schema changed, the
+    /// changeset failed or disagreed with the version's feature count, …).
+    pub full_export_reason: Option<String>,
 }
 
 /// Gets Koordinates layers onto disk exactly once.
@@ -36,14 +41,15 @@ pub struct FetchedLayer {
 /// [`Exporter`]; build one with [`Koop::builder`] and share it (it is cheap to clone).
 #[derive(Debug, Clone)]
 pub struct Koop {
-    connection: Option<KoordinatesConnection>,
-    domain: Domain,
-    cache: Cache,
+    pub(crate) connection: Option<KoordinatesConnection>,
+    pub(crate) domain: Domain,
+    pub(crate) cache: Cache,
     exporter: Option<Exporter>,
-    crs: Epsg,
-    extent: Option<serde_json::Value>,
+    pub(crate) crs: Epsg,
+    pub(crate) extent: Option<serde_json::Value>,
     offline: bool,
-    cancel: CancellationToken,
+    pub(crate) cancel: CancellationToken,
+    pub(crate) changesets: bool,
 }
 
 /// Builds a [`Koop`].
@@ -59,6 +65,7 @@ pub struct KoopBuilder {
     extent: Option<serde_json::Value>,
     offline: bool,
     cancel: CancellationToken,
+    no_changesets: bool,
 }
 
 impl KoopBuilder {
@@ -127,6 +134,14 @@ impl KoopBuilder {
         self
     }
 
+    /// Whether a new version of a cached vector layer or table may be built from the cached
+    /// previous version plus Koordinates' WFS changeset between the two, instead of a full
+    /// export (default `true`; see [`Koop::fetch_layer`]).
+    pub fn changesets(mut self, enabled: bool) -> Self {
+        self.no_changesets = !enabled;
+        self
+    }
+
     /// Answers from the cache alone, making no request (no API key needed).
     pub fn offline(mut self, offline: bool) -> Self {
         self.offline = offline;
@@ -187,12 +202,13 @@ impl KoopBuilder {
             extent: self.extent,
             offline: self.offline,
             cancel: self.cancel,
+            changesets: !self.no_changesets,
         })
     }
 }
 
 /// Runs a blocking cache operation off the async runtime.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T> + Send + 'static,
 ) -> Result<T> {
     tokio::task::spawn_blocking(work)
@@ -232,7 +248,7 @@ impl Koop {
         &self.cancel
     }
 
-    fn interrupted(layer_id: u64, stage: &'static str) -> Error {
+    pub(crate) fn interrupted(layer_id: u64, stage: &'static str) -> Error {
         Error::Export(koop_export::Error::Interrupted {
             layer_id,
             stage,
@@ -398,6 +414,17 @@ impl Koop {
                 return Ok(fetched);
             }
             let staging = self.cache.staging(&key)?;
+            let full_export_reason = match self
+                .changeset_or_reason(&key, &details, &staging, observer, limits)
+                .await?
+            {
+                Ok((staged, info)) => {
+                    return self
+                        .publish_changeset(key, staging, staged, info, lock, observer)
+                        .await;
+                }
+                Err(reason) => Some(reason),
+            };
             let export = {
                 let _permit = self
                     .until_cancelled(
@@ -438,6 +465,8 @@ impl Koop {
                 title: details.title.clone(),
                 kind: kind_of(&details),
                 export_id: Some(export.id),
+                published_at: details.published_at.clone(),
+                changeset: None,
             };
             let cache = self.cache.clone();
             let entry = blocking(move || {
@@ -455,12 +484,9 @@ impl Koop {
                 Ok(entry)
             })
             .await?;
-            return Ok(finished(
-                observer,
-                layer_id,
-                entry,
-                FetchOutcome::Downloaded,
-            ));
+            let mut fetched = finished(observer, layer_id, entry, FetchOutcome::Downloaded);
+            fetched.full_export_reason = full_export_reason;
+            return Ok(fetched);
         }
         Err(Error::VersionKeptChanging {
             domain: self.domain.clone(),
@@ -677,7 +703,7 @@ impl Koop {
     }
 }
 
-fn kind_of(details: &LayerDetails) -> String {
+pub(crate) fn kind_of(details: &LayerDetails) -> String {
     details
         .kind
         .as_ref()
@@ -761,7 +787,7 @@ impl Limits {
         .await
     }
 
-    async fn download(
+    pub(crate) async fn download(
         &self,
         layer_id: u64,
         observer: &dyn Observer,
@@ -776,7 +802,7 @@ impl Limits {
     }
 }
 
-fn finished(
+pub(crate) fn finished(
     observer: &dyn Observer,
     layer_id: u64,
     entry: CacheEntry,
@@ -793,6 +819,7 @@ fn finished(
         path: entry.path.clone(),
         outcome,
         entry,
+        full_export_reason: None,
     }
 }
 

@@ -46,6 +46,7 @@ pub use koop_types::{Domain, Epsg};
 pub use mirror::{CatalogCheck, LayerPlan, LayerResult, MirrorOptions, MirrorRun, MirrorSummary};
 pub use {koop_api, koop_cache, koop_export, koop_metadata};
 
+mod changeset;
 mod error;
 mod koop;
 mod mirror;

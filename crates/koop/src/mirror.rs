@@ -68,7 +68,9 @@ pub struct MirrorSummary {
     pub offline: usize,
     /// Layers the catalog reported unchanged, answered from the cache without a request.
     pub unchanged: usize,
-    /// Bytes of the layers downloaded.
+    /// Layers updated by a changeset applied to their cached previous version.
+    pub changesets: usize,
+    /// Bytes downloaded: the files of the layers exported, the pages of the changesets.
     pub bytes_downloaded: u64,
     /// Layers that failed, with their errors.
     pub failed: Vec<(u64, Error)>,
@@ -87,6 +89,15 @@ impl MirrorSummary {
                 FetchOutcome::Linked => self.linked += 1,
                 FetchOutcome::Offline => self.offline += 1,
                 FetchOutcome::Unchanged => self.unchanged += 1,
+                FetchOutcome::Changeset => {
+                    self.changesets += 1;
+                    self.bytes_downloaded += fetched
+                        .entry
+                        .manifest
+                        .changeset
+                        .as_ref()
+                        .map_or(0, |changeset| changeset.bytes);
+                }
             },
             Err(error) => self.failed.push((result.layer_id, error)),
         }
@@ -94,7 +105,12 @@ impl MirrorSummary {
 
     /// Layers that ended with a file on disk.
     pub fn succeeded(&self) -> usize {
-        self.downloaded + self.cached + self.linked + self.offline + self.unchanged
+        self.downloaded
+            + self.cached
+            + self.linked
+            + self.offline
+            + self.unchanged
+            + self.changesets
     }
 }
 

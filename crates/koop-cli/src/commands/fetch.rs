@@ -353,7 +353,36 @@ fn fetched_json(fetched: &FetchedLayer) -> Value {
         "size": manifest.size,
         "blake3": manifest.blake3,
         "fetched_at": manifest.fetched_at,
+        "changeset": manifest.changeset.as_ref().map(|changeset| json!({
+            "from_version": changeset.from_version,
+            "inserts": changeset.inserts,
+            "updates": changeset.updates,
+            "deletes": changeset.deletes,
+            "bytes": changeset.bytes,
+        })),
+        "full_export_reason": fetched.full_export_reason,
     })
+}
+
+/// What a mirror line adds after the path: a changeset's counts, or why a layer was exported
+/// in full.
+fn fetched_note(fetched: &FetchedLayer) -> Option<String> {
+    match (
+        fetched.outcome,
+        &fetched.entry.manifest.changeset,
+        &fetched.full_export_reason,
+    ) {
+        (koop::FetchOutcome::Changeset, Some(changeset), _) => Some(format!(
+            "from version {}: +{} ~{} -{} ({})",
+            changeset.from_version,
+            changeset.inserts,
+            changeset.updates,
+            changeset.deletes,
+            human_bytes(changeset.bytes)
+        )),
+        (koop::FetchOutcome::Downloaded, _, Some(reason)) => Some(format!("in full: {reason}")),
+        _ => None,
+    }
 }
 
 fn result_json(result: &LayerResult) -> Value {
@@ -455,12 +484,13 @@ fn mirror_summary_line(
         elapsed_text(elapsed),
         summary.downloaded
     );
-    if summary.downloaded > 0 {
+    if summary.downloaded + summary.changesets > 0 {
         let _ = write!(line, " ({})", human_bytes(summary.bytes_downloaded));
     }
     for (count, what) in [
         (summary.cached + summary.offline, "cached"),
         (summary.unchanged, "unchanged"),
+        (summary.changesets, "updated by changeset"),
         (summary.linked, "linked"),
         (failures, "failed"),
         (interrupted, "interrupted"),
@@ -574,12 +604,16 @@ pub(crate) async fn mirror(
             if json {
                 documents.push(result_json(&result));
             } else if let Ok(fetched) = &result.result {
-                out(format!(
+                let mut line = format!(
                     "{}\t{}\t{}",
                     result.layer_id,
                     fetched.outcome.as_str(),
                     fetched.path.display()
-                ));
+                );
+                if let Some(note) = fetched_note(fetched) {
+                    let _ = write!(line, "\t{note}");
+                }
+                out(line);
             }
             match &result.result {
                 Err(error) if is_interrupted(error) => interrupted += 1,
@@ -607,6 +641,7 @@ pub(crate) async fn mirror(
                 "linked": summary.linked,
                 "offline": summary.offline,
                 "unchanged": summary.unchanged,
+                "changesets": summary.changesets,
                 "failed": failures,
                 "requests": catalogs.iter().map(|report| report.requests).sum::<u64>(),
                 "interrupted": interrupted,

@@ -170,6 +170,7 @@ pub(crate) fn koop_with(
         .cache_dir(global.cache_dir.clone())
         .crs(global.crs)
         .offline(global.offline)
+        .changesets(!global.no_changesets)
         .export_options(export_options);
     if let Some(cancel) = cancel {
         builder = builder.cancellation(cancel);

@@ -1,5 +1,6 @@
 //! The koop facade against koop-testkit over real HTTP, through its public API.
 
+mod changeset;
 mod faults;
 mod fetch;
 mod mirror;
