@@ -117,6 +117,8 @@ pub struct ChangesetFaults {
     pub report_schema_change: bool,
     /// The details list no primary key fields.
     pub hide_primary_key: bool,
+    /// Wait this long before answering each page (a slow service).
+    pub page_delay: Option<std::time::Duration>,
 }
 
 /// Features per changeset page the server returns at most, unless a layer's faults say

@@ -1094,6 +1094,9 @@ async fn changeset_service(
             faults,
         )
     };
+    if let Some(delay) = faults.page_delay {
+        tokio::time::sleep(delay).await;
+    }
     let cap = faults
         .page_cap
         .unwrap_or(crate::faults::DEFAULT_CHANGESET_PAGE_CAP)

@@ -29,8 +29,8 @@ impl From<String> for NotBuilt {
 }
 
 /// A changeset that can be asked for: the cached entry it applies to and the request.
-struct Plan {
-    previous: CacheEntry,
+pub(crate) struct Plan {
+    pub(crate) previous: CacheEntry,
     query: ChangesetQuery,
     expected_features: u64,
 }
@@ -121,7 +121,11 @@ impl Koop {
 
     /// Checks every condition of a changeset build against the new version's `details` and the
     /// cache; the plan, or why a full export is needed.
-    async fn changeset_plan(&self, key: &EntryKey, details: &LayerDetails) -> Result<Plan, String> {
+    pub(crate) async fn changeset_plan(
+        &self,
+        key: &EntryKey,
+        details: &LayerDetails,
+    ) -> Result<Plan, String> {
         let layer_id = key.layer_id;
         let table = matches!(details.kind, Some(LayerKind::Table));
         if !matches!(details.kind, Some(LayerKind::Vector | LayerKind::Table)) {

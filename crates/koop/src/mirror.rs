@@ -351,6 +351,14 @@ pub enum LayerPlan {
         /// The current version.
         version_id: u64,
     },
+    /// Its current version would be built from the cached earlier version and the WFS
+    /// changeset between the two: no export.
+    Changeset {
+        /// The current version.
+        version_id: u64,
+        /// The cached version the changeset would be applied to.
+        from_version: u64,
+    },
     /// Its current version would be exported and downloaded.
     Export {
         /// The current version.
@@ -359,16 +367,20 @@ pub enum LayerPlan {
         kind: String,
         /// Its title.
         title: String,
+        /// Why not from a changeset (no earlier version cached, no changeset service, …).
+        reason: String,
     },
 }
 
 impl LayerPlan {
-    /// `unchanged`, `cached`, `link` or `export`, as `koop mirror --dry-run` prints it.
+    /// `unchanged`, `cached`, `link`, `changeset` or `export`, as `koop mirror --dry-run` prints
+    /// it.
     pub fn as_str(&self) -> &'static str {
         match self {
             Self::Unchanged { .. } => "unchanged",
             Self::Cached { .. } => "cached",
             Self::Link { .. } => "link",
+            Self::Changeset { .. } => "changeset",
             Self::Export { .. } => "export",
         }
     }
@@ -500,6 +512,19 @@ impl Koop {
                 version_id: key.version_id,
             });
         }
+        let reason = if self.changesets {
+            match self.changeset_plan(&key, &details).await {
+                Ok(plan) => {
+                    return Ok(LayerPlan::Changeset {
+                        version_id: key.version_id,
+                        from_version: plan.previous.manifest.key.version_id,
+                    });
+                }
+                Err(reason) => reason,
+            }
+        } else {
+            "changesets are turned off".to_owned()
+        };
         Ok(LayerPlan::Export {
             version_id: key.version_id,
             kind: details
@@ -507,6 +532,7 @@ impl Koop {
                 .as_ref()
                 .map_or_else(String::new, ToString::to_string),
             title: details.title,
+            reason,
         })
     }
 

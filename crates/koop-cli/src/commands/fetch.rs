@@ -267,6 +267,7 @@ pub(crate) async fn dry_run(global: &Global, request: &MirrorRequest<'_>) -> Res
             "catalog": catalogs.iter().map(catalog_json).collect::<Vec<_>>(),
             "summary": {
                 "export": count("export"),
+                "changeset": count("changeset"),
                 "link": count("link"),
                 "cached": count("cached"),
                 "unchanged": count("unchanged"),
@@ -279,8 +280,9 @@ pub(crate) async fn dry_run(global: &Global, request: &MirrorRequest<'_>) -> Res
             err(catalog_line(report));
         }
         err(format!(
-            "dry run: {} to export, {} to link, {} cached, {} unchanged, {failures} failed; nothing done",
+            "dry run: {} to export, {} by changeset, {} to link, {} cached, {} unchanged, {failures} failed; nothing done",
             count("export"),
+            count("changeset"),
             count("link"),
             count("cached"),
             count("unchanged")
@@ -299,11 +301,16 @@ fn plan_detail(plan: &LayerPlan) -> String {
             path.display().to_string()
         }
         LayerPlan::Link { version_id } => format!("version {version_id}: metadata only"),
+        LayerPlan::Changeset {
+            version_id,
+            from_version,
+        } => format!("version {version_id}: changeset from version {from_version}"),
         LayerPlan::Export {
             version_id,
             kind,
             title,
-        } => format!("version {version_id} ({kind}): {title}"),
+            reason,
+        } => format!("version {version_id} ({kind}): {title}; in full: {reason}"),
         _ => String::new(),
     }
 }
@@ -317,14 +324,23 @@ fn plan_json(layer_id: u64, plan: &LayerPlan) -> Value {
             document["path"] = json!(path);
         }
         LayerPlan::Link { version_id } => document["version_id"] = json!(version_id),
+        LayerPlan::Changeset {
+            version_id,
+            from_version,
+        } => {
+            document["version_id"] = json!(version_id);
+            document["from_version"] = json!(from_version);
+        }
         LayerPlan::Export {
             version_id,
             kind,
             title,
+            reason,
         } => {
             document["version_id"] = json!(version_id);
             document["kind"] = json!(kind);
             document["title"] = json!(title);
+            document["full_export_reason"] = json!(reason);
         }
         _ => {}
     }

@@ -10,7 +10,11 @@ use koop_testkit::{ExportFaults, ExportOutcome, TestServer};
 use crate::koop;
 
 /// `koop --domain … --cache-dir … ARGS`, running.
-fn spawn(server: &TestServer, cache: &Path, args: &[&str]) -> Result<tokio::process::Child> {
+pub(crate) fn spawn(
+    server: &TestServer,
+    cache: &Path,
+    args: &[&str],
+) -> Result<tokio::process::Child> {
     Ok(tokio::process::Command::new(env!("CARGO_BIN_EXE_koop"))
         .arg("--domain")
         .arg(server.base_url())
@@ -26,7 +30,7 @@ fn spawn(server: &TestServer, cache: &Path, args: &[&str]) -> Result<tokio::proc
 }
 
 /// Waits (polling every 10 ms, at most `limit`) until `ready` holds.
-async fn until(limit: Duration, mut ready: impl FnMut() -> bool) -> Result<()> {
+pub(crate) async fn until(limit: Duration, mut ready: impl FnMut() -> bool) -> Result<()> {
     let started = Instant::now();
     while !ready() {
         ensure!(started.elapsed() < limit, "not ready within {limit:?}");
@@ -35,7 +39,7 @@ async fn until(limit: Duration, mut ready: impl FnMut() -> bool) -> Result<()> {
     Ok(())
 }
 
-async fn signal(child: &tokio::process::Child, name: &str) -> Result<()> {
+pub(crate) async fn signal(child: &tokio::process::Child, name: &str) -> Result<()> {
     let pid = child.id().context("a running process")?;
     let status = tokio::process::Command::new("kill")
         .args([&format!("-{name}"), &pid.to_string()])
@@ -46,7 +50,7 @@ async fn signal(child: &tokio::process::Child, name: &str) -> Result<()> {
 }
 
 /// What a stopped process said and how it ended.
-async fn finish(child: tokio::process::Child) -> Result<(Option<i32>, String)> {
+pub(crate) async fn finish(child: tokio::process::Child) -> Result<(Option<i32>, String)> {
     let output = tokio::time::timeout(Duration::from_secs(15), child.wait_with_output())
         .await
         .context("the process did not stop")??;

@@ -4,6 +4,7 @@ use std::path::Path;
 use std::process::Output;
 
 mod catalog;
+mod changeset;
 mod clients;
 mod interrupt;
 mod pages;
