@@ -48,7 +48,7 @@ fn list(cache: &std::path::Path) -> Result<String> {
     Ok(path.to_str().context("utf-8")?.to_owned())
 }
 
-fn layer<'a>(json: &'a Value, layer_id: u64) -> Result<&'a Value> {
+fn layer(json: &Value, layer_id: u64) -> Result<&Value> {
     json["layers"]
         .as_array()
         .into_iter()
@@ -203,7 +203,7 @@ async fn kill_9_mid_changeset_leaves_the_entries_and_the_state_valid() -> Result
         verify.stdout
     );
     let state_after = std::fs::read_dir(cache.join(".state"))?
-        .filter_map(|entry| entry.ok())
+        .filter_map(Result::ok)
         .filter(|entry| entry.path().extension().is_some_and(|ext| ext == "json"))
         .map(|entry| Ok(std::fs::read(entry.path())?))
         .collect::<Result<Vec<_>>>()?;
