@@ -25,13 +25,19 @@
 //!   loop of `get_layer_from_id` over 10 layers with 1–3 s exports (goal: never slower per
 //!   layer, ≥ 1.15× over the loop), and `koop.mirror` of them (goal ≥ 5× the original's loop).
 //!
-//! Run with `cargo xtask bench [mirror|large|hit|single|geojson|featureserver|abuse|python]`, which builds `koop` and this harness in
+//! - **nightly**: 300 listed layers of ~5 MB, 10 of them bumped by 0.2 % of their features: the
+//!   bytes, requests and wall time of koop's run (catalog, changesets) next to a run that
+//!   re-exports the 10 (goal ≤ 2 % of its bytes), and every rebuilt GeoPackage identical in
+//!   content to the full export of its version.
+//!
+//! Run with `cargo xtask bench [mirror|large|hit|single|geojson|featureserver|abuse|python|nightly]`, which builds `koop` and this harness in
 //! release mode; `koop` is found next to this executable.
 
 mod abuse;
 mod common;
 mod featureserver;
 mod fetch;
+mod nightly;
 mod python;
 mod serve;
 mod single;
@@ -44,12 +50,15 @@ use clap::Parser;
 #[derive(Parser)]
 #[command(about = "koop benchmarks against koop-testkit on loopback")]
 pub(crate) struct Args {
-    /// Which benchmarks: mirror, large, hit, single, geojson, featureserver, abuse, python
-    /// (default: all).
+    /// Which benchmarks: mirror, large, hit, single, geojson, featureserver, abuse, python,
+    /// nightly (default: all).
     pub(crate) benches: Vec<String>,
     /// Layers mirrored.
     #[arg(long, default_value_t = 100)]
     pub(crate) layers: usize,
+    /// Layers listed in the nightly benchmark.
+    #[arg(long, default_value_t = 300)]
+    pub(crate) nightly_layers: usize,
     /// Size of each mirrored layer, in MB.
     #[arg(long, default_value_t = 5)]
     pub(crate) layer_mb: u64,
@@ -117,6 +126,9 @@ async fn main() -> Result<()> {
     }
     if wanted("python") {
         results.push(("python", python::python(&work).await?));
+    }
+    if wanted("nightly") {
+        results.push(("nightly", nightly::nightly(&args, &work).await?));
     }
     if wanted("single") {
         results.push(("single", single::single(&work).await?));
