@@ -9,6 +9,9 @@
 //! 4. Every library crate's `lib.rs` opens with its documentation (`//!`) and denies missing docs.
 //! 5. The Python bindings are bindings: `koop-py` depends, among the workspace's crates, on the
 //!    facade `koop` alone (what Python users get is what Rust users embed).
+//! 6. The jobs are separate: `koop-export`, `koop-changeset`, `koop-metadata` and `koop-cache` have no
+//!    normal dependency, direct or transitive, on one another (the facade joins them), and the
+//!    cache none on `koop-api` or `reqwest` (it knows no HTTP).
 //!
 //! The dependency rules read `cargo metadata`; the checks are plain functions so tests can feed
 //! them a workspace that breaks them.
@@ -26,6 +29,15 @@ const SERVER_CRATES: [&str; 3] = ["koop-server", "koop-featureserver", "koop-aut
 const DATA_SOURCE_CRATES: [&str; 4] = ["koop", "koop-api", "reqwest", "rusqlite"];
 /// The crate that is for tests only.
 const TESTKIT: &str = "koop-testkit";
+/// The job crates, which the facade alone joins.
+const JOB_CRATES: [&str; 4] = [
+    "koop-export",
+    "koop-changeset",
+    "koop-metadata",
+    "koop-cache",
+];
+/// What the cache must not depend on.
+const HTTP_CRATES: [&str; 2] = ["koop-api", "reqwest"];
 /// The Python bindings, and the one workspace crate they may depend on.
 const BINDINGS: (&str, &str) = ("koop-py", "koop");
 
@@ -140,6 +152,24 @@ pub(crate) fn check_metadata(metadata: &Value) -> Result<Vec<String>> {
                         "{} must know no data source, but depends on {} ({}); move the code that needs it into a provider crate",
                         package.name,
                         graph.name(&dep),
+                        path.join(" → ")
+                    ));
+                }
+            }
+        }
+        if JOB_CRATES.contains(&package.name.as_str()) {
+            for (dep, path) in graph.normal_closure(id) {
+                let name = graph.name(&dep);
+                if JOB_CRATES.contains(&name) && name != package.name {
+                    problems.push(format!(
+                        "the job crate {} depends on the job crate {name} ({}); let the facade koop join them",
+                        package.name,
+                        path.join(" → ")
+                    ));
+                }
+                if package.name == "koop-cache" && HTTP_CRATES.contains(&name) {
+                    problems.push(format!(
+                        "koop-cache must know no HTTP, but depends on {name} ({})",
                         path.join(" → ")
                     ));
                 }
@@ -311,6 +341,9 @@ mod tests {
             ("koop-api", "reqwest", None),
             ("koop-cli", "koop-testkit", None),
             ("koop-py", "koop", None),
+            ("koop", "koop-changeset", None),
+            ("koop", "koop-cache", None),
+            ("koop-changeset", "koop-api", None),
         ]
         .into_iter()
         .chain(extra.iter().copied())
@@ -328,6 +361,8 @@ mod tests {
             "koop-testkit",
             "koop-cli",
             "koop-py",
+            "koop-changeset",
+            "koop-cache",
         ];
         json!({
             "packages": names.iter().map(|name| package(name, *name != "koop-cli")).collect::<Vec<_>>(),
@@ -377,6 +412,26 @@ mod tests {
         let problems = check_metadata(&workspace(&[("koop-py", "koop-api", None)]))?;
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert!(problems[0].contains("koop-py depends on koop-api"));
+        Ok(())
+    }
+
+    #[test]
+    fn jobs_that_depend_on_each_other_or_a_cache_on_http_are_refused() -> Result<()> {
+        let problems = check_metadata(&workspace(&[("koop-changeset", "koop-cache", None)]))?;
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0]
+                .contains("the job crate koop-changeset depends on the job crate koop-cache"),
+            "{problems:?}"
+        );
+        let problems = check_metadata(&workspace(&[("koop-cache", "koop-api", None)]))?;
+        assert!(
+            problems
+                .iter()
+                .any(|problem| problem
+                    .contains("koop-cache must know no HTTP, but depends on reqwest")),
+            "{problems:?}"
+        );
         Ok(())
     }
 

@@ -95,6 +95,22 @@ pub(crate) async fn run_koop(server: &TestServer, cache: &Path, args: &[&str]) -
         .stderr(Stdio::piped())
         .spawn()?;
     let pid = child.id().context("a process id")?;
+    // Read both pipes while it runs: a run that writes more than a pipe holds (the JSON of a
+    // 300-layer mirror) would otherwise block on its write and never exit.
+    let mut stdout_pipe = child.stdout.take().context("stdout")?;
+    let mut stderr_pipe = child.stderr.take().context("stderr")?;
+    let stdout_task = tokio::spawn(async move {
+        let mut bytes = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut stdout_pipe, &mut bytes)
+            .await
+            .map(|_| bytes)
+    });
+    let stderr_task = tokio::spawn(async move {
+        let mut bytes = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut stderr_pipe, &mut bytes)
+            .await
+            .map(|_| bytes)
+    });
     let mut peak = 0;
     let status = loop {
         if let Some(rss) = peak_rss(pid) {
@@ -106,7 +122,11 @@ pub(crate) async fn run_koop(server: &TestServer, cache: &Path, args: &[&str]) -
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
     let wall = started.elapsed();
-    let output = child.wait_with_output().await?;
+    let output = std::process::Output {
+        status,
+        stdout: stdout_task.await??,
+        stderr: stderr_task.await??,
+    };
     if verbose {
         eprintln!("{}", String::from_utf8_lossy(&output.stderr));
     }

@@ -95,7 +95,9 @@ fn parse_extent(py: Python<'_>, extent: &Bound<'_, PyAny>) -> PyResult<serde_jso
 /// Attributes: `layer_id` (int); `path` (`pathlib.Path` of the GeoPackage, GeoTIFF or VRT, or
 /// `None` when it failed); `outcome` (`"downloaded"`, `"cached"`, `"linked"` for a version that
 /// changed only metadata, `"unchanged"` when the site's catalog reported no change since the last
-/// complete mirror, `"offline"`, or `None` when it failed); `error` (the
+/// complete mirror, `"changeset"` when the new version was built from the cached previous one and
+/// the WFS changeset, `"offline"`, or `None` when it failed); `full_export_reason` (for a layer
+/// exported in full, why no changeset was used: a `str`, else `None`); `error` (the
 /// `koop.errors.KoopError` it failed with, or `None`); `elapsed` (seconds from its start to its
 /// result); `ok` (whether it ended with a file on disk).
 #[pyclass(module = "koop", frozen, get_all)]
@@ -103,6 +105,7 @@ pub(crate) struct LayerResult {
     layer_id: u64,
     path: Option<Py<PyAny>>,
     outcome: Option<&'static str>,
+    full_export_reason: Option<String>,
     error: Option<Py<PyAny>>,
     elapsed: f64,
 }
@@ -137,10 +140,16 @@ impl LayerResult {
     fn new(py: Python<'_>, result: koop::LayerResult) -> PyResult<Self> {
         let elapsed = result.elapsed.as_secs_f64();
         Ok(match result.result {
-            Ok(FetchedLayer { path, outcome, .. }) => Self {
+            Ok(FetchedLayer {
+                path,
+                outcome,
+                full_export_reason,
+                ..
+            }) => Self {
                 layer_id: result.layer_id,
                 path: Some(path_object(py, &path)?),
                 outcome: Some(outcome.as_str()),
+                full_export_reason,
                 error: None,
                 elapsed,
             },
@@ -148,6 +157,7 @@ impl LayerResult {
                 layer_id: result.layer_id,
                 path: None,
                 outcome: None,
+                full_export_reason: None,
                 error: Some(errors::from_koop(&error).into_value(py).into_any()),
                 elapsed,
             },

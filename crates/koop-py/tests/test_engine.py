@@ -27,6 +27,9 @@ def test_mirror_gets_every_kind_once_and_then_answers_from_the_cache(new_site, c
     assert all(result.ok for result in results), results
     assert {result.outcome for result in results} == {"downloaded"}
     by_id = {result.layer_id: result for result in results}
+    # Why each was exported in full rather than built from a changeset.
+    assert "no earlier version" in by_id[1001].full_export_reason
+    assert "grid layer has no changesets" in by_id[1003].full_export_reason
     assert by_id[1003].path.suffix == ".tif"  # the grid, as GeoTIFF
     gdalinfo = subprocess.run(["gdalinfo", str(by_id[1003].path)], capture_output=True, text=True)
     assert gdalinfo.returncode == 0, gdalinfo.stderr
@@ -36,6 +39,7 @@ def test_mirror_gets_every_kind_once_and_then_answers_from_the_cache(new_site, c
     before = site.counters()
     again = koop.Koop(site.api_key, site.domain).mirror(ids)
     assert {result.outcome for result in again} == {"unchanged"}
+    assert {result.full_export_reason for result in again} == {None}
     assert {r.layer_id: r.path for r in again} == {r.layer_id: r.path for r in results}
     assert site.counters()["api_requests"] - before["api_requests"] == 1
     # Layer by layer on request: a details request each, answered from the cache.

@@ -110,6 +110,7 @@ class LayerResult:
     layer_id: int
     path: Optional[Path]
     outcome: Optional[str]
+    full_export_reason: Optional[str]
     error: Optional[KoopError]
     elapsed: float
     @property
