@@ -69,6 +69,13 @@ pub(crate) const TOOLS: &[Tool] = &[
         },
     },
     Tool {
+        command: "moto_server",
+        probe: &["--help"],
+        source: Source::Python {
+            requirement: "moto[server]==5.2.5",
+        },
+    },
+    Tool {
         command: "chromium",
         probe: &["--version"],
         source: Source::System {
