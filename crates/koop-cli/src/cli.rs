@@ -36,9 +36,22 @@ pub(crate) struct Global {
     )]
     pub(crate) api_key_env: String,
 
-    /// The cache directory [default: `KOOPCACHE_DIR`, then the platform cache directory].
-    #[arg(long, global = true, value_name = "DIR")]
+    /// The cache directory [default: `KOOPCACHE_DIR`, then the platform cache directory]; or a
+    /// cache shared on object storage (`s3://bucket/prefix`, `gs://…`, `az://…`), configured
+    /// from the standard variables (`AWS_ACCESS_KEY_ID`, `AWS_ENDPOINT`, …), read through a
+    /// local copy (`--local-cache-dir`).
+    #[arg(long, global = true, value_name = "DIR|URL")]
     pub(crate) cache_dir: Option<PathBuf>,
+
+    /// With a shared cache: the local directory its entries are read through [default:
+    /// `KOOP_LOCAL_CACHE_DIR`, then the platform cache directory's `koop-shared`].
+    #[arg(long, global = true, value_name = "DIR")]
+    pub(crate) local_cache_dir: Option<PathBuf>,
+
+    /// With a shared cache: how long this machine's lease on a layer it exports lasts without
+    /// renewal (renewed every third of it), in seconds; how long a crash delays the others.
+    #[arg(long, global = true, value_name = "SECONDS", default_value_t = 60)]
+    pub(crate) lease_seconds: u64,
 
     /// The CRS to export in, as an EPSG code (2193 or EPSG:2193).
     #[arg(long, global = true, value_name = "EPSG", default_value_t = koop::DEFAULT_CRS)]

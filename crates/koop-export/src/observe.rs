@@ -19,6 +19,9 @@ pub enum FetchOutcome {
     /// Built from the cached previous version plus the WFS changeset between the two: no
     /// export, only the changed features downloaded.
     Changeset,
+    /// Downloaded from the team's shared cache on object storage, where another machine put it:
+    /// no export.
+    Shared,
 }
 
 impl FetchOutcome {
@@ -31,6 +34,7 @@ impl FetchOutcome {
             Self::Downloaded => "downloaded",
             Self::Offline => "offline",
             Self::Changeset => "changeset",
+            Self::Shared => "shared",
             Self::Unchanged => "unchanged",
         }
     }

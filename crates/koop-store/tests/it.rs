@@ -1,7 +1,6 @@
 //! The shared store against a real S3-compatible server: moto's server mode, started here on
 //! loopback (`moto_server`, installed by `cargo xtask test` into its virtual environment).
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
@@ -9,84 +8,27 @@ use koop_cache::{Cache, EntryKey, LayerInfo, StagedLayer};
 use koop_store::{Error, LeaseState, SharedStore};
 use object_store::ObjectStoreExt;
 
-/// A moto server on a free loopback port with one bucket; stopped when dropped.
-struct Moto {
-    child: std::process::Child,
-    endpoint: String,
-    bucket: String,
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+struct Moto(koop_testkit::moto::Moto);
 
 impl Moto {
     async fn start() -> Result<Self> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let child = std::process::Command::new("moto_server")
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context(
-                "moto_server is not on PATH: run `cargo xtask test`, which installs moto[server]",
-            )?;
-        let endpoint = format!("http://127.0.0.1:{port}");
-        let mut moto = Self {
-            child,
-            endpoint,
-            bucket: format!("koop-{}", fastrand::u32(..)),
-        };
-        let client = reqwest::Client::new();
-        for attempt in 0.. {
-            if client.get(&moto.endpoint).send().await.is_ok() {
-                break;
-            }
-            ensure!(attempt < 200, "moto_server did not start");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        // moto checks no signature: a plain PUT creates the bucket.
-        let created = client
-            .put(format!("{}/{}", moto.endpoint, moto.bucket))
-            .send()
-            .await?;
-        ensure!(
-            created.status().is_success(),
-            "bucket: {}",
-            created.status()
-        );
-        moto.bucket = moto.bucket.clone();
-        Ok(moto)
+        Ok(Self(koop_testkit::moto::Moto::start().await?))
     }
 
     fn options(&self) -> Vec<(String, String)> {
-        [
-            ("aws_endpoint", self.endpoint.as_str()),
-            ("aws_allow_http", "true"),
-            ("aws_access_key_id", "koop-test"),
-            ("aws_secret_access_key", "koop-test-secret"),
-            ("aws_region", "us-east-1"),
-        ]
-        .into_iter()
-        .map(|(key, value)| (key.to_owned(), value.to_owned()))
-        .collect()
+        self.0.options()
     }
 
     fn store(&self, prefix: &str) -> Result<SharedStore> {
         Ok(SharedStore::from_url_with(
-            &format!("s3://{}/{prefix}", self.bucket),
+            &self.0.url(prefix),
             self.options(),
         )?)
     }
 
     /// The bucket through `object_store` directly, to tamper with objects.
     fn raw(&self) -> Result<Box<dyn object_store::ObjectStore>> {
-        let url = url::Url::parse(&format!("s3://{}", self.bucket))?;
+        let url = url::Url::parse(&format!("s3://{}", self.0.bucket()))?;
         Ok(object_store::parse_url_opts(&url, self.options())?.0)
     }
 }

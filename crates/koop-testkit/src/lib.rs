@@ -63,6 +63,7 @@ pub mod fixtures;
 pub mod hostile;
 pub mod http;
 pub mod logs;
+pub mod moto;
 
 mod artifacts;
 mod bodies;

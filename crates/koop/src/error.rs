@@ -83,6 +83,16 @@ pub enum Error {
         what: String,
     },
 
+    /// The shared cache on object storage failed for a layer.
+    #[error("layer {layer_id}: {source}")]
+    Shared {
+        /// The layer.
+        layer_id: u64,
+        /// The store's error (names the store, never its credentials).
+        #[source]
+        source: koop_store::Error,
+    },
+
     /// A background task failed (a panic in a blocking cache operation).
     #[error("an internal task failed: {0}")]
     Task(String),

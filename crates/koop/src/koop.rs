@@ -50,6 +50,7 @@ pub struct Koop {
     offline: bool,
     pub(crate) cancel: CancellationToken,
     pub(crate) changesets: bool,
+    pub(crate) shared: Option<crate::shared::Shared>,
 }
 
 /// Builds a [`Koop`].
@@ -66,6 +67,8 @@ pub struct KoopBuilder {
     offline: bool,
     cancel: CancellationToken,
     no_changesets: bool,
+    shared: Option<koop_store::SharedStore>,
+    lease_ttl: Option<Duration>,
 }
 
 impl KoopBuilder {
@@ -142,6 +145,22 @@ impl KoopBuilder {
         self
     }
 
+    /// Shares the cache with other machines through `store` (object storage): a version the
+    /// local cache lacks is downloaded from the store when another machine put it there, else
+    /// exported here under a lease (so one machine exports it) and uploaded. The local cache
+    /// stays the one files are read from.
+    pub fn shared_cache(mut self, store: Option<koop_store::SharedStore>) -> Self {
+        self.shared = store;
+        self
+    }
+
+    /// How long a lease on the shared cache lasts without renewal (default
+    /// [`crate::DEFAULT_LEASE_TTL`]): how long a crashed machine delays the others.
+    pub fn lease_ttl(mut self, ttl: Duration) -> Self {
+        self.lease_ttl = Some(ttl);
+        self
+    }
+
     /// Answers from the cache alone, making no request (no API key needed).
     pub fn offline(mut self, offline: bool) -> Self {
         self.offline = offline;
@@ -203,6 +222,14 @@ impl KoopBuilder {
             offline: self.offline,
             cancel: self.cancel,
             changesets: !self.no_changesets,
+            shared: self.shared.map(|store| crate::shared::Shared {
+                store,
+                owner: crate::shared::owner(),
+                ttl: self
+                    .lease_ttl
+                    .unwrap_or(crate::shared::DEFAULT_LEASE_TTL)
+                    .max(Duration::from_millis(300)),
+            }),
         })
     }
 }
@@ -413,15 +440,24 @@ impl Koop {
             if let Some(fetched) = self.cached(&key, Some(&lock), observer).await? {
                 return Ok(fetched);
             }
+            let lease = match self.shared_lookup(&key, &lock, observer).await? {
+                crate::shared::SharedLookup::Found(fetched) => return Ok(*fetched),
+                crate::shared::SharedLookup::Export(guard) => Some(guard),
+                crate::shared::SharedLookup::NotShared => None,
+            };
             let staging = self.cache.staging(&key)?;
             let full_export_reason = match self
                 .changeset_or_reason(&key, &details, &staging, observer, limits)
                 .await?
             {
                 Ok((staged, info)) => {
-                    return self
+                    let fetched = self
                         .publish_changeset(key, staging, staged, info, lock, observer)
-                        .await;
+                        .await?;
+                    if let Some(guard) = lease {
+                        self.share(&fetched.entry, guard).await;
+                    }
+                    return Ok(fetched);
                 }
                 Err(reason) => Some(reason),
             };
@@ -468,24 +504,14 @@ impl Koop {
                 published_at: details.published_at.clone(),
                 changeset: None,
             };
-            let cache = self.cache.clone();
-            let entry = blocking(move || {
-                let staged = staged_layer(&extraction.layer);
-                let entry = cache.publish(
-                    &key,
-                    staging,
-                    &staged,
-                    extraction.metadata_xml.as_deref(),
-                    &info,
-                    &lock,
-                )?;
-                cache.discard_partial_downloads(&key, &lock)?;
-                drop(lock);
-                Ok(entry)
-            })
-            .await?;
+            let entry = self
+                .publish_export(key, staging, extraction, info, lock)
+                .await?;
             let mut fetched = finished(observer, layer_id, entry, FetchOutcome::Downloaded);
             fetched.full_export_reason = full_export_reason;
+            if let Some(guard) = lease {
+                self.share(&fetched.entry, guard).await;
+            }
             return Ok(fetched);
         }
         Err(Error::VersionKeptChanging {
@@ -493,6 +519,33 @@ impl Koop {
             layer_id,
             attempts: VERSION_ATTEMPTS,
         })
+    }
+
+    /// Files an extracted export under `key` and drops its partial downloads, releasing the lock.
+    async fn publish_export(
+        &self,
+        key: EntryKey,
+        staging: koop_cache::Staging,
+        extraction: koop_export::Extraction,
+        info: LayerInfo,
+        lock: EntryLock,
+    ) -> Result<CacheEntry> {
+        let cache = self.cache.clone();
+        blocking(move || {
+            let staged = staged_layer(&extraction.layer);
+            let entry = cache.publish(
+                &key,
+                staging,
+                &staged,
+                extraction.metadata_xml.as_deref(),
+                &info,
+                &lock,
+            )?;
+            cache.discard_partial_downloads(&key, &lock)?;
+            drop(lock);
+            Ok(entry)
+        })
+        .await
     }
 
     /// Downloads `export` to `zip`, resuming the bytes an interrupted run kept of this same

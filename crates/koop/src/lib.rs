@@ -49,9 +49,11 @@ pub use koop_export::{DEFAULT_CRS, ExportOptions, FetchOutcome, LayerEvent, Obse
 pub use koop_metadata::{DublinCoreMetadata, Element as DublinCoreElement};
 pub use koop_types::{Domain, Epsg};
 pub use mirror::{CatalogCheck, LayerPlan, LayerResult, MirrorOptions, MirrorRun, MirrorSummary};
-pub use {koop_api, koop_cache, koop_changeset, koop_export, koop_metadata};
+pub use shared::DEFAULT_LEASE_TTL;
+pub use {koop_api, koop_cache, koop_changeset, koop_export, koop_metadata, koop_store};
 
 mod changeset;
 mod error;
 mod koop;
 mod mirror;
+mod shared;

@@ -70,6 +70,8 @@ pub struct MirrorSummary {
     pub unchanged: usize,
     /// Layers updated by a changeset applied to their cached previous version.
     pub changesets: usize,
+    /// Layers downloaded from the shared cache, exported by another machine.
+    pub shared: usize,
     /// Bytes downloaded: the files of the layers exported, the pages of the changesets.
     pub bytes_downloaded: u64,
     /// Layers that failed, with their errors.
@@ -89,6 +91,7 @@ impl MirrorSummary {
                 FetchOutcome::Linked => self.linked += 1,
                 FetchOutcome::Offline => self.offline += 1,
                 FetchOutcome::Unchanged => self.unchanged += 1,
+                FetchOutcome::Shared => self.shared += 1,
                 FetchOutcome::Changeset => {
                     self.changesets += 1;
                     self.bytes_downloaded += fetched
@@ -111,6 +114,7 @@ impl MirrorSummary {
             + self.offline
             + self.unchanged
             + self.changesets
+            + self.shared
     }
 }
 

@@ -11,7 +11,7 @@ use crate::cli::Global;
 use crate::progress::human_bytes;
 
 fn open(global: &Global) -> Result<Cache> {
-    Ok(Cache::open(global.cache_dir.clone())?)
+    Ok(Cache::open(super::local_cache_dir(global)?)?)
 }
 
 /// `koop cache ls`.

@@ -507,6 +507,7 @@ fn mirror_summary_line(
         (summary.cached + summary.offline, "cached"),
         (summary.unchanged, "unchanged"),
         (summary.changesets, "updated by changeset"),
+        (summary.shared, "from the shared cache"),
         (summary.linked, "linked"),
         (failures, "failed"),
         (interrupted, "interrupted"),
@@ -516,6 +517,30 @@ fn mirror_summary_line(
         }
     }
     line
+}
+
+/// The `summary` object of `koop mirror --json`.
+fn summary_json(
+    summary: &MirrorSummary,
+    failures: usize,
+    interrupted: usize,
+    catalogs: &[CatalogReport],
+    elapsed: Duration,
+) -> Value {
+    json!({
+        "downloaded": summary.downloaded,
+        "cached": summary.cached,
+        "linked": summary.linked,
+        "offline": summary.offline,
+        "unchanged": summary.unchanged,
+        "changesets": summary.changesets,
+        "shared": summary.shared,
+        "failed": failures,
+        "requests": catalogs.iter().map(|report| report.requests).sum::<u64>(),
+        "interrupted": interrupted,
+        "bytes_downloaded": summary.bytes_downloaded,
+        "seconds": elapsed.as_secs_f64(),
+    })
 }
 
 /// The text of a list file, or of standard input for `-`.
@@ -651,19 +676,7 @@ pub(crate) async fn mirror(
             "layers": documents,
             "catalog": catalogs.iter().map(catalog_json).collect::<Vec<_>>(),
             "unreadable": bad,
-            "summary": {
-                "downloaded": summary.downloaded,
-                "cached": summary.cached,
-                "linked": summary.linked,
-                "offline": summary.offline,
-                "unchanged": summary.unchanged,
-                "changesets": summary.changesets,
-                "failed": failures,
-                "requests": catalogs.iter().map(|report| report.requests).sum::<u64>(),
-                "interrupted": interrupted,
-                "bytes_downloaded": summary.bytes_downloaded,
-                "seconds": elapsed.as_secs_f64(),
-            },
+            "summary": summary_json(&summary, failures, interrupted, &catalogs, elapsed),
         });
         out(serde_json::to_string_pretty(&document)?);
     } else {

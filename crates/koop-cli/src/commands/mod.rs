@@ -147,6 +147,48 @@ pub(crate) fn one_domain(global: &Global, layers: &[&LayerRef]) -> Result<Domain
     }
 }
 
+/// The cache location given (`--cache-dir`, else `KOOPCACHE_DIR`) when it is a store URL.
+fn shared_location(global: &Global) -> Option<String> {
+    global
+        .cache_dir
+        .as_ref()
+        .map(|dir| dir.to_string_lossy().into_owned())
+        .or_else(|| std::env::var(koop::CACHE_DIR_ENV).ok())
+        .filter(|location| koop::koop_store::is_store_url(location))
+}
+
+/// The local cache directory: `--cache-dir`; with a shared cache, `--local-cache-dir`, else
+/// `KOOP_LOCAL_CACHE_DIR`, else `koop-shared` in the platform cache directory.
+pub(crate) fn local_cache_dir(global: &Global) -> Result<Option<std::path::PathBuf>> {
+    if shared_location(global).is_none() {
+        return Ok(global.cache_dir.clone());
+    }
+    if let Some(dir) = global
+        .local_cache_dir
+        .clone()
+        .or_else(|| std::env::var_os("KOOP_LOCAL_CACHE_DIR").map(Into::into))
+    {
+        return Ok(Some(dir));
+    }
+    let home = std::env::var_os("XDG_CACHE_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|home| std::path::PathBuf::from(home).join(".cache"))
+        })
+        .context("no local cache directory for the shared cache: pass --local-cache-dir")?;
+    Ok(Some(home.join("koop-shared")))
+}
+
+/// The shared cache, when the cache location is a store URL.
+pub(crate) fn shared_store(global: &Global) -> Result<Option<koop::koop_store::SharedStore>> {
+    shared_location(global)
+        .map(|location| {
+            koop::koop_store::SharedStore::from_url(&location)
+                .context("cannot open the shared cache")
+        })
+        .transpose()
+}
+
 /// A `Koop` for `domain` with the global options. A domain named `http://host` asks for plain
 /// HTTP explicitly.
 pub(crate) fn koop(global: &Global, domain: &Domain) -> Result<Koop> {
@@ -167,7 +209,9 @@ pub(crate) fn koop_with(
         .api_key(None)
         .api_key_env(&global.api_key_env)
         .configure_connection(|connection| connection.site(domain))
-        .cache_dir(global.cache_dir.clone())
+        .cache_dir(local_cache_dir(global)?)
+        .shared_cache(shared_store(global)?)
+        .lease_ttl(std::time::Duration::from_secs(global.lease_seconds.max(1)))
         .crs(global.crs)
         .offline(global.offline)
         .changesets(!global.no_changesets)

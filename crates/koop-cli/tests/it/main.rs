@@ -9,6 +9,7 @@ mod clients;
 mod interrupt;
 mod pages;
 mod serve;
+mod shared;
 mod terminal;
 
 use anyhow::{Context, Result};

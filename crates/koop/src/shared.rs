@@ -1,0 +1,290 @@
+//! The team's cache on object storage in front of the local one: a version another machine
+//! exported is downloaded instead of exported again, and a version exported here is shared. One
+//! machine exports each version: it holds a lease on the entry while it works.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use koop_cache::{CacheEntry, EntryKey, EntryLock, LayerInfo, StagedFile, StagedLayer};
+use koop_export::{FetchOutcome, LayerEvent, Observer};
+use koop_store::{Lease, LeaseState, SharedStore};
+
+use crate::error::{Error, Result};
+use crate::koop::{FetchedLayer, Koop, finished};
+
+/// How long a lease lasts without renewal (it is renewed every third of it): how long a crashed
+/// machine delays the others.
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(60);
+
+/// The shared cache of a [`Koop`].
+#[derive(Debug, Clone)]
+pub(crate) struct Shared {
+    pub(crate) store: SharedStore,
+    pub(crate) owner: String,
+    pub(crate) ttl: Duration,
+}
+
+/// What the shared cache says of a version the local cache does not hold.
+pub(crate) enum SharedLookup {
+    /// It was there: downloaded and published locally.
+    Found(Box<FetchedLayer>),
+    /// Nobody has it: this machine holds the lease and exports it.
+    Export(LeaseGuard),
+    /// No shared cache.
+    NotShared,
+}
+
+/// A lease renewed in the background while the export runs. Dropped without
+/// [`LeaseGuard::take`] (the export failed), it is given back at once.
+pub(crate) struct LeaseGuard {
+    lease: Arc<tokio::sync::Mutex<Option<Lease>>>,
+    lost: Arc<AtomicBool>,
+    renewer: tokio::task::JoinHandle<()>,
+}
+
+impl LeaseGuard {
+    fn new(lease: Lease, ttl: Duration) -> Self {
+        let lease = Arc::new(tokio::sync::Mutex::new(Some(lease)));
+        let lost = Arc::new(AtomicBool::new(false));
+        let (shared_lease, flag) = (lease.clone(), lost.clone());
+        let renewer = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(ttl / 3).await;
+                let mut held = shared_lease.lock().await;
+                let Some(lease) = held.as_mut() else {
+                    return;
+                };
+                if let Err(error) = lease.renew().await {
+                    tracing::warn!("{error}");
+                    if matches!(error, koop_store::Error::LeaseLost { .. }) {
+                        flag.store(true, Ordering::SeqCst);
+                        return;
+                    }
+                }
+            }
+        });
+        Self {
+            lease,
+            lost,
+            renewer,
+        }
+    }
+
+    /// Stops renewing and hands the lease over, `None` once lost.
+    async fn take(&self) -> Option<Lease> {
+        self.renewer.abort();
+        let lease = self.lease.lock().await.take();
+        if self.lost.load(Ordering::SeqCst) {
+            return None;
+        }
+        lease
+    }
+}
+
+impl Drop for LeaseGuard {
+    fn drop(&mut self) {
+        self.renewer.abort();
+        let lease = self.lease.clone();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Some(lease) = lease.lock().await.take() {
+                    let _ = lease.release().await;
+                }
+            });
+        }
+    }
+}
+
+/// Who this process is, in leases: `host/pid`.
+pub(crate) fn owner() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "koop".to_owned());
+    format!("{host}/{}", std::process::id())
+}
+
+fn shared_error(layer_id: u64, error: koop_store::Error) -> Error {
+    Error::Shared {
+        layer_id,
+        source: error,
+    }
+}
+
+impl Koop {
+    /// Looks `key` up in the shared cache (holding the local lock `lock`): downloads it when it
+    /// is there; otherwise takes the lease to export it, waiting while another machine holds it.
+    pub(crate) async fn shared_lookup(
+        &self,
+        key: &EntryKey,
+        lock: &EntryLock,
+        observer: &dyn Observer,
+    ) -> Result<SharedLookup> {
+        let Some(shared) = &self.shared else {
+            return Ok(SharedLookup::NotShared);
+        };
+        let layer_id = key.layer_id;
+        let stem = key.stem();
+        let mut told = false;
+        loop {
+            if let Some(manifest) = shared
+                .store
+                .manifest(&stem)
+                .await
+                .map_err(|error| shared_error(layer_id, error))?
+            {
+                return self
+                    .download_shared(key, &manifest, lock, observer)
+                    .await
+                    .map(|fetched| SharedLookup::Found(Box::new(fetched)));
+            }
+            match shared
+                .store
+                .lease(&stem, &shared.owner, shared.ttl)
+                .await
+                .map_err(|error| shared_error(layer_id, error))?
+            {
+                LeaseState::Acquired(lease) => {
+                    // Published between the look and the lease: use it.
+                    if let Some(manifest) = shared
+                        .store
+                        .manifest(&stem)
+                        .await
+                        .map_err(|error| shared_error(layer_id, error))?
+                    {
+                        let _ = lease.release().await;
+                        return self
+                            .download_shared(key, &manifest, lock, observer)
+                            .await
+                            .map(|fetched| SharedLookup::Found(Box::new(fetched)));
+                    }
+                    return Ok(SharedLookup::Export(LeaseGuard::new(lease, shared.ttl)));
+                }
+                LeaseState::Held { owner, expires_in } => {
+                    if !told {
+                        tracing::info!(
+                            layer_id,
+                            "{owner} is exporting it; waiting for the shared cache"
+                        );
+                        observer.layer_event(layer_id, LayerEvent::WaitingForOtherFetch);
+                        told = true;
+                    }
+                    let pause = expires_in
+                        .min(Duration::from_millis(500))
+                        .max(Duration::from_millis(50));
+                    tokio::select! {
+                        () = tokio::time::sleep(pause) => {}
+                        () = self.cancel.cancelled() => {
+                            return Err(Self::interrupted(layer_id, "waiting for another machine's export"));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn download_shared(
+        &self,
+        key: &EntryKey,
+        manifest: &koop_cache::Manifest,
+        lock: &EntryLock,
+        observer: &dyn Observer,
+    ) -> Result<FetchedLayer> {
+        let layer_id = key.layer_id;
+        let Some(shared) = &self.shared else {
+            return Err(Error::Task("no shared cache".to_owned()));
+        };
+        let staging = self.cache.staging(key)?;
+        let downloaded = shared
+            .store
+            .download(manifest, staging.path())
+            .await
+            .map_err(|error| shared_error(layer_id, error))?;
+        let stem = key.stem();
+        let staged = if let Some(vrt) = manifest.path.strip_prefix(&format!("{stem}/")) {
+            StagedLayer::Mosaic {
+                dir: staging.path().join(&stem),
+                vrt: vrt.to_owned(),
+                files: manifest
+                    .files
+                    .iter()
+                    .map(|file| StagedFile {
+                        relative: file
+                            .path
+                            .strip_prefix(&format!("{stem}/"))
+                            .unwrap_or(&file.path)
+                            .to_owned(),
+                        size: file.size,
+                        blake3: file.blake3.clone(),
+                    })
+                    .collect(),
+            }
+        } else {
+            let file = manifest.files.first().ok_or_else(|| {
+                Error::Task(format!("the shared manifest of {stem} lists no file"))
+            })?;
+            StagedLayer::File {
+                path: staging.path().join(&file.path),
+                extension: file
+                    .path
+                    .rsplit_once('.')
+                    .map_or_else(String::new, |(_, extension)| extension.to_owned()),
+                size: file.size,
+                blake3: file.blake3.clone(),
+            }
+        };
+        let info = LayerInfo {
+            title: manifest.title.clone(),
+            kind: manifest.kind.clone(),
+            export_id: manifest.export_id,
+            published_at: manifest.published_at.clone(),
+            changeset: manifest.changeset.clone(),
+        };
+        let entry = self.cache.publish(
+            key,
+            staging,
+            &staged,
+            downloaded.metadata_xml.as_deref(),
+            &info,
+            lock,
+        )?;
+        tracing::info!(
+            layer_id,
+            bytes = downloaded.bytes,
+            "downloaded from the shared cache"
+        );
+        Ok(finished(observer, layer_id, entry, FetchOutcome::Shared))
+    }
+
+    /// Shares a version exported (or built) here: uploads the entry, its manifest last, if the
+    /// lease is still ours; then gives the lease back. A failure leaves the local entry valid and
+    /// the shared cache without the entry (another machine will export it), and says why.
+    pub(crate) async fn share(&self, entry: &CacheEntry, guard: LeaseGuard) {
+        let Some(shared) = &self.shared else {
+            return;
+        };
+        let layer_id = entry.manifest.key.layer_id;
+        let Some(mut lease) = guard.take().await else {
+            tracing::warn!(layer_id, "not shared: another machine took the lease over");
+            return;
+        };
+        // Check, right before publishing, that the lease is still ours.
+        if let Err(error) = lease.renew().await {
+            tracing::warn!(layer_id, "not shared: {error}");
+            return;
+        }
+        if let Err(error) = shared
+            .store
+            .upload(self.cache.root(), &entry.manifest)
+            .await
+        {
+            tracing::warn!(layer_id, "not shared: {error}");
+        }
+        if let Err(error) = lease.release().await {
+            tracing::warn!(layer_id, "{error}");
+        }
+    }
+}
