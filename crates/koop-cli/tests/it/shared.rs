@@ -178,22 +178,42 @@ async fn a_killed_lease_holder_delays_the_other_machine_by_the_lease_time_at_mos
     let moto = Moto::start().await?;
     let dir = tempfile::tempdir()?;
     let id = layer_id.to_string();
-    let mut holder = machine(&server, &moto, &dir.path().join("a"), &["--lease-seconds", "2", "get", &id])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()?;
-    crate::interrupt::until(Duration::from_secs(20), || server.counters().exports_created >= 1).await?;
+    let mut holder = machine(
+        &server,
+        &moto,
+        &dir.path().join("a"),
+        &["--lease-seconds", "2", "get", &id],
+    )
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null())
+    .spawn()?;
+    crate::interrupt::until(Duration::from_secs(20), || {
+        server.counters().exports_created >= 1
+    })
+    .await?;
     let pid = holder.id().context("running")?;
-    let killed = tokio::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status().await?;
+    let killed = tokio::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .await?;
     ensure!(killed.success());
     let _ = holder.wait().await;
 
     let started = std::time::Instant::now();
-    let other = machine(&server, &moto, &dir.path().join("b"), &["--lease-seconds", "2", "get", "--json", &id])
-        .output()
-        .await?;
+    let other = machine(
+        &server,
+        &moto,
+        &dir.path().join("b"),
+        &["--lease-seconds", "2", "get", "--json", &id],
+    )
+    .output()
+    .await?;
     let waited = started.elapsed();
-    ensure!(other.status.success(), "{}", String::from_utf8_lossy(&other.stderr));
+    ensure!(
+        other.status.success(),
+        "{}",
+        String::from_utf8_lossy(&other.stderr)
+    );
     let json: Value = serde_json::from_slice(&other.stdout)?;
     ensure!(json[0]["outcome"] == "downloaded", "{json}");
     // The other machine took the lease over and found the killed one's export by its name (as
@@ -207,10 +227,19 @@ async fn a_killed_lease_holder_delays_the_other_machine_by_the_lease_time_at_mos
     ensure!(waited < Duration::from_secs(10), "waited {waited:?}");
 
     // What the bucket holds is a whole entry: a third machine downloads and verifies it.
-    let third = machine(&server, &moto, &dir.path().join("c"), &["get", "--json", &id])
-        .output()
-        .await?;
-    ensure!(third.status.success(), "{}", String::from_utf8_lossy(&third.stderr));
+    let third = machine(
+        &server,
+        &moto,
+        &dir.path().join("c"),
+        &["get", "--json", &id],
+    )
+    .output()
+    .await?;
+    ensure!(
+        third.status.success(),
+        "{}",
+        String::from_utf8_lossy(&third.stderr)
+    );
     let json: Value = serde_json::from_slice(&third.stdout)?;
     ensure!(json[0]["outcome"] == "shared", "{json}");
     ensure!(server.counters().exports_created == 1);
