@@ -81,6 +81,16 @@ fn status_bytes(pid: u32, field: &str) -> Option<u64> {
 
 /// Runs `koop` with `args` against `server`, sampling its peak RSS every 5 ms.
 pub(crate) async fn run_koop(server: &TestServer, cache: &Path, args: &[&str]) -> Result<Measured> {
+    run_koop_with(server, cache, args, &[]).await
+}
+
+/// As [`run_koop`], with more environment variables; `cache` may be a store URL.
+pub(crate) async fn run_koop_with(
+    server: &TestServer,
+    cache: &Path,
+    args: &[&str],
+    env: &[(String, String)],
+) -> Result<Measured> {
     let verbose = std::env::var_os("KOOP_BENCH_LOG").is_some();
     let started = Instant::now();
     let mut child = tokio::process::Command::new(koop_binary()?)
@@ -91,6 +101,7 @@ pub(crate) async fn run_koop(server: &TestServer, cache: &Path, args: &[&str]) -
         .arg(if verbose { "-vv" } else { "--quiet" })
         .args(args)
         .env("KOORDINATES_API_KEY", server.api_key())
+        .envs(env.iter().cloned())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()?;

@@ -30,7 +30,10 @@
 //!   re-exports the 10 (goal ≤ 2 % of its bytes), and every rebuilt GeoPackage identical in
 //!   content to the full export of its version.
 //!
-//! Run with `cargo xtask bench [mirror|large|hit|single|geojson|featureserver|abuse|python|nightly]`, which builds `koop` and this harness in
+//! - **shared**: 30 layers, 3 `koop mirror` processes on one bucket (moto's S3 server) at once:
+//!   exports created (goal: 30), wall time against one process alone, peak RSS per process.
+//!
+//! Run with `cargo xtask bench [mirror|large|hit|single|geojson|featureserver|abuse|python|nightly|shared]`, which builds `koop` and this harness in
 //! release mode; `koop` is found next to this executable.
 
 mod abuse;
@@ -40,6 +43,7 @@ mod fetch;
 mod nightly;
 mod python;
 mod serve;
+mod shared;
 mod single;
 
 use std::path::PathBuf;
@@ -51,7 +55,7 @@ use clap::Parser;
 #[command(about = "koop benchmarks against koop-testkit on loopback")]
 pub(crate) struct Args {
     /// Which benchmarks: mirror, large, hit, single, geojson, featureserver, abuse, python,
-    /// nightly (default: all).
+    /// nightly, shared (default: all).
     pub(crate) benches: Vec<String>,
     /// Layers mirrored.
     #[arg(long, default_value_t = 100)]
@@ -129,6 +133,9 @@ async fn main() -> Result<()> {
     }
     if wanted("nightly") {
         results.push(("nightly", nightly::nightly(&args, &work).await?));
+    }
+    if wanted("shared") {
+        results.push(("shared", shared::shared(&work).await?));
     }
     if wanted("single") {
         results.push(("single", single::single(&work).await?));

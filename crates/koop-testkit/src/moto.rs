@@ -2,6 +2,7 @@
 //! `cargo xtask test`), started on a free loopback port with one empty bucket, stopped when
 //! dropped.
 
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -30,10 +31,19 @@ impl Moto {
     /// [`TestkitError::Unexpected`] when `moto_server` is missing or does not answer within
     /// 10 s; [`TestkitError::Http`] when the bucket cannot be created.
     pub async fn start() -> Result<Self, TestkitError> {
+        Self::start_program(Path::new("moto_server")).await
+    }
+
+    /// As [`Moto::start`], running `program` (a path to `moto_server`).
+    ///
+    /// # Errors
+    ///
+    /// As [`Moto::start`].
+    pub async fn start_program(program: &Path) -> Result<Self, TestkitError> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
-        let child = std::process::Command::new("moto_server")
+        let child = std::process::Command::new(program)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
