@@ -140,7 +140,9 @@ pub(crate) async fn run(
         export_timeout: deadline.timeout,
         api_key,
         api_key_env: global.api_key_env.clone(),
-        cache_dir: global.cache_dir.clone(),
+        // With a shared cache (a store URL), serve its local copy; filling it from the bucket on
+        // first use is not built yet (issue 15).
+        cache_dir: super::local_cache_dir(global)?,
         offline: global.offline,
         export_crs: global.crs,
         max_exports: args.max_exports.max(1),
@@ -160,7 +162,7 @@ pub(crate) async fn run(
         None => std::sync::Arc::new(provider),
     };
     let site = super::site::Site {
-        cache: koop::Cache::open(global.cache_dir.clone()).ok(),
+        cache: koop::Cache::open(super::local_cache_dir(global)?).ok(),
         domains: domains.clone(),
         listed: listed.clone(),
         counts: std::sync::Arc::default(),
