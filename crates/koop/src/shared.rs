@@ -71,10 +71,11 @@ impl LeaseGuard {
         }
     }
 
-    /// Stops renewing and hands the lease over, `None` once lost.
+    /// Stops renewing and hands the lease over, `None` once lost. Takes the lock first: a
+    /// renewal in flight finishes (and records its new ETag) before the renewer is stopped.
     async fn take(&self) -> Option<Lease> {
-        self.renewer.abort();
         let lease = self.lease.lock().await.take();
+        self.renewer.abort();
         if self.lost.load(Ordering::SeqCst) {
             return None;
         }
@@ -84,14 +85,20 @@ impl LeaseGuard {
 
 impl Drop for LeaseGuard {
     fn drop(&mut self) {
-        self.renewer.abort();
         let lease = self.lease.clone();
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                if let Some(lease) = lease.lock().await.take() {
-                    let _ = lease.release().await;
-                }
-            });
+        let renewer = self.renewer.abort_handle();
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    // As in `take`: the lock first, so no renewal is cut off mid-request.
+                    let taken = lease.lock().await.take();
+                    renewer.abort();
+                    if let Some(lease) = taken {
+                        let _ = lease.release().await;
+                    }
+                });
+            }
+            Err(_) => renewer.abort(),
         }
     }
 }
