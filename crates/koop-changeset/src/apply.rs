@@ -221,18 +221,31 @@ impl Applier {
     fn delete(&mut self, key: &[SqlValue]) -> Result<()> {
         let table = quoted(&self.table.name);
         let sql = format!("DELETE FROM {table} WHERE {}", self.where_key(1));
+        self.change_one(&sql, key, key, "deletes")?;
+        self.counts.deletes += 1;
+        Ok(())
+    }
+
+    /// Runs `sql` with `values`, which must change exactly the one feature `key` names; `verb`
+    /// says what the row does, for the error.
+    fn change_one(
+        &self,
+        sql: &str,
+        values: &[SqlValue],
+        key: &[SqlValue],
+        verb: &str,
+    ) -> Result<()> {
         let changed = self
             .connection
-            .prepare_cached(&sql)
-            .and_then(|mut statement| statement.execute(params_from_iter(key)))
-            .map_err(self.sqlite("deleting a feature"))?;
+            .prepare_cached(sql)
+            .and_then(|mut statement| statement.execute(params_from_iter(values)))
+            .map_err(self.sqlite("changing a feature"))?;
         if changed != 1 {
             return Err(self.mismatch(format!(
-                "it deletes the feature {} that the cached version does not hold",
+                "it {verb} the feature {} that the cached version does not hold",
                 describe(key)
             )));
         }
-        self.counts.deletes += 1;
         Ok(())
     }
 
@@ -266,17 +279,7 @@ impl Applier {
             self.where_key(sets.len() + 1)
         );
         values.extend(key.iter().cloned());
-        let changed = self
-            .connection
-            .prepare_cached(&sql)
-            .and_then(|mut statement| statement.execute(params_from_iter(&values)))
-            .map_err(self.sqlite("updating a feature"))?;
-        if changed != 1 {
-            return Err(self.mismatch(format!(
-                "it updates the feature {} that the cached version does not hold",
-                describe(key)
-            )));
-        }
+        self.change_one(&sql, &values, key, "updates")?;
         self.counts.updates += 1;
         Ok(())
     }

@@ -67,6 +67,30 @@ impl SharedStore {
         PutPayload::from(serde_json::to_vec(&body).unwrap_or_default())
     }
 
+    /// Writes a lease of `owner` for `ttl` under the condition `mode`: its new version, or `None`
+    /// when another owner's write came first.
+    async fn put_lease(
+        &self,
+        path: &ObjectPath,
+        owner: &str,
+        ttl: Duration,
+        mode: PutMode,
+        action: &'static str,
+    ) -> Result<Option<UpdateVersion>> {
+        match self
+            .store
+            .put_opts(path, Self::lease_body(owner, ttl), PutOptions::from(mode))
+            .await
+        {
+            Ok(result) => Ok(Some(result.into())),
+            Err(
+                object_store::Error::AlreadyExists { .. }
+                | object_store::Error::Precondition { .. },
+            ) => Ok(None),
+            Err(source) => Err(self.failed(action, path, source)),
+        }
+    }
+
     /// Takes the lease on `name` (an entry's data name) for `owner` for `ttl`: creates it if
     /// absent; takes it over if its holder let it expire (a conditional update on the ETag read,
     /// so two machines taking over at once cannot both win); otherwise says who holds it.
@@ -78,29 +102,13 @@ impl SharedStore {
     pub async fn lease(&self, name: &str, owner: &str, ttl: Duration) -> Result<LeaseState> {
         let path = self.lease_path(name);
         for _ in 0..8 {
-            let created = self
-                .store
-                .put_opts(
-                    &path,
-                    Self::lease_body(owner, ttl),
-                    PutOptions::from(PutMode::Create),
-                )
-                .await;
-            match created {
-                Ok(result) => {
-                    return Ok(LeaseState::Acquired(self.held(
-                        path,
-                        name,
-                        owner,
-                        ttl,
-                        result.into(),
-                    )));
-                }
-                Err(
-                    object_store::Error::AlreadyExists { .. }
-                    | object_store::Error::Precondition { .. },
-                ) => {}
-                Err(source) => return Err(self.failed("create the lease", &path, source)),
+            if let Some(version) = self
+                .put_lease(&path, owner, ttl, PutMode::Create, "create the lease")
+                .await?
+            {
+                return Ok(LeaseState::Acquired(
+                    self.held(path, name, owner, ttl, version),
+                ));
             }
             let current = match self.store.get(&path).await {
                 Ok(current) => current,
@@ -130,34 +138,24 @@ impl SharedStore {
                 });
             }
             // Expired (or ours from an earlier run): take it over, unless someone else does first.
-            let taken = self
-                .store
-                .put_opts(
+            if let Some(version) = self
+                .put_lease(
                     &path,
-                    Self::lease_body(owner, ttl),
-                    PutOptions::from(PutMode::Update(version)),
+                    owner,
+                    ttl,
+                    PutMode::Update(version),
+                    "take over the lease",
                 )
-                .await;
-            match taken {
-                Ok(result) => {
-                    tracing::info!(
-                        lease = name,
-                        previous = body.owner,
-                        "took over an expired lease"
-                    );
-                    return Ok(LeaseState::Acquired(self.held(
-                        path,
-                        name,
-                        owner,
-                        ttl,
-                        result.into(),
-                    )));
-                }
-                Err(
-                    object_store::Error::Precondition { .. }
-                    | object_store::Error::AlreadyExists { .. },
-                ) => {}
-                Err(source) => return Err(self.failed("take over the lease", &path, source)),
+                .await?
+            {
+                tracing::info!(
+                    lease = name,
+                    previous = body.owner,
+                    "took over an expired lease"
+                );
+                return Ok(LeaseState::Acquired(
+                    self.held(path, name, owner, ttl, version),
+                ));
             }
         }
         // Eight races lost in a row: report the lease as held by whoever holds it now.
