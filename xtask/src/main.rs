@@ -61,9 +61,15 @@ fn root() -> PathBuf {
         .map_or_else(|| PathBuf::from("."), Path::to_owned)
 }
 
+/// Set by `ci`: every cargo it runs builds without incremental state.
+static NOT_INCREMENTAL: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 fn cargo() -> Command {
     let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()));
     command.current_dir(root());
+    if NOT_INCREMENTAL.load(std::sync::atomic::Ordering::Relaxed) {
+        command.env("CARGO_INCREMENTAL", "0");
+    }
     command
 }
 
@@ -120,6 +126,8 @@ fn target_dir() -> PathBuf {
 }
 
 fn ci() -> Result<()> {
+    // CI builds once on a clean checkout: incremental state would only take disk (tens of GB here).
+    NOT_INCREMENTAL.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut fmt = cargo();
     fmt.args(["fmt", "--all", "--check"]);
     run(fmt)?;

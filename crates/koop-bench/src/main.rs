@@ -135,7 +135,7 @@ async fn main() -> Result<()> {
         results.push(("nightly", nightly::nightly(&args, &work).await?));
     }
     if wanted("shared") {
-        results.push(("shared", shared::shared(&work).await?));
+        results.push(("shared", shared::shared(&args, &work).await?));
     }
     if wanted("single") {
         results.push(("single", single::single(&work).await?));

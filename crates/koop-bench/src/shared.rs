@@ -68,7 +68,7 @@ async fn mirror(
     run_koop_with(server, Path::new(url), &args, env).await
 }
 
-pub(crate) async fn shared(work: &Path) -> Result<bool> {
+pub(crate) async fn shared(args: &crate::Args, work: &Path) -> Result<bool> {
     println!(
         "\nshared: {LAYERS} layers of ~5 MB (export latencies 1–3 s), {MACHINES} processes on one bucket next to one alone"
     );
@@ -142,5 +142,74 @@ pub(crate) async fn shared(work: &Path) -> Result<bool> {
         "  slowest machine {slowest:.1} s = {:.2}× one process alone",
         slowest / alone.wall.as_secs_f64()
     );
-    Ok(ok)
+    let large = large(args.large_mb, work, &moto).await?;
+    Ok(ok && large)
+}
+
+/// One large layer through the bucket: exported and uploaded by one machine, downloaded by
+/// another, next to `koop get` into a local cache alone; peak RSS of each (goal ≤ 64 MiB).
+async fn large(size_mb: u64, work: &Path, moto: &Moto) -> Result<bool> {
+    let layer_id = FIRST + 1_000;
+    println!("  a {size_mb} MB layer through the bucket:");
+    let server = TestServer::start_with(TestServerConfig {
+        layers: vec![TestLayer::generated(
+            layer_id,
+            &format!("Large shared layer {size_mb} MB"),
+            GeneratedContent::Polygons {
+                target_bytes: size_mb * crate::common::MB,
+            },
+        )],
+        ..TestServerConfig::default()
+    })
+    .await?;
+    server.export_zip(layer_id).await?;
+    let id = layer_id.to_string();
+    let env = moto.env();
+    let alone_dir = tempfile::tempdir_in(work)?;
+    let alone = crate::common::run_koop(&server, alone_dir.path(), &["get", &id]).await?;
+    drop(alone_dir);
+    let url = moto.url("large");
+    let (first, second) = (work.join("shared-large-a"), work.join("shared-large-b"));
+    let get = |local: &Path| {
+        [
+            "--local-cache-dir".to_owned(),
+            local.to_string_lossy().into_owned(),
+            "get".to_owned(),
+            id.clone(),
+        ]
+    };
+    let upload_args = get(&first);
+    let upload_args: Vec<&str> = upload_args.iter().map(String::as_str).collect();
+    let upload = run_koop_with(&server, Path::new(&url), &upload_args, &env).await?;
+    std::fs::remove_dir_all(&first).ok();
+    let download_args = get(&second);
+    let download_args: Vec<&str> = download_args.iter().map(String::as_str).collect();
+    let download = run_koop_with(&server, Path::new(&url), &download_args, &env).await?;
+    let path = PathBuf::from(download.stdout.trim());
+    let bytes = std::fs::metadata(&path)?.len();
+    std::fs::remove_dir_all(&second).ok();
+    ensure!(
+        server.counters().exports_created == 1,
+        "{} exports of the large layer",
+        server.counters().exports_created
+    );
+    let limit = 64 * crate::common::MB;
+    for (what, run) in [
+        ("get, local cache alone", &alone),
+        ("get, export + upload", &upload),
+        ("get, download from the bucket", &download),
+    ] {
+        println!(
+            "    {what}: {:.1} s, peak RSS {:.1} MiB (goal ≤ 64 MiB)  {}",
+            run.wall.as_secs_f64(),
+            mb(run.peak_rss),
+            verdict(run.peak_rss <= limit)
+        );
+    }
+    println!(
+        "    layer file {:.0} MB; download from the bucket {:.0} MB/s",
+        mb(bytes),
+        mb(bytes) / download.wall.as_secs_f64()
+    );
+    Ok(upload.peak_rss <= limit && download.peak_rss <= limit)
 }

@@ -61,7 +61,7 @@ impl EntryKey {
 
     /// `{layer_id}_{fingerprint}`: shared by every version with the same data, and so the name
     /// of the lock that serialises fetching that data.
-    pub(crate) fn data_name(&self) -> String {
+    pub fn data_name(&self) -> String {
         format!("{}_{}", self.layer_id, self.fingerprint())
     }
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::fsutil::{hash_file, rename_durable};
+use crate::manifest::Manifest;
 use crate::store::{Cache, CacheEntry, PARTIAL, QUARANTINE, STAGING};
 
 /// A corrupt entry found by [`Cache::verify`].
@@ -41,6 +42,56 @@ pub struct GcPolicy {
     pub max_age: Option<Duration>,
     /// Report what would be removed without removing it.
     pub dry_run: bool,
+}
+
+impl GcPolicy {
+    /// The indices of the entries of `manifests` this policy removes, layer by layer (domain and
+    /// layer id order), newest version first: the versions past the `keep_newest` newest (by
+    /// version id), and entries fetched longer ago than `max_age`. The same rule for the local
+    /// cache and the shared one.
+    pub fn select(&self, manifests: &[&Manifest]) -> Vec<usize> {
+        let now = jiff::Timestamp::now();
+        let mut by_layer: BTreeMap<(&koop_types::Domain, u64), Vec<usize>> = BTreeMap::new();
+        for (index, manifest) in manifests.iter().enumerate() {
+            by_layer
+                .entry((&manifest.key.domain, manifest.key.layer_id))
+                .or_default()
+                .push(index);
+        }
+        let mut doomed = Vec::new();
+        for mut indices in by_layer.into_values() {
+            indices.sort_by(|&a, &b| {
+                let (a, b) = (manifests[a], manifests[b]);
+                (b.key.version_id, &b.fetched_at).cmp(&(a.key.version_id, &a.fetched_at))
+            });
+            // Versions in order, newest first; several entries (CRS, extent) may share a version.
+            let mut versions: Vec<u64> = indices
+                .iter()
+                .map(|&index| manifests[index].key.version_id)
+                .collect();
+            versions.dedup();
+            for index in indices {
+                let manifest = manifests[index];
+                let rank = versions
+                    .iter()
+                    .position(|version| *version == manifest.key.version_id)
+                    .unwrap_or(0);
+                let superseded = self.keep_newest.is_some_and(|keep| rank >= keep);
+                let too_old = self.max_age.is_some_and(|max_age| {
+                    manifest
+                        .fetched_at
+                        .parse::<jiff::Timestamp>()
+                        .ok()
+                        .and_then(|fetched| now.duration_since(fetched).try_into().ok())
+                        .is_some_and(|age: Duration| age > max_age)
+                });
+                if superseded || too_old {
+                    doomed.push(index);
+                }
+            }
+        }
+        doomed
+    }
 }
 
 /// What [`Cache::gc`] removed (or, in a dry run, would remove).
@@ -152,46 +203,13 @@ impl Cache {
     /// [`Error::Io`] when the root cannot be listed or an entry cannot be removed.
     pub fn gc(&self, policy: &GcPolicy) -> Result<GcReport> {
         let mut report = GcReport::default();
-        let now = jiff::Timestamp::now();
-        let mut by_layer: BTreeMap<(koop_types::Domain, u64), Vec<CacheEntry>> = BTreeMap::new();
-        for entry in self.list()? {
-            by_layer
-                .entry((
-                    entry.manifest.key.domain.clone(),
-                    entry.manifest.key.layer_id,
-                ))
-                .or_default()
-                .push(entry);
-        }
-        for mut entries in by_layer.into_values() {
-            entries.sort_by(|a, b| {
-                (b.manifest.key.version_id, &b.manifest.fetched_at)
-                    .cmp(&(a.manifest.key.version_id, &a.manifest.fetched_at))
-            });
-            // Versions in order, newest first; several entries (CRS, extent) may share a version.
-            let mut versions: Vec<u64> = entries
-                .iter()
-                .map(|entry| entry.manifest.key.version_id)
-                .collect();
-            versions.dedup();
-            for entry in entries {
-                let rank = versions
-                    .iter()
-                    .position(|version| *version == entry.manifest.key.version_id)
-                    .unwrap_or(0);
-                let superseded = policy.keep_newest.is_some_and(|keep| rank >= keep);
-                let too_old = policy.max_age.is_some_and(|max_age| {
-                    entry
-                        .manifest
-                        .fetched_at
-                        .parse::<jiff::Timestamp>()
-                        .ok()
-                        .and_then(|fetched| now.duration_since(fetched).try_into().ok())
-                        .is_some_and(|age: Duration| age > max_age)
-                });
-                if superseded || too_old {
-                    self.remove(entry, policy.dry_run, &mut report)?;
-                }
+        let entries = self.list()?;
+        let manifests: Vec<&Manifest> = entries.iter().map(|entry| &entry.manifest).collect();
+        let doomed = policy.select(&manifests);
+        let mut entries: Vec<Option<CacheEntry>> = entries.into_iter().map(Some).collect();
+        for index in doomed {
+            if let Some(entry) = entries.get_mut(index).and_then(Option::take) {
+                self.remove(entry, policy.dry_run, &mut report)?;
             }
         }
         self.remove_leftovers(policy.dry_run, &mut report)?;

@@ -235,8 +235,12 @@ pub(crate) enum Command {
         #[arg(long, value_name = "ID", num_args = 1..)]
         source_latest: Vec<String>,
     },
-    /// Inspect and maintain the cache.
+    /// Inspect and maintain the cache. With a shared cache (a store URL as `--cache-dir` or
+    /// `KOOPCACHE_DIR`), the shared one; `--local` for this machine's copy of it.
     Cache {
+        /// With a shared cache: act on this machine's local copy instead of the bucket.
+        #[arg(long, global = true)]
+        local: bool,
         #[command(subcommand)]
         action: CacheAction,
     },

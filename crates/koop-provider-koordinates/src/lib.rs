@@ -126,6 +126,10 @@ pub struct KoordinatesConfig {
     pub api_key_env: String,
     /// The cache directory (default `KOOPCACHE_DIR`, then the platform cache directory).
     pub cache_dir: Option<PathBuf>,
+    /// A team's cache on object storage in front of `cache_dir` (which then holds its local
+    /// copy): a listed layer the local copy lacks is downloaded from it before any export, and
+    /// what is exported here is shared. Stateless instances behind a load balancer share one.
+    pub shared_cache: Option<koop::koop_store::SharedStore>,
     /// Serve only what is cached; never fetch.
     pub offline: bool,
     /// The CRS new exports are made in (features are reprojected to EPSG:4326 on the fly).
@@ -159,6 +163,7 @@ impl Default for KoordinatesConfig {
             api_key: None,
             api_key_env: koop::koop_api::API_KEY_ENV.to_owned(),
             cache_dir: None,
+            shared_cache: None,
             offline: false,
             export_crs: koop::DEFAULT_CRS,
             refresh: Duration::from_secs(60),
@@ -181,6 +186,7 @@ impl std::fmt::Debug for KoordinatesConfig {
             .field("api_key", &self.api_key.as_ref().map(|_| "***"))
             .field("api_key_env", &self.api_key_env)
             .field("cache_dir", &self.cache_dir)
+            .field("shared_cache", &self.shared_cache)
             .field("offline", &self.offline)
             .field("export_crs", &self.export_crs)
             .field("refresh", &self.refresh)
@@ -470,6 +476,7 @@ impl Inner {
             .api_key_env(&self.config.api_key_env)
             .configure_connection(|connection| connection.site(configured))
             .cache_dir(self.config.cache_dir.clone())
+            .shared_cache(self.config.shared_cache.clone())
             .crs(self.config.export_crs)
             .offline(offline)
             .export_options(koop::ExportOptions {

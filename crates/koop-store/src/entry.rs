@@ -28,6 +28,15 @@ pub struct Downloaded {
     pub bytes: u64,
 }
 
+/// The data name `{layer}_{fingerprint}` of an entry name `{layer}_{version}_{fingerprint}`.
+pub(crate) fn data_name_of(stem: &str) -> Option<String> {
+    let mut parts = stem.split('_');
+    let (layer, version, fingerprint) = (parts.next()?, parts.next()?, parts.next()?);
+    let digits = |text: &str| !text.is_empty() && text.bytes().all(|byte| byte.is_ascii_digit());
+    (parts.next().is_none() && digits(layer) && digits(version) && !fingerprint.is_empty())
+        .then(|| format!("{layer}_{fingerprint}"))
+}
+
 /// `relative` is a path koop writes: `/`-separated, no empty, `.` or `..` part, not absolute.
 fn safe(relative: &str) -> bool {
     !relative.is_empty()
@@ -38,7 +47,7 @@ fn safe(relative: &str) -> bool {
 }
 
 impl SharedStore {
-    fn manifest_path(&self, stem: &str) -> ObjectPath {
+    pub(crate) fn manifest_path(&self, stem: &str) -> ObjectPath {
         self.path(&format!("{stem}.json"))
     }
 
@@ -66,10 +75,19 @@ impl SharedStore {
         };
         let manifest: Manifest =
             serde_json::from_slice(&bytes).map_err(|error| unreadable(error.to_string()))?;
+        // A version that changed only metadata shares the objects of the entry it links to,
+        // which must hold the same data (the same data name).
+        let owner = manifest
+            .linked_from
+            .as_deref()
+            .filter(|from| data_name_of(from).is_some_and(|name| data_name_of(stem) == Some(name)))
+            .unwrap_or(stem);
         let inside = |relative: &str| {
             safe(relative)
-                && (relative.starts_with(&format!("{stem}."))
-                    || relative.starts_with(&format!("{stem}/")))
+                && [stem, owner].iter().any(|owner| {
+                    relative.starts_with(&format!("{owner}."))
+                        || relative.starts_with(&format!("{owner}/"))
+                })
         };
         if manifest.entry != stem
             || !manifest.files.iter().all(|file| inside(&file.path))
@@ -81,12 +99,16 @@ impl SharedStore {
     }
 
     /// Uploads the entry `manifest` describes from the cache at `root`: every data file (and the
-    /// metadata document) with multipart uploads, then the manifest. Until the manifest is
-    /// written nobody sees the entry; an interrupted upload leaves only orphan data objects.
+    /// metadata document) with multipart uploads, each checked afterwards to hold as many bytes
+    /// as were sent, then the manifest. Until the manifest is written nobody sees the entry; an
+    /// interrupted or truncated upload leaves only orphan data objects (`koop cache gc` removes
+    /// them a day later).
     ///
     /// # Errors
     ///
-    /// [`Error::Io`] when a local file cannot be read; [`Error::Store`] when the store fails.
+    /// [`Error::Io`] when a local file cannot be read; [`Error::Store`] when the store fails;
+    /// [`Error::Corrupt`] when an uploaded object is not the size of its file (a truncated
+    /// upload).
     pub async fn upload(&self, root: &Path, manifest: &Manifest) -> Result<()> {
         for file in &manifest.files {
             self.upload_file(&root.join(&file.path), &file.path).await?;
@@ -101,6 +123,97 @@ impl SharedStore {
             .await
             .map_err(|source| self.failed("write", &path, source))?;
         Ok(())
+    }
+
+    /// Shares `manifest`, an entry linked locally for a version that changed only metadata
+    /// (its `linked_from` set), as a manifest that points at the objects of `source` (the shared
+    /// entry with the same data): no data is copied. Written only if absent.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`]. `Ok(false)` when the store held the entry already.
+    pub async fn put_link(&self, manifest: &Manifest, source: &Manifest) -> Result<bool> {
+        let mut link = manifest.clone();
+        link.path.clone_from(&source.path);
+        link.files.clone_from(&source.files);
+        link.metadata_xml.clone_from(&source.metadata_xml);
+        link.linked_from = Some(
+            source
+                .linked_from
+                .clone()
+                .unwrap_or_else(|| source.entry.clone()),
+        );
+        let path = self.manifest_path(&link.entry);
+        let json = serde_json::to_vec_pretty(&link).unwrap_or_default();
+        match self
+            .store
+            .put_opts(
+                &path,
+                PutPayload::from(json),
+                object_store::PutOptions::from(object_store::PutMode::Create),
+            )
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+            Err(source) => Err(self.failed("write", &path, source)),
+        }
+    }
+
+    /// Another entry of the store with the same data as `stem` (the same layer, data version,
+    /// format, CRS and extent: a version that changed only metadata), when there is one.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`].
+    pub async fn same_data(&self, stem: &str) -> Result<Option<Manifest>> {
+        let Some(data_name) = data_name_of(stem) else {
+            return Ok(None);
+        };
+        let Some(layer_id) = stem.split('_').next().and_then(|id| id.parse().ok()) else {
+            return Ok(None);
+        };
+        Ok(self
+            .entries_of_layer(layer_id)
+            .await?
+            .into_iter()
+            .find(|manifest| {
+                manifest.entry != stem
+                    && data_name_of(&manifest.entry).as_deref() == Some(data_name.as_str())
+            }))
+    }
+
+    /// The entries of layer `layer_id` in the store (every site, version, CRS and extent): one
+    /// listing of the prefix's top level, then their manifests. Manifests that cannot be read
+    /// are skipped.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`] when listing fails.
+    pub async fn entries_of_layer(&self, layer_id: u64) -> Result<Vec<Manifest>> {
+        let listing = self
+            .store
+            .list_with_delimiter(Some(&self.prefix))
+            .await
+            .map_err(|source| self.failed("list", &self.prefix, source))?;
+        let layer = format!("{layer_id}_");
+        let mut manifests = Vec::new();
+        for object in listing.objects {
+            let Some(stem) = object
+                .location
+                .filename()
+                .and_then(|name| name.strip_suffix(".json"))
+            else {
+                continue;
+            };
+            if !stem.starts_with(&layer) || data_name_of(stem).is_none() {
+                continue;
+            }
+            if let Ok(Some(manifest)) = self.manifest(stem).await {
+                manifests.push(manifest);
+            }
+        }
+        Ok(manifests)
     }
 
     async fn upload_file(&self, local: &Path, relative: &str) -> Result<()> {
@@ -136,6 +249,20 @@ impl SharedStore {
             .finish()
             .await
             .map_err(|source| self.failed("finish uploading", &path, source))?;
+        let sent = file.metadata().await.map_err(io("read"))?.len();
+        let stored = self
+            .store
+            .head(&path)
+            .await
+            .map_err(|source| self.failed("check the upload of", &path, source))?
+            .size;
+        if stored != sent {
+            return Err(Error::Corrupt {
+                location: self.location.clone(),
+                object: path.to_string(),
+                reason: format!("the store holds {stored} bytes where {sent} were uploaded"),
+            });
+        }
         Ok(())
     }
 

@@ -47,10 +47,12 @@ use object_store::path::Path as ObjectPath;
 pub use entry::Downloaded;
 pub use error::{Error, Result};
 pub use lease::{Lease, LeaseState};
+pub use maintenance::{Inventory, StoreGcReport, StoreVerifyReport, StoredObject};
 
 mod entry;
 mod error;
 mod lease;
+mod maintenance;
 
 /// A cache shared on object storage: a store and the prefix under which entries live.
 #[derive(Clone)]
@@ -117,10 +119,10 @@ impl SharedStore {
         {
             options.push(("aws_conditional_put".to_owned(), "etag".to_owned()));
         }
-        let (store, prefix) = object_store::parse_url_opts(&parsed, options)
-            .map_err(|error| location(error.to_string()))?;
+        let (store, prefix) =
+            open_store(&parsed, options).map_err(|error| location(error.to_string()))?;
         Ok(Self {
-            store: Arc::from(store),
+            store,
             prefix,
             location: redacted(url),
         })
@@ -148,6 +150,58 @@ impl SharedStore {
         }
         path
     }
+}
+
+/// How a request to the store is retried: `object_store`'s backoff (100 ms doubling to 15 s), at
+/// most [`RETRIES`] times within [`RETRY_WINDOW`]. A store that keeps failing past that is
+/// reported as failed (the local entry stays valid) instead of holding a run for minutes.
+const RETRIES: usize = 6;
+/// See [`RETRIES`].
+const RETRY_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+
+fn retry() -> object_store::RetryConfig {
+    object_store::RetryConfig {
+        max_retries: RETRIES,
+        retry_timeout: RETRY_WINDOW,
+        ..object_store::RetryConfig::default()
+    }
+}
+
+/// As `object_store::parse_url_opts` (keys it does not know are ignored), with koop's retries.
+fn open_store(
+    url: &url::Url,
+    options: Vec<(String, String)>,
+) -> std::result::Result<(Arc<dyn ObjectStore>, ObjectPath), object_store::Error> {
+    use object_store::ObjectStoreScheme;
+    macro_rules! configured {
+        ($builder:ty) => {{
+            let builder = options.into_iter().fold(
+                <$builder>::new()
+                    .with_url(url.to_string())
+                    .with_retry(retry()),
+                |builder, (key, value)| match key.parse() {
+                    Ok(key) => builder.with_config(key, value),
+                    Err(_) => builder,
+                },
+            );
+            Arc::new(builder.build()?) as Arc<dyn ObjectStore>
+        }};
+    }
+    let (scheme, path) = ObjectStoreScheme::parse(url)?;
+    let store = match scheme {
+        ObjectStoreScheme::AmazonS3 => configured!(object_store::aws::AmazonS3Builder),
+        ObjectStoreScheme::GoogleCloudStorage => {
+            configured!(object_store::gcp::GoogleCloudStorageBuilder)
+        }
+        ObjectStoreScheme::MicrosoftAzure => {
+            configured!(object_store::azure::MicrosoftAzureBuilder)
+        }
+        _ => {
+            let (store, path) = object_store::parse_url_opts(url, options)?;
+            return Ok((Arc::from(store), path));
+        }
+    };
+    Ok((store, path))
 }
 
 /// `url` without user information or query (which may hold credentials).

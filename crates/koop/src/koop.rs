@@ -33,6 +33,10 @@ pub struct FetchedLayer {
     /// instead (no cached previous version, no changeset service, the schema changed, the
     /// changeset failed or disagreed with the version's feature count, …).
     pub full_export_reason: Option<String>,
+    /// With a shared cache: why a version exported (or built) here is not in it (the store
+    /// failed or held a truncated upload, another machine took the lease over); `None` once
+    /// shared, and without a shared cache. The local entry is valid either way.
+    pub not_shared: Option<String>,
 }
 
 /// Gets Koordinates layers onto disk exactly once.
@@ -335,7 +339,8 @@ impl Koop {
     ///    extract, publish ([`FetchOutcome::Downloaded`]).
     ///
     /// Offline, the newest cached version (in this CRS and extent) is answered without any
-    /// request ([`FetchOutcome::Offline`]). Nothing half-written is left behind by an error or by
+    /// request to Koordinates ([`FetchOutcome::Offline`]); with a shared cache and nothing
+    /// local, the newest version the shared cache holds is downloaded ([`FetchOutcome::Shared`]). Nothing half-written is left behind by an error or by
     /// dropping the future, and earlier entries stay valid.
     ///
     /// # Errors
@@ -399,9 +404,17 @@ impl Koop {
     /// lookup, including linking a metadata-only version to its data.
     pub(crate) async fn lookup(&self, layer_id: u64, observer: &dyn Observer) -> Result<Lookup> {
         if self.offline {
-            return self
-                .fetch_offline(layer_id, observer)
-                .map(|fetched| Lookup::Found(Box::new(fetched)));
+            return match self.fetch_offline(layer_id, observer) {
+                Err(Error::NotCached { .. }) if self.shared.is_some() => {
+                    match self.shared_newest(layer_id, observer).await? {
+                        Some(fetched) => Ok(Lookup::Found(Box::new(fetched))),
+                        None => self
+                            .fetch_offline(layer_id, observer)
+                            .map(|fetched| Lookup::Found(Box::new(fetched))),
+                    }
+                }
+                answer => answer.map(|fetched| Lookup::Found(Box::new(fetched))),
+            };
         }
         self.online(format!("layer {layer_id}"))?;
         let details = self.layer_details(layer_id).await?;
@@ -451,11 +464,11 @@ impl Koop {
                 .await?
             {
                 Ok((staged, info)) => {
-                    let fetched = self
+                    let mut fetched = self
                         .publish_changeset(key, staging, staged, info, lock, observer)
                         .await?;
                     if let Some(guard) = lease {
-                        self.share(&fetched.entry, guard).await;
+                        fetched.not_shared = self.share(&fetched.entry, guard).await;
                     }
                     return Ok(fetched);
                 }
@@ -510,7 +523,7 @@ impl Koop {
             let mut fetched = finished(observer, layer_id, entry, FetchOutcome::Downloaded);
             fetched.full_export_reason = full_export_reason;
             if let Some(guard) = lease {
-                self.share(&fetched.entry, guard).await;
+                fetched.not_shared = self.share(&fetched.entry, guard).await;
             }
             return Ok(fetched);
         }
@@ -678,7 +691,9 @@ impl Koop {
             return Ok(None);
         };
         let entry = if let Some(lock) = lock {
-            self.cache.link(&source, key, lock)?
+            let entry = self.cache.link(&source, key, lock)?;
+            self.share_link(&entry, &source).await;
+            entry
         } else {
             let lock = self.lock(key, observer).await?;
             if let Some(entry) = self.cache.get(key)? {
@@ -689,8 +704,10 @@ impl Koop {
                     FetchOutcome::Cached,
                 )));
             }
-            let (cache, key) = (self.cache.clone(), key.clone());
-            blocking(move || Ok(cache.link(&source, &key, &lock)?)).await?
+            let (cache, key, linked_from) = (self.cache.clone(), key.clone(), source.clone());
+            let entry = blocking(move || Ok(cache.link(&source, &key, &lock)?)).await?;
+            self.share_link(&entry, &linked_from).await;
+            entry
         };
         Ok(Some(finished(
             observer,
@@ -701,7 +718,7 @@ impl Koop {
     }
 
     /// Takes `key`'s lock, polling so no thread is parked while another fetch runs.
-    async fn lock(&self, key: &EntryKey, observer: &dyn Observer) -> Result<EntryLock> {
+    pub(crate) async fn lock(&self, key: &EntryKey, observer: &dyn Observer) -> Result<EntryLock> {
         let mut delay = Duration::from_millis(25);
         let mut told = false;
         loop {
@@ -873,6 +890,7 @@ pub(crate) fn finished(
         outcome,
         entry,
         full_export_reason: None,
+        not_shared: None,
     }
 }
 

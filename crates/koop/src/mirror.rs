@@ -72,6 +72,9 @@ pub struct MirrorSummary {
     pub changesets: usize,
     /// Layers downloaded from the shared cache, exported by another machine.
     pub shared: usize,
+    /// Layers exported (or built) here that could not be shared: `(layer id, why)`. Their local
+    /// entries are valid; another machine will export them again.
+    pub not_shared: Vec<(u64, String)>,
     /// Bytes downloaded: the files of the layers exported, the pages of the changesets.
     pub bytes_downloaded: u64,
     /// Layers that failed, with their errors.
@@ -82,27 +85,36 @@ impl MirrorSummary {
     /// Counts one result.
     pub fn add(&mut self, result: LayerResult) {
         match result.result {
-            Ok(fetched) => match fetched.outcome {
-                FetchOutcome::Downloaded => {
-                    self.downloaded += 1;
-                    self.bytes_downloaded += fetched.entry.manifest.size;
+            Ok(fetched) => {
+                if let Some(reason) = &fetched.not_shared {
+                    self.not_shared.push((result.layer_id, reason.clone()));
                 }
-                FetchOutcome::Cached => self.cached += 1,
-                FetchOutcome::Linked => self.linked += 1,
-                FetchOutcome::Offline => self.offline += 1,
-                FetchOutcome::Unchanged => self.unchanged += 1,
-                FetchOutcome::Shared => self.shared += 1,
-                FetchOutcome::Changeset => {
-                    self.changesets += 1;
-                    self.bytes_downloaded += fetched
-                        .entry
-                        .manifest
-                        .changeset
-                        .as_ref()
-                        .map_or(0, |changeset| changeset.bytes);
-                }
-            },
+                self.count(&fetched);
+            }
             Err(error) => self.failed.push((result.layer_id, error)),
+        }
+    }
+
+    fn count(&mut self, fetched: &crate::FetchedLayer) {
+        match fetched.outcome {
+            FetchOutcome::Downloaded => {
+                self.downloaded += 1;
+                self.bytes_downloaded += fetched.entry.manifest.size;
+            }
+            FetchOutcome::Cached => self.cached += 1,
+            FetchOutcome::Linked => self.linked += 1,
+            FetchOutcome::Offline => self.offline += 1,
+            FetchOutcome::Unchanged => self.unchanged += 1,
+            FetchOutcome::Shared => self.shared += 1,
+            FetchOutcome::Changeset => {
+                self.changesets += 1;
+                self.bytes_downloaded += fetched
+                    .entry
+                    .manifest
+                    .changeset
+                    .as_ref()
+                    .map_or(0, |changeset| changeset.bytes);
+            }
         }
     }
 

@@ -123,7 +123,10 @@ fn shared_error(layer_id: u64, error: koop_store::Error) -> Error {
 
 impl Koop {
     /// Looks `key` up in the shared cache (holding the local lock `lock`): downloads it when it
-    /// is there; otherwise takes the lease to export it, waiting while another machine holds it.
+    /// is there, or when another version with the same data is (a version that changed only
+    /// metadata; its link is shared too); otherwise takes the lease on the data to export it,
+    /// waiting while another machine holds it. An entry whose objects do not match its manifest
+    /// is exported again (and replaced when shared).
     pub(crate) async fn shared_lookup(
         &self,
         key: &EntryKey,
@@ -134,39 +137,33 @@ impl Koop {
             return Ok(SharedLookup::NotShared);
         };
         let layer_id = key.layer_id;
-        let stem = key.stem();
+        let data_name = key.data_name();
         let mut told = false;
+        // Set once a shared entry of this data failed its check: export instead.
+        let mut damaged = false;
         loop {
-            if let Some(manifest) = shared
-                .store
-                .manifest(&stem)
-                .await
-                .map_err(|error| shared_error(layer_id, error))?
-            {
-                return self
-                    .download_shared(key, &manifest, lock, observer)
-                    .await
-                    .map(|fetched| SharedLookup::Found(Box::new(fetched)));
+            if !damaged && let Some(found) = self.shared_download(key, lock, observer).await? {
+                match found {
+                    Ok(fetched) => return Ok(SharedLookup::Found(Box::new(fetched))),
+                    Err(reason) => {
+                        tracing::warn!(layer_id, "exporting it again: {reason}");
+                        damaged = true;
+                    }
+                }
             }
             match shared
                 .store
-                .lease(&stem, &shared.owner, shared.ttl)
+                .lease(&data_name, &shared.owner, shared.ttl)
                 .await
                 .map_err(|error| shared_error(layer_id, error))?
             {
                 LeaseState::Acquired(lease) => {
                     // Published between the look and the lease: use it.
-                    if let Some(manifest) = shared
-                        .store
-                        .manifest(&stem)
-                        .await
-                        .map_err(|error| shared_error(layer_id, error))?
+                    if !damaged
+                        && let Some(Ok(fetched)) = self.shared_download(key, lock, observer).await?
                     {
                         let _ = lease.release().await;
-                        return self
-                            .download_shared(key, &manifest, lock, observer)
-                            .await
-                            .map(|fetched| SharedLookup::Found(Box::new(fetched)));
+                        return Ok(SharedLookup::Found(Box::new(fetched)));
                     }
                     return Ok(SharedLookup::Export(LeaseGuard::new(lease, shared.ttl)));
                 }
@@ -193,6 +190,131 @@ impl Koop {
         }
     }
 
+    /// The entry `key` from the shared cache, or another entry there with the same data
+    /// (downloaded, published locally under `key`, and its link shared): `None` when the store
+    /// has neither; `Some(Err(why))` when it has one whose objects do not match its manifest.
+    async fn shared_download(
+        &self,
+        key: &EntryKey,
+        lock: &EntryLock,
+        observer: &dyn Observer,
+    ) -> Result<Option<std::result::Result<FetchedLayer, String>>> {
+        let Some(shared) = &self.shared else {
+            return Ok(None);
+        };
+        let layer_id = key.layer_id;
+        let stem = key.stem();
+        let (manifest, same_data) = match shared
+            .store
+            .manifest(&stem)
+            .await
+            .map_err(|error| shared_error(layer_id, error))?
+        {
+            Some(manifest) => (manifest, false),
+            None => match shared
+                .store
+                .same_data(&stem)
+                .await
+                .map_err(|error| shared_error(layer_id, error))?
+            {
+                Some(manifest) => (manifest, true),
+                None => return Ok(None),
+            },
+        };
+        match self.download_shared(key, &manifest, lock, observer).await {
+            Ok(fetched) => {
+                if same_data {
+                    match shared
+                        .store
+                        .put_link(&fetched.entry.manifest, &manifest)
+                        .await
+                    {
+                        Ok(_) => tracing::info!(
+                            layer_id,
+                            "shared as a link to {} (a version that changed only metadata)",
+                            manifest.entry
+                        ),
+                        Err(error) => tracing::warn!(layer_id, "link not shared: {error}"),
+                    }
+                }
+                Ok(Some(Ok(fetched)))
+            }
+            Err(Error::Shared {
+                source: error @ koop_store::Error::Corrupt { .. },
+                ..
+            }) => Ok(Some(Err(error.to_string()))),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// After a version that changed only metadata was linked locally to `source`, shares the
+    /// link (a manifest pointing at the shared objects of `source`) when the shared cache holds
+    /// `source`'s data; best effort: without it, another machine finds the data by its name.
+    pub(crate) async fn share_link(&self, entry: &CacheEntry, source: &CacheEntry) {
+        let Some(shared) = &self.shared else {
+            return;
+        };
+        let layer_id = entry.manifest.key.layer_id;
+        let owner = source
+            .manifest
+            .linked_from
+            .clone()
+            .unwrap_or_else(|| source.manifest.entry.clone());
+        let shared_source = match shared.store.manifest(&owner).await {
+            Ok(Some(manifest)) => manifest,
+            Ok(None) => return,
+            Err(error) => {
+                tracing::warn!(layer_id, "link not shared: {error}");
+                return;
+            }
+        };
+        if let Err(error) = shared.store.put_link(&entry.manifest, &shared_source).await {
+            tracing::warn!(layer_id, "link not shared: {error}");
+        }
+    }
+
+    /// The newest version of `layer_id` in the shared cache in this `Koop`'s CRS and extent,
+    /// downloaded into the local cache; `None` when the shared cache holds none (or there is
+    /// no shared cache). Makes no request to Koordinates.
+    pub(crate) async fn shared_newest(
+        &self,
+        layer_id: u64,
+        observer: &dyn Observer,
+    ) -> Result<Option<FetchedLayer>> {
+        let Some(shared) = &self.shared else {
+            return Ok(None);
+        };
+        let extent = self.extent.as_ref().map(ToString::to_string);
+        let newest = shared
+            .store
+            .entries_of_layer(layer_id)
+            .await
+            .map_err(|error| shared_error(layer_id, error))?
+            .into_iter()
+            .filter(|manifest| {
+                manifest.key.domain == self.domain
+                    && manifest.key.crs == self.crs
+                    && manifest.key.extent == extent
+            })
+            .max_by_key(|manifest| manifest.key.version_id);
+        let Some(manifest) = newest else {
+            return Ok(None);
+        };
+        let key = manifest.key.clone();
+        let lock = self.lock(&key, observer).await?;
+        if let Some(entry) = self.cache.get(&key)? {
+            return Ok(Some(finished(
+                observer,
+                layer_id,
+                entry,
+                FetchOutcome::Offline,
+            )));
+        }
+        self.download_shared(&key, &manifest, &lock, observer)
+            .await
+            .map(Some)
+    }
+
     async fn download_shared(
         &self,
         key: &EntryKey,
@@ -210,18 +332,25 @@ impl Koop {
             .download(manifest, staging.path())
             .await
             .map_err(|error| shared_error(layer_id, error))?;
+        // The entry whose objects these are: this one, or the one a link points at.
+        let owner = manifest
+            .path
+            .split(['/', '.'])
+            .next()
+            .unwrap_or(&manifest.entry)
+            .to_owned();
         let stem = key.stem();
-        let staged = if let Some(vrt) = manifest.path.strip_prefix(&format!("{stem}/")) {
+        let staged = if let Some(vrt) = manifest.path.strip_prefix(&format!("{owner}/")) {
             StagedLayer::Mosaic {
-                dir: staging.path().join(&stem),
-                vrt: vrt.to_owned(),
+                dir: staging.path().join(&owner),
+                vrt: vrt.replace(&owner, &stem),
                 files: manifest
                     .files
                     .iter()
                     .map(|file| StagedFile {
                         relative: file
                             .path
-                            .strip_prefix(&format!("{stem}/"))
+                            .strip_prefix(&format!("{owner}/"))
                             .unwrap_or(&file.path)
                             .to_owned(),
                         size: file.size,
@@ -268,30 +397,36 @@ impl Koop {
 
     /// Shares a version exported (or built) here: uploads the entry, its manifest last, if the
     /// lease is still ours; then gives the lease back. A failure leaves the local entry valid and
-    /// the shared cache without the entry (another machine will export it), and says why.
-    pub(crate) async fn share(&self, entry: &CacheEntry, guard: LeaseGuard) {
-        let Some(shared) = &self.shared else {
-            return;
-        };
+    /// the shared cache without the entry (another machine will export it): the answer says why
+    /// (`None` once shared).
+    pub(crate) async fn share(&self, entry: &CacheEntry, guard: LeaseGuard) -> Option<String> {
+        let shared = self.shared.as_ref()?;
         let layer_id = entry.manifest.key.layer_id;
         let Some(mut lease) = guard.take().await else {
-            tracing::warn!(layer_id, "not shared: another machine took the lease over");
-            return;
+            let reason = format!(
+                "another machine took over the lease on it in the shared cache {}",
+                shared.store.location()
+            );
+            tracing::warn!(layer_id, "not shared: {reason}");
+            return Some(reason);
         };
         // Check, right before publishing, that the lease is still ours.
         if let Err(error) = lease.renew().await {
             tracing::warn!(layer_id, "not shared: {error}");
-            return;
+            return Some(error.to_string());
         }
-        if let Err(error) = shared
+        let outcome = shared
             .store
             .upload(self.cache.root(), &entry.manifest)
             .await
-        {
-            tracing::warn!(layer_id, "not shared: {error}");
-        }
+            .err()
+            .map(|error| {
+                tracing::warn!(layer_id, "not shared: {error}");
+                error.to_string()
+            });
         if let Err(error) = lease.release().await {
             tracing::warn!(layer_id, "{error}");
         }
+        outcome
     }
 }

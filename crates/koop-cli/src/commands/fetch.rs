@@ -377,12 +377,22 @@ fn fetched_json(fetched: &FetchedLayer) -> Value {
             "bytes": changeset.bytes,
         })),
         "full_export_reason": fetched.full_export_reason,
+        "not_shared": fetched.not_shared,
     })
 }
 
 /// What a mirror line adds after the path: a changeset's counts, or why a layer was exported
-/// in full.
+/// in full; and why it is not in the shared cache.
 fn fetched_note(fetched: &FetchedLayer) -> Option<String> {
+    let note = how_fetched(fetched);
+    match (note, &fetched.not_shared) {
+        (Some(note), Some(reason)) => Some(format!("{note}; not shared: {reason}")),
+        (None, Some(reason)) => Some(format!("not shared: {reason}")),
+        (note, None) => note,
+    }
+}
+
+fn how_fetched(fetched: &FetchedLayer) -> Option<String> {
     match (
         fetched.outcome,
         &fetched.entry.manifest.changeset,
@@ -509,6 +519,7 @@ fn mirror_summary_line(
         (summary.changesets, "updated by changeset"),
         (summary.shared, "from the shared cache"),
         (summary.linked, "linked"),
+        (summary.not_shared.len(), "not shared"),
         (failures, "failed"),
         (interrupted, "interrupted"),
     ] {
@@ -535,6 +546,7 @@ fn summary_json(
         "unchanged": summary.unchanged,
         "changesets": summary.changesets,
         "shared": summary.shared,
+        "not_shared": summary.not_shared.len(),
         "failed": failures,
         "requests": catalogs.iter().map(|report| report.requests).sum::<u64>(),
         "interrupted": interrupted,

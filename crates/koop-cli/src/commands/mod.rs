@@ -66,17 +66,37 @@ pub(crate) async fn run(cli: Cli, bars: bool) -> Result<Status> {
             };
             metadata::metadata(&global, &request).await
         }
-        Command::Cache { action } => match action {
-            CacheAction::Ls { json } => cache::list(&global, json),
-            CacheAction::Verify { json } => cache::verify(&global, json).await,
-            CacheAction::Gc {
-                keep,
-                older_than_days,
-                dry_run,
-                json,
-            } => cache::gc(&global, keep, older_than_days, dry_run, json),
-            CacheAction::Path => cache::path(&global),
-        },
+        Command::Cache { local, action } => {
+            let shared = if local { None } else { shared_store(&global)? };
+            match (action, shared) {
+                (CacheAction::Ls { json }, None) => cache::list(&global, json),
+                (CacheAction::Ls { json }, Some(store)) => cache::list_shared(&store, json).await,
+                (CacheAction::Verify { json }, None) => cache::verify(&global, json).await,
+                (CacheAction::Verify { json }, Some(store)) => {
+                    cache::verify_shared(&store, json).await
+                }
+                (
+                    CacheAction::Gc {
+                        keep,
+                        older_than_days,
+                        dry_run,
+                        json,
+                    },
+                    shared,
+                ) => {
+                    let policy = cache::gc_policy(keep, older_than_days, dry_run);
+                    match shared {
+                        None => cache::gc(&global, &policy, json),
+                        Some(store) => cache::gc_shared(&store, &policy, json).await,
+                    }
+                }
+                (CacheAction::Path, None) => cache::path(&global),
+                (CacheAction::Path, Some(store)) => {
+                    println!("{}", store.location());
+                    Ok(Status::Done)
+                }
+            }
+        }
         Command::Serve { options, deadline } => serve::serve(&global, &options, deadline).await,
         Command::Demo { serve, options } => {
             demo::demo(&global, bars, serve.then_some(&options)).await

@@ -140,9 +140,9 @@ pub(crate) async fn run(
         export_timeout: deadline.timeout,
         api_key,
         api_key_env: global.api_key_env.clone(),
-        // With a shared cache (a store URL), serve its local copy; filling it from the bucket on
-        // first use is not built yet (issue 15).
+        // With a shared cache (a store URL), its local copy, filled from the bucket on first use.
         cache_dir: super::local_cache_dir(global)?,
+        shared_cache: super::shared_store(global)?,
         offline: global.offline,
         export_crs: global.crs,
         max_exports: args.max_exports.max(1),

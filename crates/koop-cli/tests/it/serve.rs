@@ -29,11 +29,25 @@ impl Served {
     /// `koop --domain <server> --cache-dir <cache> serve --bind 127.0.0.1:0 ARGS`, once it
     /// listens. Its log (`KOOP_LOG=info`) is collected from standard error.
     pub(crate) async fn start(site: &TestServer, cache: &Path, args: &[&str]) -> Result<Self> {
+        Self::start_in(site, &[cache.as_os_str()], Vec::new(), args).await
+    }
+
+    /// As [`Served::start`], with `cache` as the cache options (`--cache-dir s3://…
+    /// --local-cache-dir …`) and `env` added to its environment.
+    pub(crate) async fn start_in(
+        site: &TestServer,
+        cache: &[&std::ffi::OsStr],
+        env: Vec<(String, String)>,
+        args: &[&str],
+    ) -> Result<Self> {
+        let (dir, rest) = cache.split_first().context("a cache")?;
         let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_koop"))
             .args(["--domain", &site.base_url(), "--cache-dir"])
-            .arg(cache)
+            .arg(dir)
+            .args(rest)
             .args(["serve", "--bind", "127.0.0.1:0"])
             .args(args)
+            .envs(env)
             .env("KOORDINATES_API_KEY", site.api_key())
             .env("KOOP_LOG", "info")
             .env_remove("KOOPCACHE_DIR")
@@ -106,7 +120,7 @@ impl Served {
 }
 
 /// `GET url` with `query`: status and JSON body.
-async fn get(url: &str, query: &[(&str, &str)]) -> Result<(u16, Value)> {
+pub(crate) async fn get(url: &str, query: &[(&str, &str)]) -> Result<(u16, Value)> {
     Ok(koop_testkit::http::get_json(url, query).await?)
 }
 
@@ -117,7 +131,7 @@ async fn status_answers(served: &Served) -> Result<Duration> {
     Ok(started.elapsed())
 }
 
-fn query_url(served: &Served, site: &TestServer, layer: u64) -> String {
+pub(crate) fn query_url(served: &Served, site: &TestServer, layer: u64) -> String {
     format!(
         "{}/koordinates/rest/services/{}/{layer}/FeatureServer/0/query",
         served.base,

@@ -7,8 +7,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use koop_testkit::moto::Moto;
-use koop_testkit::{TestLayer, TestServer, TestServerConfig, data};
+use koop_testkit::moto::{Moto, StoreProxy};
+use koop_testkit::{BumpKind, TestLayer, TestServer, TestServerConfig, data};
 use serde_json::Value;
 
 const FIRST: u64 = 8_000;
@@ -18,6 +18,17 @@ const COUNT: u64 = 6;
 fn machine(
     server: &TestServer,
     moto: &Moto,
+    local: &Path,
+    args: &[&str],
+) -> tokio::process::Command {
+    machine_via(server, moto, moto.env(), local, args)
+}
+
+/// As [`machine`], reaching the store with `env` (a [`StoreProxy`]'s, say).
+fn machine_via(
+    server: &TestServer,
+    moto: &Moto,
+    env: Vec<(String, String)>,
     local: &Path,
     args: &[&str],
 ) -> tokio::process::Command {
@@ -32,9 +43,53 @@ fn machine(
         .args(args)
         .env("KOORDINATES_API_KEY", server.api_key())
         .env_remove("KOOPCACHE_DIR")
-        .envs(moto.env())
+        .env_remove("KOOP_LOG")
+        .envs(env)
         .kill_on_drop(true);
     command
+}
+
+/// Runs a machine to its end: exit code, stdout, stderr.
+async fn run(mut command: tokio::process::Command) -> Result<(i32, String, String)> {
+    let output = command.output().await?;
+    Ok((
+        output.status.code().context("an exit code")?,
+        String::from_utf8(output.stdout)?,
+        String::from_utf8(output.stderr)?,
+    ))
+}
+
+/// The keys under `prefix` in the bucket, read from moto directly (it checks no signature).
+async fn keys(moto: &Moto, prefix: &str) -> Result<Vec<String>> {
+    let body = reqwest::Client::new()
+        .get(format!("{}/{}", moto.endpoint(), moto.bucket()))
+        .query(&[("list-type", "2"), ("prefix", prefix)])
+        .send()
+        .await?
+        .error_for_status()?
+        .text()
+        .await?;
+    Ok(body
+        .split("<Key>")
+        .skip(1)
+        .filter_map(|rest| rest.split("</Key>").next())
+        .map(str::to_owned)
+        .collect())
+}
+
+fn has_extension(key: &str, extension: &str) -> bool {
+    Path::new(key)
+        .extension()
+        .is_some_and(|found| found.eq_ignore_ascii_case(extension))
+}
+
+/// The entry manifests in the bucket's `team/cache/` (not leases).
+async fn manifests(moto: &Moto) -> Result<Vec<String>> {
+    Ok(keys(moto, "team/cache/")
+        .await?
+        .into_iter()
+        .filter(|key| has_extension(key, "json") && !key.contains("/.leases/"))
+        .collect())
 }
 
 /// Outcome and entry name of each layer of a `--json` run.
@@ -243,5 +298,373 @@ async fn a_killed_lease_holder_delays_the_other_machine_by_the_lease_time_at_mos
     let json: Value = serde_json::from_slice(&third.stdout)?;
     ensure!(json[0]["outcome"] == "shared", "{json}");
     ensure!(server.counters().exports_created == 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_failing_or_truncating_store_publishes_no_entry_and_the_run_says_why() -> Result<()> {
+    use std::sync::atomic::Ordering;
+    let (failing, truncated) = (FIRST + 60, FIRST + 61);
+    let server = TestServer::start_with(TestServerConfig {
+        layers: [failing, truncated]
+            .into_iter()
+            .map(|id| TestLayer::vector(id, "Unlucky layer", data::WORLD_COUNTRIES_GPKG))
+            .collect(),
+        reuse_identical_exports: false,
+        ..TestServerConfig::default()
+    })
+    .await?;
+    let moto = Moto::start().await?;
+    let proxy = StoreProxy::start(&moto).await?;
+    let dir = tempfile::tempdir()?;
+    let a = dir.path().join("a");
+
+    // 503 to every data upload: the layer is on this machine, not in the bucket, and the run
+    // says so.
+    proxy.faults.fail_data_writes.store(true, Ordering::SeqCst);
+    let id = failing.to_string();
+    let (code, stdout, stderr) = run(machine_via(
+        &server,
+        &moto,
+        proxy.env(&moto),
+        &a,
+        &["mirror", "--json", &id],
+    ))
+    .await?;
+    ensure!(code == 0, "{stderr}");
+    let json: Value = serde_json::from_str(&stdout)?;
+    let layer = &json["layers"][0];
+    ensure!(layer["outcome"] == "downloaded", "{json}");
+    let why = layer["not_shared"].as_str().context("not_shared")?;
+    ensure!(why.contains("failed to") && why.contains("503"), "{why}");
+    ensure!(json["summary"]["not_shared"] == 1, "{json}");
+    ensure!(Path::new(layer["path"].as_str().context("path")?).is_file());
+    ensure!(
+        manifests(&moto).await?.is_empty(),
+        "{:?}",
+        manifests(&moto).await?
+    );
+    ensure!(proxy.faults.failed.load(Ordering::SeqCst) > 0);
+    proxy.faults.fail_data_writes.store(false, Ordering::SeqCst);
+
+    // Half of each upload reaches the store: caught by its size before the manifest is written.
+    proxy
+        .faults
+        .truncate_data_writes
+        .store(true, Ordering::SeqCst);
+    let id = truncated.to_string();
+    let (code, stdout, stderr) = run(machine_via(
+        &server,
+        &moto,
+        proxy.env(&moto),
+        &a,
+        &["mirror", &id],
+    ))
+    .await?;
+    ensure!(code == 0, "{stderr}");
+    ensure!(
+        stdout.contains("not shared:") && stdout.contains("bytes where"),
+        "{stdout}"
+    );
+    ensure!(stderr.contains("1 not shared"), "{stderr}");
+    ensure!(
+        manifests(&moto).await?.is_empty(),
+        "{:?}",
+        manifests(&moto).await?
+    );
+    proxy
+        .faults
+        .truncate_data_writes
+        .store(false, Ordering::SeqCst);
+
+    // Nothing half-shared is taken for an entry: another machine exports the layer again and
+    // shares it, and a third downloads it.
+    let (code, stdout, stderr) = run(machine(
+        &server,
+        &moto,
+        &dir.path().join("b"),
+        &["get", "--json", &id],
+    ))
+    .await?;
+    ensure!(code == 0, "{stderr}");
+    let json: Value = serde_json::from_str(&stdout)?;
+    ensure!(
+        json[0]["outcome"] == "downloaded" && json[0]["not_shared"].is_null(),
+        "{json}"
+    );
+    let (code, stdout, stderr) = run(machine(
+        &server,
+        &moto,
+        &dir.path().join("c"),
+        &["get", "--json", &id],
+    ))
+    .await?;
+    ensure!(code == 0, "{stderr}");
+    let json: Value = serde_json::from_str(&stdout)?;
+    ensure!(json[0]["outcome"] == "shared", "{json}");
+
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_lease_lost_to_another_owner_is_not_published() -> Result<()> {
+    let layer_id = FIRST + 70;
+    let server = TestServer::start_with(TestServerConfig {
+        layers: vec![
+            TestLayer::vector(layer_id, "Contested layer", data::WORLD_COUNTRIES_GPKG)
+                .with_latency(Duration::from_secs(3)),
+        ],
+        reuse_identical_exports: false,
+        ..TestServerConfig::default()
+    })
+    .await?;
+    let moto = Moto::start().await?;
+    let dir = tempfile::tempdir()?;
+    let id = layer_id.to_string();
+    let holder = machine(
+        &server,
+        &moto,
+        &dir.path().join("a"),
+        &["--lease-seconds", "60", "get", "--json", &id],
+    )
+    .output();
+    let thief = async {
+        // Once the lease exists, another owner overwrites it (as one that took it over would):
+        // its ETag changes under the holder.
+        let mut lease = None;
+        for _ in 0..200 {
+            lease = keys(&moto, "team/cache/.leases/").await?.into_iter().next();
+            if lease.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let lease = lease.context("no lease was taken")?;
+        let expires = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis()
+            + 60_000;
+        moto.put(
+            &lease,
+            format!(r#"{{"owner":"other-machine/1","expires_at_ms":{expires}}}"#).into_bytes(),
+        )
+        .await?;
+        anyhow::Ok(())
+    };
+    let (holder, thief) = tokio::join!(holder, thief);
+    thief?;
+    let holder = holder?;
+    ensure!(
+        holder.status.success(),
+        "{}",
+        String::from_utf8_lossy(&holder.stderr)
+    );
+    let json: Value = serde_json::from_slice(&holder.stdout)?;
+    ensure!(json[0]["outcome"] == "downloaded", "{json}");
+    let why = json[0]["not_shared"].as_str().context("not_shared")?;
+    ensure!(why.contains("lease"), "{why}");
+    ensure!(
+        manifests(&moto).await?.is_empty(),
+        "{:?}",
+        manifests(&moto).await?
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn koop_serve_instances_fill_their_local_copies_from_the_bucket() -> Result<()> {
+    let layer_id = FIRST + 80;
+    let server = TestServer::start_with(TestServerConfig {
+        layers: vec![TestLayer::vector(
+            layer_id,
+            "Served from the bucket",
+            data::WORLD_COUNTRIES_GPKG,
+        )],
+        ..TestServerConfig::default()
+    })
+    .await?;
+    let moto = Moto::start().await?;
+    let dir = tempfile::tempdir()?;
+    let id = layer_id.to_string();
+    let (code, _, stderr) = run(machine(
+        &server,
+        &moto,
+        &dir.path().join("a"),
+        &["get", &id],
+    ))
+    .await?;
+    ensure!(code == 0, "{stderr}");
+    ensure!(server.exports_created_for(layer_id) == 1);
+
+    let url = moto.url("team/cache");
+    for instance in ["b", "c"] {
+        let local = dir.path().join(instance);
+        let instance = crate::serve::Served::start_in(
+            &server,
+            &[
+                url.as_ref(),
+                "--local-cache-dir".as_ref(),
+                local.as_os_str(),
+            ],
+            moto.env(),
+            &["--layers", &id],
+        )
+        .await?;
+        let (status, body) = crate::serve::get(
+            &crate::serve::query_url(&instance, &server, layer_id),
+            &[("where", "1=1"), ("returnCountOnly", "true"), ("f", "json")],
+        )
+        .await?;
+        ensure!(
+            status == 200 && body["count"].as_u64() > Some(100),
+            "{body}"
+        );
+        // Downloaded once into the instance's local copy, never exported again.
+        ensure!(server.exports_created_for(layer_id) == 1);
+        let copies: Vec<_> = std::fs::read_dir(&local)?
+            .flatten()
+            .filter(|file| file.path().extension().is_some_and(|ext| ext == "gpkg"))
+            .collect();
+        ensure!(copies.len() == 1, "{copies:?}");
+        let log = instance.stop().await?;
+        ensure!(log.contains("downloaded from the shared cache"), "{log}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn cache_commands_list_verify_and_collect_the_bucket_and_metadata_versions_share_data()
+-> Result<()> {
+    let (kept, bumped) = (FIRST + 90, FIRST + 91);
+    let server = TestServer::start_with(TestServerConfig {
+        layers: [kept, bumped]
+            .into_iter()
+            .map(|id| TestLayer::vector(id, "Maintained layer", data::WORLD_COUNTRIES_GPKG))
+            .collect(),
+        reuse_identical_exports: false,
+        ..TestServerConfig::default()
+    })
+    .await?;
+    let moto = Moto::start().await?;
+    let dir = tempfile::tempdir()?;
+    let a = dir.path().join("a");
+    let ids = [kept.to_string(), bumped.to_string()];
+    let (code, _, stderr) = run(machine(&server, &moto, &a, &["get", &ids[0], &ids[1]])).await?;
+    ensure!(code == 0, "{stderr}");
+
+    // A version that changed only metadata: linked on the machine that had the data, and shared
+    // as a link to the same objects; a machine with nothing local downloads it, no export.
+    server
+        .bump_version(bumped, BumpKind::MetadataOnly)
+        .context("bump")?;
+    let (code, stdout, stderr) =
+        run(machine(&server, &moto, &a, &["get", "--json", &ids[1]])).await?;
+    ensure!(code == 0, "{stderr}");
+    ensure!(stdout.contains(r#""outcome": "linked""#), "{stdout}");
+    ensure!(manifests(&moto).await?.len() == 3);
+    let data_objects =
+        |keys: &[String]| keys.iter().filter(|key| has_extension(key, "gpkg")).count();
+    ensure!(data_objects(&keys(&moto, "team/cache/").await?) == 2);
+    let (code, stdout, stderr) = run(machine(
+        &server,
+        &moto,
+        &dir.path().join("b"),
+        &["get", "--json", &ids[1]],
+    ))
+    .await?;
+    ensure!(code == 0, "{stderr}");
+    ensure!(stdout.contains(r#""outcome": "shared""#), "{stdout}");
+    ensure!(server.exports_created_for(bumped) == 1);
+
+    // `koop cache` on the bucket: ls, gc of the superseded version (its data stays: the link
+    // uses it), verify.
+    let cache = |args: &[&str]| {
+        let mut command = machine(&server, &moto, &dir.path().join("z"), &["cache"]);
+        command.args(args);
+        command
+    };
+    let (code, stdout, stderr) = run(cache(&["ls", "--json"])).await?;
+    ensure!(code == 0, "{stderr}");
+    let listed: Value = serde_json::from_str(&stdout)?;
+    ensure!(listed.as_array().map(Vec::len) == Some(3), "{listed}");
+    let (code, stdout, stderr) = run(cache(&["gc", "--keep", "1"])).await?;
+    ensure!(code == 0, "{stderr}");
+    ensure!(stdout.contains("removed 1 entries"), "{stdout}");
+    ensure!(manifests(&moto).await?.len() == 2);
+    ensure!(data_objects(&keys(&moto, "team/cache/").await?) == 2);
+    let (code, stdout, stderr) = run(cache(&["verify"])).await?;
+    ensure!(code == 0, "{stdout}{stderr}");
+    ensure!(stdout.contains("2 entries ok, 0 corrupt"), "{stdout}");
+
+    // An object altered in the bucket: verify says which, exits 1 and withdraws the entry, so
+    // the next machine exports the version again instead of downloading bad data.
+    let object = keys(&moto, "team/cache/")
+        .await?
+        .into_iter()
+        .find(|key| key.starts_with(&format!("team/cache/{kept}_")) && has_extension(key, "gpkg"))
+        .context("the kept layer's object")?;
+    moto.put(&object, b"not a GeoPackage".to_vec()).await?;
+    let (code, stdout, _) = run(cache(&["verify"])).await?;
+    ensure!(code == 1, "{stdout}");
+    ensure!(
+        stdout.contains("corrupt:") && stdout.contains("1 corrupt"),
+        "{stdout}"
+    );
+    ensure!(manifests(&moto).await?.len() == 1);
+    let (code, stdout, stderr) = run(machine(
+        &server,
+        &moto,
+        &dir.path().join("c"),
+        &["get", "--json", &ids[0]],
+    ))
+    .await?;
+    ensure!(code == 0, "{stderr}");
+    ensure!(stdout.contains(r#""outcome": "downloaded""#), "{stdout}");
+    ensure!(manifests(&moto).await?.len() == 2);
+    // `--local` is this machine's copy.
+    let mut local = cache(&["ls", "--json"]);
+    local.arg("--local");
+    let (code, stdout, _) = run(local).await?;
+    ensure!(code == 0 && stdout.trim() == "[]", "{stdout}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_store_that_answers_nothing_fails_the_layer_before_any_export() -> Result<()> {
+    let failing = FIRST + 62;
+    let server = TestServer::start_with(TestServerConfig {
+        layers: vec![TestLayer::vector(
+            failing,
+            "Unlucky layer",
+            data::WORLD_COUNTRIES_GPKG,
+        )],
+        ..TestServerConfig::default()
+    })
+    .await?;
+    let moto = Moto::start().await?;
+    let proxy = StoreProxy::start(&moto).await?;
+    let dir = tempfile::tempdir()?;
+    // A store that answers nothing: the layer fails with the store named, rather than being
+    // exported once per machine.
+    proxy
+        .faults
+        .fail_everything
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let id = failing.to_string();
+    let (code, _, stderr) = run(machine_via(
+        &server,
+        &moto,
+        proxy.env(&moto),
+        &dir.path().join("d"),
+        &["get", &id],
+    ))
+    .await?;
+    ensure!(code != 0, "{stderr}");
+    ensure!(
+        stderr.contains(&moto.url("team/cache")) || stderr.contains("shared cache"),
+        "{stderr}"
+    );
+    ensure!(!stderr.contains("koop-test-secret"), "{stderr}");
+    ensure!(server.exports_created_for(failing) == 0);
     Ok(())
 }
