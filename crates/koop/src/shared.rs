@@ -142,7 +142,11 @@ impl Koop {
         // Set once a shared entry of this data failed its check: export instead.
         let mut damaged = false;
         loop {
-            if !damaged && let Some(found) = self.shared_download(key, lock, observer).await? {
+            // The first look also asks for another version with the same data (a listing); while
+            // waiting on another machine's lease, only this entry's manifest is read.
+            if !damaged
+                && let Some(found) = self.shared_download(key, lock, observer, !told).await?
+            {
                 match found {
                     Ok(fetched) => return Ok(SharedLookup::Found(Box::new(fetched))),
                     Err(reason) => {
@@ -160,7 +164,8 @@ impl Koop {
                 LeaseState::Acquired(lease) => {
                     // Published between the look and the lease: use it.
                     if !damaged
-                        && let Some(Ok(fetched)) = self.shared_download(key, lock, observer).await?
+                        && let Some(Ok(fetched)) =
+                            self.shared_download(key, lock, observer, true).await?
                     {
                         let _ = lease.release().await;
                         return Ok(SharedLookup::Found(Box::new(fetched)));
@@ -190,27 +195,30 @@ impl Koop {
         }
     }
 
-    /// The entry `key` from the shared cache, or another entry there with the same data
-    /// (downloaded, published locally under `key`, and its link shared): `None` when the store
-    /// has neither; `Some(Err(why))` when it has one whose objects do not match its manifest.
+    /// The entry `key` from the shared cache, or (with `same_data`) another entry there with the
+    /// same data (downloaded, published locally under `key`, and its link shared): `None` when
+    /// the store has neither; `Some(Err(why))` when it has one whose objects do not match its
+    /// manifest.
     async fn shared_download(
         &self,
         key: &EntryKey,
         lock: &EntryLock,
         observer: &dyn Observer,
+        same_data: bool,
     ) -> Result<Option<std::result::Result<FetchedLayer, String>>> {
         let Some(shared) = &self.shared else {
             return Ok(None);
         };
         let layer_id = key.layer_id;
         let stem = key.stem();
-        let (manifest, same_data) = match shared
+        let (manifest, linked) = match shared
             .store
             .manifest(&stem)
             .await
             .map_err(|error| shared_error(layer_id, error))?
         {
             Some(manifest) => (manifest, false),
+            None if !same_data => return Ok(None),
             None => match shared
                 .store
                 .same_data(&stem)
@@ -223,7 +231,7 @@ impl Koop {
         };
         match self.download_shared(key, &manifest, lock, observer).await {
             Ok(fetched) => {
-                if same_data {
+                if linked {
                     match shared
                         .store
                         .put_link(&fetched.entry.manifest, &manifest)

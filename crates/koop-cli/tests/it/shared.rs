@@ -604,6 +604,21 @@ async fn cache_commands_list_verify_and_collect_the_bucket_and_metadata_versions
         .find(|key| key.starts_with(&format!("team/cache/{kept}_")) && has_extension(key, "gpkg"))
         .context("the kept layer's object")?;
     moto.put(&object, b"not a GeoPackage".to_vec()).await?;
+    // A machine that meets it refuses the download (BLAKE3), exports the version itself and
+    // replaces the bucket's entry.
+    let (code, stdout, stderr) = run(machine(
+        &server,
+        &moto,
+        &dir.path().join("e"),
+        &["get", "--json", &ids[0]],
+    ))
+    .await?;
+    ensure!(code == 0, "{stderr}");
+    ensure!(stdout.contains(r#""outcome": "downloaded""#), "{stdout}");
+    ensure!(stdout.contains(r#""not_shared": null"#), "{stdout}");
+    let (code, stdout, _) = run(cache(&["verify"])).await?;
+    ensure!(code == 0 && stdout.contains("2 entries ok"), "{stdout}");
+    moto.put(&object, b"not a GeoPackage".to_vec()).await?;
     let (code, stdout, _) = run(cache(&["verify"])).await?;
     ensure!(code == 1, "{stdout}");
     ensure!(
