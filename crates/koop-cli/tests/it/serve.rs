@@ -521,3 +521,50 @@ async fn tokens_from_an_auth_file_guard_every_layer_and_never_reach_the_log() ->
     }
     Ok(())
 }
+
+/// The variables of a running process, from `/proc/{pid}/environ`.
+fn environment(pid: u32) -> Result<Vec<String>> {
+    let raw = std::fs::read(format!("/proc/{pid}/environ"))?;
+    Ok(raw
+        .split(|byte| *byte == 0)
+        .map(|item| String::from_utf8_lossy(item).into_owned())
+        .collect())
+}
+
+#[tokio::test]
+async fn koop_serve_runs_with_its_allocator_settings_unless_told_otherwise() -> Result<()> {
+    let site = TestServer::start().await?;
+    let cache = tempfile::tempdir()?;
+    let served = Served::start(&site, cache.path(), &[]).await?;
+    let variables = environment(served.pid()?)?;
+    ensure!(
+        variables.iter().any(|item| item == "MALLOC_ARENA_MAX=2")
+            && variables
+                .iter()
+                .any(|item| item == "MALLOC_MMAP_THRESHOLD_=1048576"),
+        "{variables:?}"
+    );
+    // Still the same server after re-executing itself: it answers.
+    status_answers(&served).await?;
+    served.stop().await?;
+
+    for (variable, value) in [("KOOP_MALLOC_DEFAULTS", "1"), ("MALLOC_ARENA_MAX", "4")] {
+        let served = Served::start_in(
+            &site,
+            &[cache.path().as_os_str()],
+            vec![(variable.to_owned(), value.to_owned())],
+            &[],
+        )
+        .await?;
+        let variables = environment(served.pid()?)?;
+        ensure!(
+            !variables
+                .iter()
+                .any(|item| item.starts_with("MALLOC_MMAP_THRESHOLD_=")),
+            "{variable}: {variables:?}"
+        );
+        status_answers(&served).await?;
+        served.stop().await?;
+    }
+    Ok(())
+}
