@@ -92,6 +92,18 @@ async fn manifests(moto: &Moto) -> Result<Vec<String>> {
         .collect())
 }
 
+/// A test site with `layers` (each export made anew, as when data changes), a moto server with
+/// an empty bucket, and a temporary directory for the machines' local caches.
+async fn team(layers: Vec<TestLayer>) -> Result<(TestServer, Moto, tempfile::TempDir)> {
+    let server = TestServer::start_with(TestServerConfig {
+        layers,
+        reuse_identical_exports: false,
+        ..TestServerConfig::default()
+    })
+    .await?;
+    Ok((server, Moto::start().await?, tempfile::tempdir()?))
+}
+
 /// Outcome and entry name of each layer of a `--json` run.
 fn outcomes(json: &Value) -> BTreeMap<u64, (String, String)> {
     json["layers"]
@@ -123,14 +135,7 @@ async fn two_machines_mirroring_into_one_bucket_export_each_layer_once() -> Resu
             .with_latency(Duration::from_millis(700))
         })
         .collect();
-    let server = TestServer::start_with(TestServerConfig {
-        layers,
-        reuse_identical_exports: false,
-        ..TestServerConfig::default()
-    })
-    .await?;
-    let moto = Moto::start().await?;
-    let dir = tempfile::tempdir()?;
+    let (server, moto, dir) = team(layers).await?;
     let list = dir.path().join("layers.txt");
     std::fs::write(
         &list,
@@ -221,17 +226,11 @@ async fn two_machines_mirroring_into_one_bucket_export_each_layer_once() -> Resu
 #[tokio::test]
 async fn a_killed_lease_holder_delays_the_other_machine_by_the_lease_time_at_most() -> Result<()> {
     let layer_id = FIRST + 50;
-    let server = TestServer::start_with(TestServerConfig {
-        layers: vec![
-            TestLayer::vector(layer_id, "Slow shared layer", data::WORLD_COUNTRIES_GPKG)
-                .with_latency(Duration::from_secs(4)),
-        ],
-        reuse_identical_exports: false,
-        ..TestServerConfig::default()
-    })
+    let (server, moto, dir) = team(vec![
+        TestLayer::vector(layer_id, "Slow shared layer", data::WORLD_COUNTRIES_GPKG)
+            .with_latency(Duration::from_secs(4)),
+    ])
     .await?;
-    let moto = Moto::start().await?;
-    let dir = tempfile::tempdir()?;
     let id = layer_id.to_string();
     let mut holder = machine(
         &server,
@@ -305,18 +304,14 @@ async fn a_killed_lease_holder_delays_the_other_machine_by_the_lease_time_at_mos
 async fn a_failing_or_truncating_store_publishes_no_entry_and_the_run_says_why() -> Result<()> {
     use std::sync::atomic::Ordering;
     let (failing, truncated) = (FIRST + 60, FIRST + 61);
-    let server = TestServer::start_with(TestServerConfig {
-        layers: [failing, truncated]
+    let (server, moto, dir) = team(
+        [failing, truncated]
             .into_iter()
             .map(|id| TestLayer::vector(id, "Unlucky layer", data::WORLD_COUNTRIES_GPKG))
             .collect(),
-        reuse_identical_exports: false,
-        ..TestServerConfig::default()
-    })
+    )
     .await?;
-    let moto = Moto::start().await?;
     let proxy = StoreProxy::start(&moto).await?;
-    let dir = tempfile::tempdir()?;
     let a = dir.path().join("a");
 
     // 503 to every data upload: the layer is on this machine, not in the bucket, and the run
@@ -409,17 +404,11 @@ async fn a_failing_or_truncating_store_publishes_no_entry_and_the_run_says_why()
 #[tokio::test]
 async fn a_lease_lost_to_another_owner_is_not_published() -> Result<()> {
     let layer_id = FIRST + 70;
-    let server = TestServer::start_with(TestServerConfig {
-        layers: vec![
-            TestLayer::vector(layer_id, "Contested layer", data::WORLD_COUNTRIES_GPKG)
-                .with_latency(Duration::from_secs(3)),
-        ],
-        reuse_identical_exports: false,
-        ..TestServerConfig::default()
-    })
+    let (server, moto, dir) = team(vec![
+        TestLayer::vector(layer_id, "Contested layer", data::WORLD_COUNTRIES_GPKG)
+            .with_latency(Duration::from_secs(3)),
+    ])
     .await?;
-    let moto = Moto::start().await?;
-    let dir = tempfile::tempdir()?;
     let id = layer_id.to_string();
     let holder = machine(
         &server,
@@ -474,17 +463,12 @@ async fn a_lease_lost_to_another_owner_is_not_published() -> Result<()> {
 #[tokio::test]
 async fn koop_serve_instances_fill_their_local_copies_from_the_bucket() -> Result<()> {
     let layer_id = FIRST + 80;
-    let server = TestServer::start_with(TestServerConfig {
-        layers: vec![TestLayer::vector(
-            layer_id,
-            "Served from the bucket",
-            data::WORLD_COUNTRIES_GPKG,
-        )],
-        ..TestServerConfig::default()
-    })
+    let (server, moto, dir) = team(vec![TestLayer::vector(
+        layer_id,
+        "Served from the bucket",
+        data::WORLD_COUNTRIES_GPKG,
+    )])
     .await?;
-    let moto = Moto::start().await?;
-    let dir = tempfile::tempdir()?;
     let id = layer_id.to_string();
     let (code, _, stderr) = run(machine(
         &server,
@@ -536,17 +520,13 @@ async fn koop_serve_instances_fill_their_local_copies_from_the_bucket() -> Resul
 async fn cache_commands_list_verify_and_collect_the_bucket_and_metadata_versions_share_data()
 -> Result<()> {
     let (kept, bumped) = (FIRST + 90, FIRST + 91);
-    let server = TestServer::start_with(TestServerConfig {
-        layers: [kept, bumped]
+    let (server, moto, dir) = team(
+        [kept, bumped]
             .into_iter()
             .map(|id| TestLayer::vector(id, "Maintained layer", data::WORLD_COUNTRIES_GPKG))
             .collect(),
-        reuse_identical_exports: false,
-        ..TestServerConfig::default()
-    })
+    )
     .await?;
-    let moto = Moto::start().await?;
-    let dir = tempfile::tempdir()?;
     let a = dir.path().join("a");
     let ids = [kept.to_string(), bumped.to_string()];
     let (code, _, stderr) = run(machine(&server, &moto, &a, &["get", &ids[0], &ids[1]])).await?;
@@ -647,18 +627,13 @@ async fn cache_commands_list_verify_and_collect_the_bucket_and_metadata_versions
 #[tokio::test]
 async fn a_store_that_answers_nothing_fails_the_layer_before_any_export() -> Result<()> {
     let failing = FIRST + 62;
-    let server = TestServer::start_with(TestServerConfig {
-        layers: vec![TestLayer::vector(
-            failing,
-            "Unlucky layer",
-            data::WORLD_COUNTRIES_GPKG,
-        )],
-        ..TestServerConfig::default()
-    })
+    let (server, moto, dir) = team(vec![TestLayer::vector(
+        failing,
+        "Unlucky layer",
+        data::WORLD_COUNTRIES_GPKG,
+    )])
     .await?;
-    let moto = Moto::start().await?;
     let proxy = StoreProxy::start(&moto).await?;
-    let dir = tempfile::tempdir()?;
     // A store that answers nothing: the layer fails with the store named, rather than being
     // exported once per machine.
     proxy
