@@ -333,41 +333,61 @@ impl SharedStore {
             .get(&path)
             .await
             .map_err(|source| self.failed("read", &path, source))?;
-        let mut stream = found.into_stream();
         let mut out = tokio::fs::File::create(target)
             .await
             .map_err(io("create"))?;
+        let checked = self
+            .stream_checked(&path, found, file, Some((&mut out, target)))
+            .await?;
+        out.sync_all().await.map_err(io("sync"))?;
+        if let Some(reason) = checked {
+            return Err(Error::Corrupt {
+                location: self.location.clone(),
+                object: path.to_string(),
+                reason,
+            });
+        }
+        Ok(file.size)
+    }
+
+    /// Reads the object `path` (`found`, the answer to its GET) to its end, hashing it with
+    /// BLAKE3 and writing it to `out` when given (stopping once past the manifest's size): what
+    /// differs from `file`'s size or digest, `None` when nothing does.
+    pub(crate) async fn stream_checked(
+        &self,
+        path: &ObjectPath,
+        found: object_store::GetResult,
+        file: &ManifestFile,
+        mut out: Option<(&mut tokio::fs::File, &Path)>,
+    ) -> Result<Option<String>> {
+        let mut stream = found.into_stream();
         let mut hasher = blake3::Hasher::new();
         let mut size = 0_u64;
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|source| self.failed("read", &path, source))?;
+            let chunk = chunk.map_err(|source| self.failed("read", path, source))?;
             hasher.update(&chunk);
             size += chunk.len() as u64;
             if size > file.size {
                 break;
             }
-            out.write_all(&chunk).await.map_err(io("write"))?;
+            if let Some((out, target)) = out.as_mut() {
+                out.write_all(&chunk).await.map_err(|source| Error::Io {
+                    action: "write",
+                    path: target.to_path_buf(),
+                    source,
+                })?;
+            }
         }
-        out.sync_all().await.map_err(io("sync"))?;
-        let corrupt = |reason: String| Error::Corrupt {
-            location: self.location.clone(),
-            object: path.to_string(),
-            reason,
-        };
         if size != file.size {
-            return Err(corrupt(format!(
-                "{size} bytes where the manifest says {}",
+            let more = if size > file.size { "more than " } else { "" };
+            return Ok(Some(format!(
+                "{more}{size} bytes where the manifest says {}",
                 file.size
             )));
         }
         let digest = hasher.finalize().to_hex().to_string();
-        if digest != file.blake3 {
-            return Err(corrupt(format!(
-                "BLAKE3 {digest} where the manifest says {}",
-                file.blake3
-            )));
-        }
-        Ok(size)
+        Ok((digest != file.blake3)
+            .then(|| format!("BLAKE3 {digest} where the manifest says {}", file.blake3)))
     }
 }
 

@@ -189,28 +189,10 @@ impl SharedStore {
             }
             Err(source) => return Err(self.failed("read", &path, source)),
         };
-        let mut stream = found.into_stream();
-        let mut hasher = blake3::Hasher::new();
-        let mut size = 0_u64;
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|source| self.failed("read", &path, source))?;
-            hasher.update(&chunk);
-            size += chunk.len() as u64;
-        }
-        if size != file.size {
-            return Ok(Some(format!(
-                "{} has {size} bytes where the manifest says {}",
-                file.path, file.size
-            )));
-        }
-        let digest = hasher.finalize().to_hex().to_string();
-        if digest != file.blake3 {
-            return Ok(Some(format!(
-                "{} has BLAKE3 {digest} where the manifest says {}",
-                file.path, file.blake3
-            )));
-        }
-        Ok(None)
+        Ok(self
+            .stream_checked(&path, found, file, None)
+            .await?
+            .map(|reason| format!("{}: {reason}", file.path)))
     }
 
     /// Removes the entries `policy` selects (the same rule as the local cache's
