@@ -11,7 +11,15 @@
 //! entry's data name, a small object created with a create-if-absent put (`PutMode::Create`,
 //! `If-None-Match: *` on S3) holding its owner and expiry. It renews the lease while it works
 //! (a conditional update on the lease's ETag, which fails once another machine has taken it
-//! over); others wait for the manifest, or take over a lease whose expiry has passed.
+//! over); others wait for the manifest, or take over a lease whose expiry has passed. Expiry is
+//! an absolute time written by the holder's clock: machines sharing a store keep their clocks
+//! in sync to well within the lease time.
+//!
+//! A version that changed only metadata is shared as a manifest that points at the objects of
+//! the entry with the same data ([`SharedStore::put_link`], found by [`SharedStore::same_data`]).
+//! An upload checks that the store holds every object's full size before writing the manifest.
+//! [`SharedStore::inventory`], [`SharedStore::verify`] and [`SharedStore::gc`] serve
+//! `koop cache ls|verify|gc` on a bucket. Requests are retried 6 times within 60 s.
 //!
 //! Credentials, region and endpoint come from `object_store`'s standard environment variables
 //! (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ENDPOINT`, `AWS_ALLOW_HTTP`,
@@ -26,7 +34,8 @@
 //!
 //! # async fn run(entry: koop_cache::CacheEntry, cache_root: &std::path::Path) -> koop_store::Result<()> {
 //! let store = SharedStore::from_url("s3://team-bucket/koop")?;
-//! match store.lease("1474_4067_9f14", "analyst-laptop/812", Duration::from_secs(60)).await? {
+//! // Leases are on the data name (`{layer}_{fingerprint}`, koop_cache::EntryKey::data_name).
+//! match store.lease("1474_9f14ab3c", "analyst-laptop/812", Duration::from_secs(60)).await? {
 //!     LeaseState::Acquired(lease) => {
 //!         // … export the layer into the local cache, then share it:
 //!         store.upload(cache_root, &entry.manifest).await?;

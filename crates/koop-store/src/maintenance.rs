@@ -25,7 +25,7 @@ pub struct Inventory {
     pub entries: Vec<Manifest>,
     /// Manifests that could not be read: `(object, reason)`. Never removed by `gc`.
     pub unreadable: Vec<(String, String)>,
-    /// Every object: `(path relative to the prefix, size in bytes, age)`.
+    /// Every object under the prefix (data, manifests, leases), in path order.
     pub objects: Vec<StoredObject>,
 }
 

@@ -1,6 +1,8 @@
 //! The team's cache on object storage in front of the local one: a version another machine
 //! exported is downloaded instead of exported again, and a version exported here is shared. One
-//! machine exports each version: it holds a lease on the entry while it works.
+//! machine exports each version's data: it holds a lease on the data name while it works. A
+//! share that fails (store error, truncated upload, lease lost) is reported on the layer
+//! ([`crate::FetchedLayer::not_shared`]) and publishes nothing in the store.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
