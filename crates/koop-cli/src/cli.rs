@@ -121,6 +121,11 @@ pub(crate) struct ServeArgs {
     /// Most connections open at once; more are closed as they arrive.
     #[arg(long, value_name = "N", default_value_t = 1024)]
     pub(crate) max_connections: usize,
+    /// Most GeoJSON responses streaming at once; a request past it waits for one to end until
+    /// its deadline, then gets 503 (clients that stop reading hold their stream until
+    /// `--write-timeout` drops them).
+    #[arg(long, value_name = "N", default_value_t = koop_server::DEFAULT_MAX_STREAMS)]
+    pub(crate) max_streams: usize,
 }
 
 /// How long an export may take.

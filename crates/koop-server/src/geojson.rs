@@ -14,10 +14,36 @@ use crate::output::{Output, OutputContext, OutputRoute, error_response};
 /// Features are sent in chunks of about this many bytes.
 const CHUNK: usize = 32 * 1024;
 
+/// GeoJSON streams answered at once by default ([`GeoJsonOutput::with_max_streams`]).
+pub const DEFAULT_MAX_STREAMS: usize = 64;
+
 /// Serves a provider's data as one GeoJSON FeatureCollection with its `metadata`, streamed from
 /// `get_stream` (`application/geo+json`), so memory does not grow with the layer.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct GeoJsonOutput;
+///
+/// At most `max_streams` responses stream at once (default [`DEFAULT_MAX_STREAMS`]): a stream
+/// whose client stops reading holds what the connection has queued (up to about 100 KiB) until
+/// the server's write timeout drops it, so hundreds of clients that never read would otherwise
+/// hold tens of MiB. A request past the bound waits for a stream to end until its deadline, then
+/// answers `503 Service Unavailable` with `Retry-After: 5`.
+#[derive(Debug, Clone)]
+pub struct GeoJsonOutput {
+    streams: Arc<tokio::sync::Semaphore>,
+}
+
+impl Default for GeoJsonOutput {
+    fn default() -> Self {
+        Self::with_max_streams(DEFAULT_MAX_STREAMS)
+    }
+}
+
+impl GeoJsonOutput {
+    /// The output with at most `streams` responses streaming at once (at least 1).
+    pub fn with_max_streams(streams: usize) -> Self {
+        Self {
+            streams: Arc::new(tokio::sync::Semaphore::new(streams.max(1))),
+        }
+    }
+}
 
 impl Output for GeoJsonOutput {
     fn name(&self) -> &'static str {
@@ -25,16 +51,48 @@ impl Output for GeoJsonOutput {
     }
 
     fn routes(&self) -> Vec<OutputRoute> {
+        let streams = self.streams.clone();
         vec![OutputRoute {
             path: "geojson".to_owned(),
             methods: vec![Method::Get],
             absolute_path: false,
-            handler: Arc::new(|context, request| Box::pin(geojson(context, request))),
+            handler: Arc::new(move |context, request| {
+                Box::pin(geojson(context, request, streams.clone()))
+            }),
         }]
     }
 }
 
-async fn geojson(context: OutputContext, request: ProviderRequest) -> Response {
+/// The answer when every stream is taken until the request's deadline.
+fn busy() -> Response {
+    let mut response = error_response(&koop_provider::ProviderError::unavailable(
+        "this server is streaming as many GeoJSON responses as it allows; try again shortly",
+        None,
+    ));
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    response
+}
+
+async fn geojson(
+    context: OutputContext,
+    request: ProviderRequest,
+    streams: Arc<tokio::sync::Semaphore>,
+) -> Response {
+    let acquire = streams.acquire_owned();
+    let permit = match request.deadline {
+        Some(deadline) => {
+            match tokio::time::timeout_at(tokio::time::Instant::from_std(deadline), acquire).await {
+                Ok(Ok(permit)) => permit,
+                _ => return busy(),
+            }
+        }
+        None => match acquire.await {
+            Ok(permit) => permit,
+            Err(_) => return busy(),
+        },
+    };
     let stream = match context.get_stream(&request).await {
         Ok(stream) => stream,
         Err(error) => return error_response(&error),
@@ -49,7 +107,12 @@ async fn geojson(context: OutputContext, request: ProviderRequest) -> Response {
         );
     }
     head.put_slice(b",\"features\":[");
-    let features = stream.features;
+    // The permit travels with the features: the stream is counted until its body ends or the
+    // client leaves.
+    let features = stream.features.map(move |feature| {
+        let _held = &permit;
+        feature
+    });
     let body = futures::stream::unfold(
         (features, Some(head), false, false),
         |(mut features, head, mut first_written, done)| async move {

@@ -50,7 +50,7 @@
 //! ```
 #![deny(missing_docs)]
 
-pub use geojson::GeoJsonOutput;
+pub use geojson::{DEFAULT_MAX_STREAMS, GeoJsonOutput};
 pub use layers::redacted_uri;
 pub use output::{Output, OutputContext, OutputHandler, OutputRoute, error_response, log_failure};
 pub use serve::{ServeOptions, serve};

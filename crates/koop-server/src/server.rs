@@ -90,7 +90,7 @@ impl Default for ServerBuilder {
     fn default() -> Self {
         Self {
             providers: Vec::new(),
-            outputs: vec![Arc::new(GeoJsonOutput)],
+            outputs: vec![Arc::new(GeoJsonOutput::default())],
             cache: Arc::new(DataCache::default()),
             validator: Arc::new(GeoJsonValidator::from_env()),
             request_timeout: Duration::from_secs(30),
@@ -332,6 +332,17 @@ impl ServerBuilder {
     #[must_use]
     pub fn pages(mut self, pages: Router) -> Self {
         self.pages = Some(pages);
+        self
+    }
+
+    /// At most `streams` GeoJSON responses stream at once (default
+    /// [`crate::geojson::DEFAULT_MAX_STREAMS`]; see [`GeoJsonOutput`]).
+    #[must_use]
+    pub fn max_streams(mut self, streams: usize) -> Self {
+        // The GeoJSON output is the first, always registered.
+        if let Some(geojson) = self.outputs.first_mut() {
+            *geojson = Arc::new(GeoJsonOutput::with_max_streams(streams));
+        }
         self
     }
 

@@ -172,6 +172,7 @@ pub(crate) async fn run(
         .pages(site.router())
         .output(FeatureServerOutput::default().cache_max_age(args.cache_max_age))
         .request_timeout(args.request_timeout)
+        .max_streams(args.max_streams)
         .cors(cors(&args.cors_origin)?)
         .build()?;
     let listener = tokio::net::TcpListener::bind(&args.bind)
