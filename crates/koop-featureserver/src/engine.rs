@@ -45,6 +45,17 @@ pub(crate) enum Answer {
     Distinct(Vec<Map<String, Json>>, bool),
 }
 
+/// What a page written as it streams does with one feature ([`Engine::step`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// Not in the page: filtered out or before `resultOffset`.
+    Skip,
+    /// Written.
+    Write,
+    /// The page is full and this feature shows that more exist: stop.
+    Full,
+}
+
 /// Most features an ordered page may keep in memory (`resultOffset` + page) for a provider
 /// that cannot order in its source.
 pub(crate) const MAX_ORDERED_IN_MEMORY: u64 = 100_000;
@@ -313,6 +324,46 @@ impl<'a> Engine<'a> {
             page,
             state,
         })
+    }
+
+    /// Whether the answer is a page of features in the order they arrive (no ordering left to
+    /// do here), which can be written as the features come ([`Engine::step`]).
+    pub(crate) fn streams_page(&self) -> bool {
+        matches!(self.state, State::Page { .. })
+    }
+
+    /// For a page written as it streams: what to do with the next feature. Pass over it, write
+    /// it, or stop because the page is full and this one shows that more exist. The same rules
+    /// as [`Engine::push`] of a page.
+    pub(crate) fn step(&mut self, feature: &Feature) -> Step {
+        if !self.matches(feature) {
+            return Step::Skip;
+        }
+        let State::Page {
+            skip,
+            limit,
+            seen,
+            exceeded,
+            ..
+        } = &mut self.state
+        else {
+            return Step::Skip;
+        };
+        *seen += 1;
+        if *seen <= *skip {
+            Step::Skip
+        } else if *seen - *skip <= *limit {
+            Step::Write
+        } else {
+            *exceeded = true;
+            Step::Full
+        }
+    }
+
+    /// For a page written as it streams: whether more features exist than it holds (seen here,
+    /// or said by a provider that applied the limit).
+    pub(crate) fn page_exceeded(&self) -> bool {
+        matches!(self.state, State::Page { exceeded: true, .. }) || self.provider_exceeded
     }
 
     /// `false` when no features are needed (the provider already answered).

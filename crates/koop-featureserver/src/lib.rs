@@ -105,6 +105,7 @@ mod pbf;
 mod render;
 mod renderer;
 mod response;
+mod streamed;
 
 use caching::Caching;
 use engine::Engine;
@@ -438,12 +439,17 @@ async fn query(
         return Ok(response);
     }
     request.params.method = Some("query".to_owned());
-    let ran = run_query(context, &request, settings.max_record_count).await?;
-    let etag = ran
-        .version_tag
+    let (mut response, version_tag) =
+        match run_query(context, &request, settings.max_record_count).await? {
+            Queried::Answer(ran) => (
+                respond(ran.answer, &ran.layer, &ran.query, ran.crs)?,
+                ran.version_tag,
+            ),
+            Queried::Page(page, version_tag) => (page.respond().await?, version_tag),
+        };
+    let etag = version_tag
         .as_deref()
         .map(|tag| caching::etag(tag, &request));
-    let mut response = respond(ran.answer, &ran.layer, &ran.query, ran.crs)?;
     settings
         .caching
         .decorate(&mut response, &request, etag.as_deref());
@@ -461,12 +467,21 @@ struct Ran {
     version_tag: Option<String>,
 }
 
-/// Asks the provider for `request` (a `query`) and runs what it did not apply.
+/// What a query came to: an answer to write, or a page to write as its features arrive (with
+/// the provider's data version).
+enum Queried {
+    Answer(Ran),
+    Page(Box<streamed::StreamedPage>, Option<String>),
+}
+
+/// Asks the provider for `request` (a `query`) and runs what it did not apply: whole, or, for a
+/// page whose features a provider streams in their final order (as JSON, GeoJSON or JSONP), as
+/// they arrive.
 async fn run_query(
     context: &OutputContext,
     request: &ProviderRequest,
     max_record_count: u32,
-) -> Result<Ran, GeoservicesError> {
+) -> Result<Queried, GeoservicesError> {
     let had_token = request.token.is_some();
     let (mut fetched, layer) = fetch_layer(context, request, max_record_count).await?;
     let query = Query::parse(&request.query, &layer.schema)?;
@@ -474,13 +489,13 @@ async fn run_query(
     let crs = fetched.crs;
     if let Some(answer) = fetched.answer.take() {
         let answer = engine::Answer::from_provider(answer, &query);
-        return Ok(Ran {
+        return Ok(Queried::Answer(Ran {
             answer,
             layer,
             query,
             crs,
             version_tag,
-        });
+        }));
     }
     let mut engine = Engine::new(
         &query,
@@ -491,6 +506,27 @@ async fn run_query(
         fetched.metadata.exceeded_transfer_limit,
     )
     .map_err(GeoservicesError::bad_request)?;
+    let streams = engine.streams_page()
+        && matches!(
+            query.format,
+            koop_geoservices::Format::Json | koop_geoservices::Format::GeoJson
+        );
+    if streams && let Features::Stream(stream) = fetched.features {
+        return Ok(Queried::Page(
+            Box::new(streamed::StreamedPage {
+                layer,
+                query,
+                stream,
+                applied: fetched.applied,
+                crs,
+                count: fetched.count,
+                exceeded: fetched.metadata.exceeded_transfer_limit,
+                had_token,
+                deadline: request.deadline,
+            }),
+            version_tag,
+        ));
+    }
     match &mut fetched.features {
         Features::Data(data) => {
             for feature in &data.features {
@@ -516,13 +552,13 @@ async fn run_query(
         }
     }
     let answer = engine.finish();
-    Ok(Ran {
+    Ok(Queried::Answer(Ran {
         answer,
         layer,
         query,
         crs,
         version_tag,
-    })
+    }))
 }
 
 /// The response of an answer, in the query's format.
@@ -550,5 +586,10 @@ fn respond(
         pretty: query.format == koop_geoservices::Format::PrettyJson,
         callback: query.callback.clone(),
     };
-    Ok(encoding.respond_sized(&body, body.expected_bytes()))
+    match body {
+        render::Body::Ids { field, ids } if !encoding.pretty => {
+            Ok(streamed::ids(field, ids, encoding.callback.as_deref()))
+        }
+        body => Ok(encoding.respond_sized(&body, body.expected_bytes())),
+    }
 }

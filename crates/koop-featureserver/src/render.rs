@@ -134,6 +134,15 @@ struct Attributes<'a> {
 impl Serialize for Attributes<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut map = serializer.serialize_map(None)?;
+        // Providers usually give the properties in the fields' order: take them as they come,
+        // and look a name up only where the order differs.
+        let mut in_order = self
+            .feature
+            .properties
+            .as_ref()
+            .map(serde_json::Map::iter)
+            .into_iter()
+            .flatten();
         for (name, field_type, computed) in &self.writer.names {
             if *computed {
                 // In GeoJSON the computed object id is the feature's `id`.
@@ -142,7 +151,10 @@ impl Serialize for Attributes<'_> {
                 }
                 continue;
             }
-            let value = self.feature.property(name);
+            let value = match in_order.next() {
+                Some((key, value)) if key == name => Some(value),
+                _ => self.feature.property(name),
+            };
             if self.esri && *field_type == FieldType::Date {
                 map.serialize_entry(name, &esri_date(value))?;
             } else {
@@ -279,6 +291,94 @@ impl Serialize for FeaturePage<'_> {
             map.serialize_entry("geometryType", name)?;
         }
         map.end()
+    }
+}
+
+/// A page written in pieces, as its features arrive ([`crate::streamed`]): the same bytes as a
+/// [`FeaturePage`] serialized compactly.
+pub(crate) struct PagePieces<'a> {
+    writer: FeatureWriter<'a>,
+    geojson: bool,
+    written: usize,
+}
+
+impl<'a> PagePieces<'a> {
+    /// The pieces of `query`'s page over features in `source_crs`.
+    ///
+    /// # Errors
+    ///
+    /// A message when `source_crs` cannot be reprojected to `outSR`.
+    pub(crate) fn new(layer: &'a Layer, query: &Query, source_crs: Epsg) -> Result<Self, String> {
+        Ok(Self {
+            writer: FeatureWriter::new(layer, query, source_crs)?,
+            geojson: query.format == Format::GeoJson,
+            written: 0,
+        })
+    }
+
+    /// Everything before the first feature: `{…header…,"features":[`.
+    pub(crate) fn head(&self, query: &Query, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        if self.geojson {
+            out.extend_from_slice(br#"{"type":"FeatureCollection","features":["#);
+            return Ok(());
+        }
+        let header = header(self.writer.layer, query);
+        serde_json::to_writer(&mut *out, &header)?;
+        // The header is an object with members: reopen it.
+        out.pop();
+        out.extend_from_slice(br#","features":["#);
+        Ok(())
+    }
+
+    /// One feature, after a comma unless it is the first.
+    pub(crate) fn feature(
+        &mut self,
+        feature: &Feature,
+        out: &mut Vec<u8>,
+    ) -> serde_json::Result<()> {
+        if self.written > 0 {
+            out.push(b',');
+        }
+        self.written += 1;
+        if self.geojson {
+            serde_json::to_writer(
+                out,
+                &GeoJsonFeature {
+                    writer: &self.writer,
+                    feature,
+                },
+            )
+        } else {
+            serde_json::to_writer(
+                out,
+                &EsriFeature {
+                    writer: &self.writer,
+                    feature,
+                },
+            )
+        }
+    }
+
+    /// Everything after the last feature.
+    pub(crate) fn tail(&self, exceeded: bool, out: &mut Vec<u8>) {
+        out.push(b']');
+        if self.geojson {
+            if exceeded {
+                out.extend_from_slice(br#","properties":{"exceededTransferLimit":true}"#);
+            }
+        } else {
+            out.extend_from_slice(if exceeded {
+                br#","exceededTransferLimit":true"#
+            } else {
+                br#","exceededTransferLimit":false"#
+            });
+            if let Some(name) = self.writer.layer.geometry_type_name() {
+                out.extend_from_slice(br#","geometryType":""#);
+                out.extend_from_slice(name.as_bytes());
+                out.push(b'"');
+            }
+        }
+        out.push(b'}');
     }
 }
 

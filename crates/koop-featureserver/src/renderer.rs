@@ -734,7 +734,13 @@ async fn statistics_rows(
         request
             .query
             .insert("resultOffset".to_owned(), rows.len().to_string());
-        let ran = run_query(context, &request, limit).await?;
+        let crate::Queried::Answer(ran) = run_query(context, &request, limit).await? else {
+            return Err(GeoservicesError {
+                code: 500,
+                message: "the classification's statistics query answered features".to_owned(),
+                details: Vec::new(),
+            });
+        };
         let Answer::Statistics(page, exceeded) = ran.answer else {
             return Err(GeoservicesError {
                 code: 500,

@@ -369,6 +369,45 @@ impl KoordinatesProvider {
         })
     }
 
+    /// The features of a page plan as they are read: a query permit and a blocking thread read
+    /// them in chunks while the output writes the ones before (the page is bounded by
+    /// `maxRecordCount`, so the chunks wait unbounded). The reading stops when the stream is
+    /// dropped.
+    fn page(
+        &self,
+        state: LayerState,
+        plan: query::Plan,
+        deadline: Option<std::time::Instant>,
+    ) -> futures::stream::BoxStream<'static, Result<geojson::Feature, ProviderError>> {
+        let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+        let work = self.inner.work.clone();
+        let errors = sender.clone();
+        let reader = tokio::spawn(async move {
+            let read = work
+                .run(deadline, move || {
+                    plan.stream_page(&state, deadline, &mut |chunk| {
+                        sender.send(Ok(chunk)).is_ok()
+                    })
+                })
+                .await;
+            if let Err(error) = read {
+                let _ = errors.send(Err(error));
+            }
+        });
+        let reader = tokio_util::task::AbortOnDropHandle::new(reader);
+        let chunks =
+            futures::stream::unfold((receiver, reader), |(mut receiver, reader)| async move {
+                let chunk = receiver.recv().await?;
+                Some((chunk, (receiver, reader)))
+            });
+        Box::pin(chunks.flat_map(|chunk| {
+            futures::stream::iter(match chunk {
+                Ok(features) => features.into_iter().map(Ok).collect::<Vec<_>>(),
+                Err(error) => vec![Err(error)],
+            })
+        }))
+    }
+
     /// A Geoservices query, pushed down into SQLite.
     async fn query(
         &self,
@@ -397,7 +436,7 @@ impl KoordinatesProvider {
                 indexes.finish(&column, built);
             });
         }
-        let mut metadata = state.metadata.clone();
+        let metadata = state.metadata.clone();
         let (applied, crs) = (plan.applied, plan.crs);
         if plan.kind == Kind::Rows {
             let rows = stream::Rows {
@@ -421,6 +460,17 @@ impl KoordinatesProvider {
         }
         let deadline = request.deadline;
         let version_tag = Some(state.entry.clone());
+        if plan.kind == Kind::Page {
+            return Ok(ProviderStream {
+                metadata,
+                filters_applied: applied,
+                crs,
+                count: None,
+                answer: None,
+                version_tag,
+                features: self.page(state, plan, deadline),
+            });
+        }
         let outcome = self
             .inner
             .work
@@ -428,10 +478,6 @@ impl KoordinatesProvider {
             .await?;
         let (features, count, answer) = match outcome {
             Outcome::Count(count) => (Vec::new(), Some(count), None),
-            Outcome::Page { features, exceeded } => {
-                metadata.exceeded_transfer_limit = exceeded;
-                (features, None, None)
-            }
             Outcome::Answer(answer) => (Vec::new(), None, Some(answer)),
         };
         Ok(ProviderStream {

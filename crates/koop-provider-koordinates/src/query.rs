@@ -23,8 +23,8 @@ use std::time::Instant;
 
 use koop::Epsg;
 use koop_geoservices::{
-    Case, CompareOp, GeometryFilter, Operand, OutFields, Predicate, Query, Reprojector, SqlParam,
-    Statistic, StatisticType, Value, parse_date_ms,
+    Case, CompareOp, GeometryFilter, Operand, OutFields, Predicate, Query, Reprojector, SpatialRel,
+    SqlParam, Statistic, StatisticType, Value, parse_date_ms,
 };
 use koop_provider::{FiltersApplied, ProviderError, ProviderRequest, QueryAnswer};
 use rusqlite::types::{ToSqlOutput, ValueRef};
@@ -85,6 +85,116 @@ pub(crate) struct Plan {
     preselected: bool,
     /// A column whose equality index would answer this query, not built yet.
     pub(crate) index_column: Option<String>,
+    /// The R-tree search of a geometry filter that is the query's only condition, with the
+    /// box of sure matches: candidates are then taken from the R-tree in fid order and only
+    /// the rows of the page (and the geometries of unsure candidates) are read.
+    candidates: Option<Candidates>,
+}
+
+/// A geometry filter answered from the GeoPackage R-tree: its search box in the layer's CRS and,
+/// when the filter is a rectangle, a box inside the filter's image in the layer's CRS. A
+/// candidate whose R-tree box (float32, rounded outwards: it holds the geometry) lies inside
+/// that box intersects the filter for sure; the others are tested exactly.
+#[derive(Debug)]
+struct Candidates {
+    rtree: String,
+    /// `[min_x, min_y, max_x, max_y]` searched (the filter's envelope reprojected, grown).
+    search: [f64; 4],
+    /// Sure matches lie inside this box, when there is one.
+    inside: Option<[f64; 4]>,
+}
+
+/// Samples per edge when a filter's envelope is mapped into the layer's CRS.
+const EDGE_SAMPLES: u32 = 32;
+
+/// A box in the layer's CRS surely inside the image of the EPSG:4326 rectangle `envelope`:
+/// bounded by the innermost samples of the mapped edges, shrunk by 0.1 % of its size (the edges
+/// curve between samples by far less), and checked by mapping its own edges back into the
+/// rectangle. `None` when the mapping fails or the check does not hold.
+fn inside_box(envelope: &geo_types::Rect<f64>, srs: Epsg) -> Option<[f64; 4]> {
+    let forward = Reprojector::new(Epsg::WGS84, srs).ok()?;
+    let back = Reprojector::new(srs, Epsg::WGS84).ok()?;
+    let (min, max) = (envelope.min(), envelope.max());
+    let (mut left, mut right, mut bottom, mut top) = (
+        f64::NEG_INFINITY,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        f64::INFINITY,
+    );
+    for step in 0..=EDGE_SAMPLES {
+        let t = f64::from(step) / f64::from(EDGE_SAMPLES);
+        let (x, y) = (min.x + (max.x - min.x) * t, min.y + (max.y - min.y) * t);
+        left = left.max(forward.position(min.x, y).ok()?.0);
+        right = right.min(forward.position(max.x, y).ok()?.0);
+        bottom = bottom.max(forward.position(x, min.y).ok()?.1);
+        top = top.min(forward.position(x, max.y).ok()?.1);
+    }
+    let margin = (right - left).max(top - bottom) * 1e-3;
+    let inside = [left + margin, bottom + margin, right - margin, top - margin];
+    let [x0, y0, x1, y1] = inside;
+    if !(x0.is_finite() && y0.is_finite() && x1.is_finite() && y1.is_finite())
+        || x0 >= x1
+        || y0 >= y1
+    {
+        return None;
+    }
+    for step in 0..=EDGE_SAMPLES {
+        let t = f64::from(step) / f64::from(EDGE_SAMPLES);
+        let (x, y) = (x0 + (x1 - x0) * t, y0 + (y1 - y0) * t);
+        for (px, py) in [(x, y0), (x, y1), (x0, y), (x1, y)] {
+            let (lon, lat) = back.position(px, py).ok()?;
+            if !(lon >= min.x && lon <= max.x && lat >= min.y && lat <= max.y) {
+                return None;
+            }
+        }
+    }
+    Some(inside)
+}
+
+/// Whether the filter geometry is its own envelope (a rectangle in EPSG:4326, as an envelope
+/// given in EPSG:4326 is).
+fn is_rectangle(filter: &GeometryFilter) -> bool {
+    let geo_types::Geometry::Polygon(polygon) = &filter.geometry else {
+        return false;
+    };
+    let (min, max) = (filter.envelope.min(), filter.envelope.max());
+    polygon.interiors().is_empty()
+        && polygon.exterior().0.len() == 5
+        && polygon.exterior().0.iter().all(|coord| {
+            (coord.x == min.x || coord.x == max.x) && (coord.y == min.y || coord.y == max.y)
+        })
+}
+
+/// The R-tree plan of a geometry filter that is a query's only condition, for the relations a
+/// box inside the filter decides (`esriSpatialRelIntersects`, `esriSpatialRelEnvelopeIntersects`).
+fn candidates(filter: &GeometryFilter, table: &Table, params: &[SqlParam]) -> Option<Candidates> {
+    if !matches!(
+        filter.relation,
+        SpatialRel::Intersects | SpatialRel::EnvelopeIntersects
+    ) {
+        return None;
+    }
+    let rtree = table.rtree.clone()?;
+    // The spatial condition's parameters: max_x, min_x, max_y, min_y (see spatial_condition).
+    let [
+        SqlParam::Real(max_x),
+        SqlParam::Real(min_x),
+        SqlParam::Real(max_y),
+        SqlParam::Real(min_y),
+    ] = params
+    else {
+        return None;
+    };
+    let inside = if is_rectangle(filter) {
+        inside_box(&filter.envelope, table.srs.unwrap_or(Epsg::WGS84))
+    } else {
+        None
+    };
+    Some(Candidates {
+        rtree,
+        search: [*min_x, *min_y, *max_x, *max_y],
+        inside,
+    })
 }
 
 /// `column = literal` (either way round, the column as it is), as the column and the key an
@@ -339,10 +449,17 @@ pub(crate) fn plan(
     let where_pushed = pushed.is_some();
     let (mut conditions, mut params) = pushed.unwrap_or_default();
     let exact = query.geometry.clone();
+    let mut rtree_only = None;
     if let Some((condition, bound)) = exact
         .as_ref()
         .and_then(|filter| spatial_condition(filter, table))
     {
+        if conditions.is_empty()
+            && query.order_by.is_empty()
+            && let Some(filter) = &exact
+        {
+            rtree_only = candidates(filter, table, &bound);
+        }
         conditions.push(condition);
         params.extend(bound);
     }
@@ -411,7 +528,9 @@ pub(crate) fn plan(
             where_clause: where_pushed,
             geometry: true,
             offset: kind == Kind::Page,
-            limit: kind == Kind::Page,
+            // A page streams its rows and one more: the output cuts it and tells whether more
+            // exist.
+            limit: false,
             projection: project,
             all: answered,
         },
@@ -419,6 +538,7 @@ pub(crate) fn plan(
         known_count: indexed_count.or((unfiltered && kind == Kind::Count).then_some(table.count)),
         preselected,
         index_column,
+        candidates: rtree_only.filter(|_| matches!(kind, Kind::Page | Kind::Count)),
         query,
     })
 }
@@ -449,16 +569,15 @@ impl rusqlite::ToSql for Bound<'_> {
     }
 }
 
+/// Features handed to the output at once while a page is read: small enough that writing
+/// starts soon after reading does, large enough that handing over costs little.
+const PAGE_CHUNK: usize = 64;
+
 /// What running a plan answered.
 #[derive(Debug)]
 pub(crate) enum Outcome {
     /// `returnCountOnly`.
     Count(u64),
-    /// A page of features, and whether more exist.
-    Page {
-        features: Vec<geojson::Feature>,
-        exceeded: bool,
-    },
     /// Ids, an extent, statistics or distinct values.
     Answer(QueryAnswer),
 }
@@ -506,7 +625,7 @@ impl Plan {
         let mut connection = state.connections.get()?;
         gpkg::until_deadline(&mut connection, deadline, |connection| match self.kind {
             Kind::Count => self.count(&state.table, connection).map(Outcome::Count),
-            Kind::Page => self.page(&state.table, connection),
+            Kind::Page => Err(internal("a page is streamed, not run")),
             Kind::Ids => self.ids(&state.table, connection),
             Kind::Extent => self.extent(&state.table, connection),
             Kind::Statistics => self.statistics(&state.table, connection),
@@ -573,6 +692,17 @@ impl Plan {
         connection: &rusqlite::Connection,
     ) -> Result<u64, ProviderError> {
         let error = sqlite_error(&table.path);
+        if let Some(candidates) = &self.candidates {
+            let found = Self::rtree_candidates(candidates, table, connection)?;
+            let unsure: Vec<i64> = found
+                .iter()
+                .filter(|(_, sure)| !sure)
+                .map(|(fid, _)| *fid)
+                .collect();
+            let sure = found.len() - unsure.len();
+            let passed = self.exact_matches(table, connection, &unsure)?;
+            return Ok((sure + passed.len()) as u64);
+        }
         if self.exact.is_none() {
             let sql = format!(
                 "SELECT count(*) FROM {}{}",
@@ -602,11 +732,48 @@ impl Plan {
         Ok(count)
     }
 
+    /// Runs a [`Kind::Page`] plan on a pooled connection, interrupted at `deadline`, handing
+    /// its features to `emit` in chunks of [`PAGE_CHUNK`] as they are read: the page's and one
+    /// more when more exist (the output cuts the page and says `exceededTransferLimit`). Stops
+    /// early when `emit` returns `false` (the reader left). Blocking.
+    pub(crate) fn stream_page(
+        &self,
+        state: &LayerState,
+        deadline: Option<Instant>,
+        emit: &mut dyn FnMut(Vec<geojson::Feature>) -> bool,
+    ) -> Result<(), ProviderError> {
+        let mut connection = state.connections.get()?;
+        gpkg::until_deadline(&mut connection, deadline, |connection| {
+            let mut chunk = Vec::with_capacity(PAGE_CHUNK);
+            let mut open = true;
+            self.page(&state.table, connection, &mut |feature| {
+                chunk.push(feature);
+                if chunk.len() >= PAGE_CHUNK {
+                    open = emit(std::mem::replace(
+                        &mut chunk,
+                        Vec::with_capacity(PAGE_CHUNK),
+                    ));
+                }
+                open
+            })?;
+            if open && !chunk.is_empty() {
+                emit(chunk);
+            }
+            Ok(())
+        })
+    }
+
+    /// The features of a page and one more, to `emit` until it returns `false`.
     fn page(
         &self,
         table: &Table,
         connection: &rusqlite::Connection,
-    ) -> Result<Outcome, ProviderError> {
+        emit: &mut dyn FnMut(geojson::Feature) -> bool,
+    ) -> Result<(), ProviderError> {
+        if let Some(candidates) = &self.candidates {
+            let fids = self.candidate_page(candidates, table, connection)?;
+            return self.rows_of(table, connection, &fids, emit);
+        }
         let mut sql = self.shape.select(table);
         sql.push_str(&where_sql(&self.conditions));
         let order = order_items(&self.query, table).unwrap_or_default();
@@ -621,37 +788,183 @@ impl Plan {
             };
             limit(&mut sql, &mut params, self.page, offset);
         }
-        let error = sqlite_error(&table.path);
-        let (mut matched, mut features, mut exceeded) = (0_u64, Vec::new(), false);
+        let (mut matched, mut emitted) = (0_u64, 0_u64);
         self.each_match(table, connection, &sql, &params, |row, tested| {
             matched += 1;
             if exact && matched <= skip {
                 return Ok(true);
             }
-            if features.len() as u64 >= self.page {
-                exceeded = true;
+            if emitted > self.page {
                 return Ok(false);
             }
+            emitted += 1;
+            let feature = self.feature(table, row, tested)?;
+            Ok(emit(feature) && emitted <= self.page)
+        })
+    }
+
+    /// The feature of a row of [`RowShape::select`]: its geometry (`tested`, in EPSG:4326, when
+    /// the exact test read it) in the output CRS, and its properties.
+    fn feature(
+        &self,
+        table: &Table,
+        row: &rusqlite::Row<'_>,
+        tested: Option<geo_types::Geometry<f64>>,
+    ) -> Result<geojson::Feature, ProviderError> {
+        let fid: i64 = row.get(0).map_err(sqlite_error(&table.path))?;
+        let (shape, reprojector) = match tested {
+            Some(shape) => (Some(shape), &self.from_4326),
+            None if self.shape.geometry => (gpkg::row_geometry(table, row)?, &self.from_source),
+            None => (None, &self.from_source),
+        };
+        let geometry = match shape {
+            Some(mut shape) => {
+                reprojector.geometry(&mut shape).map_err(|cause| {
+                    internal(format!("feature {fid} of {}: {cause}", table.name))
+                })?;
+                Some(geojson::Geometry::from(&shape))
+            }
+            None => None,
+        };
+        let properties = self.shape.properties(table, row)?;
+        Ok(gpkg::feature(fid, geometry, properties))
+    }
+
+    /// The R-tree's candidates in fid order, each with whether it surely matches (its box lies
+    /// inside [`Candidates::inside`]).
+    fn rtree_candidates(
+        candidates: &Candidates,
+        table: &Table,
+        connection: &rusqlite::Connection,
+    ) -> Result<Vec<(i64, bool)>, ProviderError> {
+        let error = sqlite_error(&table.path);
+        let sql = format!(
+            "SELECT id, minx, maxx, miny, maxy FROM {} WHERE minx <= ?1 AND maxx >= ?2 AND miny <= ?3 AND maxy >= ?4",
+            Table::quoted(&candidates.rtree)
+        );
+        let [min_x, min_y, max_x, max_y] = candidates.search;
+        let mut statement = gpkg::prepare(connection, &sql).map_err(&error)?;
+        let mut rows = statement
+            .query(rusqlite::params![max_x, min_x, max_y, min_y])
+            .map_err(&error)?;
+        let mut found = Vec::new();
+        while let Some(row) = rows.next().map_err(&error)? {
             let fid: i64 = row.get(0).map_err(&error)?;
-            let (shape, reprojector) = match tested {
-                Some(shape) => (Some(shape), &self.from_4326),
-                None if self.shape.geometry => (gpkg::row_geometry(table, row)?, &self.from_source),
-                None => (None, &self.from_source),
-            };
-            let geometry = match shape {
-                Some(mut shape) => {
-                    reprojector.geometry(&mut shape).map_err(|cause| {
-                        internal(format!("feature {fid} of {}: {cause}", table.name))
-                    })?;
-                    Some(geojson::Geometry::from(&shape))
+            let sure = match candidates.inside {
+                Some([x0, y0, x1, y1]) => {
+                    let corner = |index| row.get::<_, f64>(index).map_err(&error);
+                    let (a, c, b, d) = (corner(1)?, corner(2)?, corner(3)?, corner(4)?);
+                    a >= x0 && c <= x1 && b >= y0 && d <= y1
                 }
-                None => None,
+                None => false,
             };
-            let properties = self.shape.properties(table, row)?;
-            features.push(gpkg::feature(fid, geometry, properties));
+            found.push((fid, sure));
+        }
+        found.sort_unstable_by_key(|(fid, _)| *fid);
+        Ok(found)
+    }
+
+    /// Of `fids`, those whose geometry passes the exact test.
+    fn exact_matches(
+        &self,
+        table: &Table,
+        connection: &rusqlite::Connection,
+        fids: &[i64],
+    ) -> Result<std::collections::HashSet<i64>, ProviderError> {
+        let mut passed = std::collections::HashSet::new();
+        if fids.is_empty() {
+            return Ok(passed);
+        }
+        let sql = format!(
+            "SELECT {}, {} FROM {} WHERE {} IN (SELECT value FROM json_each(?))",
+            Table::quoted(&table.fid),
+            table
+                .geometry
+                .as_deref()
+                .map_or_else(|| "NULL".to_owned(), Table::quoted),
+            Table::quoted(&table.name),
+            Table::quoted(&table.fid),
+        );
+        let list = SqlParam::Text(serde_json::to_string(fids).unwrap_or_else(|_| "[]".to_owned()));
+        let error = sqlite_error(&table.path);
+        self.each_match(table, connection, &sql, &[list], |row, _| {
+            passed.insert(row.get::<_, i64>(0).map_err(&error)?);
             Ok(true)
         })?;
-        Ok(Outcome::Page { features, exceeded })
+        Ok(passed)
+    }
+
+    /// The fids of a page (and one more, when more exist) of an R-tree plan: sure candidates
+    /// are counted without reading them, unsure ones are tested in batches as far as needed.
+    fn candidate_page(
+        &self,
+        candidates: &Candidates,
+        table: &Table,
+        connection: &rusqlite::Connection,
+    ) -> Result<Vec<i64>, ProviderError> {
+        let found = Self::rtree_candidates(candidates, table, connection)?;
+        let skip = self.query.offset;
+        let wanted = usize::try_from(self.page.saturating_add(1)).unwrap_or(usize::MAX);
+        let (mut matched, mut page) = (0_u64, Vec::new());
+        let mut rest = found.as_slice();
+        while !rest.is_empty() && page.len() < wanted {
+            // Every candidate may match: look at as many as could still be needed.
+            let needed = usize::try_from(skip.saturating_sub(matched))
+                .unwrap_or(usize::MAX)
+                .saturating_add(wanted - page.len())
+                .max(64)
+                .min(rest.len());
+            let (batch, after) = rest.split_at(needed);
+            rest = after;
+            let unsure: Vec<i64> = batch
+                .iter()
+                .filter(|(_, sure)| !sure)
+                .map(|(fid, _)| *fid)
+                .collect();
+            let passed = self.exact_matches(table, connection, &unsure)?;
+            for (fid, sure) in batch {
+                if !(*sure || passed.contains(fid)) {
+                    continue;
+                }
+                matched += 1;
+                if matched > skip {
+                    page.push(*fid);
+                    if page.len() == wanted {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(page)
+    }
+
+    /// The features of `fids` (sorted, already known to match), to `emit` until it returns
+    /// `false`.
+    fn rows_of(
+        &self,
+        table: &Table,
+        connection: &rusqlite::Connection,
+        fids: &[i64],
+        emit: &mut dyn FnMut(geojson::Feature) -> bool,
+    ) -> Result<(), ProviderError> {
+        if fids.is_empty() {
+            return Ok(());
+        }
+        let fid = Table::quoted(&table.fid);
+        let sql = format!(
+            "{} WHERE {fid} IN (SELECT value FROM json_each(?)) ORDER BY {fid}",
+            self.shape.select(table)
+        );
+        let error = sqlite_error(&table.path);
+        let list = serde_json::to_string(fids).unwrap_or_else(|_| "[]".to_owned());
+        let mut statement = gpkg::prepare(connection, &sql).map_err(&error)?;
+        let mut rows = statement.query([list]).map_err(&error)?;
+        while let Some(row) = rows.next().map_err(&error)? {
+            if !emit(self.feature(table, row, None)?) {
+                break;
+            }
+        }
+        Ok(())
     }
 
     fn ids(

@@ -374,6 +374,55 @@ fn comparison_cases() -> Vec<(u64, Vec<(&'static str, &'static str)>)> {
             1006,
             vec![("geometry", ENVELOPE), ("returnCountOnly", "true")],
         ),
+        // The envelope query (b): candidates from the R-tree in fid order, sure ones
+        // (boxes inside the envelope) never read to be decided; then pages past the first.
+        (
+            1006,
+            vec![
+                ("geometry", "174,-42,175,-41"),
+                ("geometryType", "esriGeometryEnvelope"),
+                ("inSR", "4326"),
+                ("spatialRel", "esriSpatialRelIntersects"),
+                ("outFields", "*"),
+                ("resultRecordCount", "1000"),
+            ],
+        ),
+        (
+            1006,
+            vec![
+                ("geometry", "172,-44,176,-37"),
+                ("geometryType", "esriGeometryEnvelope"),
+                ("outFields", "id,name"),
+                ("resultOffset", "1500"),
+                ("resultRecordCount", "300"),
+            ],
+        ),
+        (
+            1006,
+            vec![
+                ("geometry", "172,-44,176,-37"),
+                ("spatialRel", "esriSpatialRelEnvelopeIntersects"),
+                ("returnCountOnly", "true"),
+            ],
+        ),
+        // Polygons: boxes of many sizes, some inside the envelope, some across its edges.
+        (
+            1002,
+            vec![
+                ("geometry", "172.5,-43.7,172.8,-43.4"),
+                ("geometryType", "esriGeometryEnvelope"),
+                ("outFields", "*"),
+                ("resultRecordCount", "40"),
+                ("resultOffset", "3"),
+            ],
+        ),
+        (
+            1002,
+            vec![
+                ("geometry", "172.5,-43.7,172.8,-43.4"),
+                ("returnCountOnly", "true"),
+            ],
+        ),
         (
             1006,
             vec![
