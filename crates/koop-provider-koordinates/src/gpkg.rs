@@ -163,7 +163,7 @@ const POOLED_CONNECTIONS: usize = 4;
 
 /// Page cache of a pooled connection, in KiB (SQLite's `cache_size` takes negative KiB): enough
 /// for the pages one page of features or one R-tree search touches.
-const POOLED_CACHE_KIB: i64 = 4 * 1024;
+const POOLED_CACHE_KIB: i64 = 6 * 1024;
 
 #[derive(Debug, Default)]
 struct PoolState {

@@ -356,6 +356,87 @@ async fn silent_geojson_clients_leave_counts_fast() -> Result<()> {
     Ok(())
 }
 
+/// Reads an HTTP response head from `stream`: its status code.
+async fn status_of(stream: &mut TcpStream) -> Result<u16> {
+    let mut head = vec![0_u8; 512];
+    let read = tokio::time::timeout(Duration::from_secs(20), stream.read(&mut head)).await??;
+    let line = String::from_utf8_lossy(&head[..read]);
+    line.split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .with_context(|| format!("not an HTTP answer: {line:?}"))
+}
+
+#[tokio::test]
+async fn geojson_streams_past_max_streams_wait_then_get_503() -> Result<()> {
+    let site = TestServer::start().await?;
+    site.add_layer(TestLayer::generated(
+        7002,
+        "Many points",
+        GeneratedContent::Points { count: 100_000 },
+    ))?;
+    let cache = tempfile::tempdir()?;
+    let mut served = Served::start(
+        &site,
+        cache.path(),
+        &[
+            "--layers",
+            "7002",
+            "--max-streams",
+            "2",
+            "--request-timeout",
+            "2s",
+        ],
+    )
+    .await?;
+    let request = format!(
+        "GET /koordinates/{}/7002/geojson HTTP/1.1\r\nHost: x\r\n\r\n",
+        site.domain()
+    );
+    // Two clients that never read take both streams.
+    let mut holders = Vec::new();
+    for _ in 0..2 {
+        let mut stream = TcpStream::connect(&served.address).await?;
+        stream.write_all(request.as_bytes()).await?;
+        assert_eq!(status_of(&mut stream).await?, 200);
+        holders.push(stream);
+    }
+    // A third waits for one until its deadline (2 s), then is told to come back.
+    let started = Instant::now();
+    let mut third = TcpStream::connect(&served.address).await?;
+    third.write_all(request.as_bytes()).await?;
+    assert_eq!(status_of(&mut third).await?, 503);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1500) && waited < Duration::from_secs(10),
+        "answered after {waited:?}"
+    );
+    // Counts are not streams: they answer meanwhile.
+    let (_, count) = get(
+        &query_url(&served, &site, 7002),
+        &[("where", "1=1"), ("returnCountOnly", "true")],
+    )
+    .await?;
+    assert_eq!(count["count"], 100_000, "{count}");
+    // A client that leaves gives its stream back: the next one streams the whole layer.
+    drop(holders.pop());
+    let body = reqwest::get(format!(
+        "{}/koordinates/{}/7002/geojson",
+        served.base,
+        site.domain()
+    ))
+    .await?;
+    assert_eq!(body.status(), 200);
+    let text = body.text().await?;
+    let document: Value = serde_json::from_str(&text)?;
+    assert_eq!(
+        document["features"].as_array().map(Vec::len),
+        Some(100_000)
+    );
+    assert!(served.running());
+    Ok(())
+}
+
 #[tokio::test]
 async fn distinct_values_of_a_million_features_stay_in_bounded_memory() -> Result<()> {
     let site = TestServer::start().await?;
