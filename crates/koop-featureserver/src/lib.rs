@@ -470,7 +470,7 @@ struct Ran {
 /// What a query came to: an answer to write, or a page to write as its features arrive (with
 /// the provider's data version).
 enum Queried {
-    Answer(Ran),
+    Answer(Box<Ran>),
     Page(Box<streamed::StreamedPage>, Option<String>),
 }
 
@@ -489,13 +489,13 @@ async fn run_query(
     let crs = fetched.crs;
     if let Some(answer) = fetched.answer.take() {
         let answer = engine::Answer::from_provider(answer, &query);
-        return Ok(Queried::Answer(Ran {
+        return Ok(Queried::Answer(Box::new(Ran {
             answer,
             layer,
             query,
             crs,
             version_tag,
-        }));
+        })));
     }
     let mut engine = Engine::new(
         &query,
@@ -552,13 +552,13 @@ async fn run_query(
         }
     }
     let answer = engine.finish();
-    Ok(Queried::Answer(Ran {
+    Ok(Queried::Answer(Box::new(Ran {
         answer,
         layer,
         query,
         crs,
         version_tag,
-    }))
+    })))
 }
 
 /// The response of an answer, in the query's format.

@@ -223,19 +223,7 @@ impl StreamedPage {
             return;
         }
         loop {
-            let next = match self.deadline {
-                Some(deadline) => tokio::time::timeout_at(
-                    tokio::time::Instant::from_std(deadline),
-                    self.stream.features.next(),
-                )
-                .await
-                .unwrap_or_else(|_| Some(Err(koop_provider::ProviderError::unavailable(
-                    "the query ran past this server's time limit for one request; narrow it (a where clause, a smaller page) or try again",
-                    None,
-                )))),
-                None => self.stream.features.next().await,
-            };
-            let feature = match next {
+            let feature = match next_feature(&mut self.stream.features, self.deadline).await {
                 Some(Ok(feature)) => feature,
                 Some(Err(error)) => {
                     let error = GeoservicesError::from_provider(&error, self.had_token);
@@ -296,6 +284,27 @@ impl StreamedPage {
         }
         let _ = chunks.send(Ok(Bytes::from(out))).await;
     }
+}
+
+/// The provider's next feature, or the deadline's error.
+async fn next_feature(
+    features: &mut futures::stream::BoxStream<
+        'static,
+        Result<geojson::Feature, koop_provider::ProviderError>,
+    >,
+    deadline: Option<Instant>,
+) -> Option<Result<geojson::Feature, koop_provider::ProviderError>> {
+    let Some(deadline) = deadline else {
+        return features.next().await;
+    };
+    tokio::time::timeout_at(tokio::time::Instant::from_std(deadline), features.next())
+        .await
+        .unwrap_or_else(|_| {
+            Some(Err(koop_provider::ProviderError::unavailable(
+                "the query ran past this server's time limit for one request; narrow it (a where clause, a smaller page) or try again",
+                None,
+            )))
+        })
 }
 
 /// A page that could not be serialized.

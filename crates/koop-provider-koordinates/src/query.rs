@@ -6,9 +6,15 @@
 //!   is the integer primary key, or the GeoPackage fid.
 //! - `geometry` filters read candidates from the GeoPackage R-tree (`rtree_<table>_<column>`)
 //!   with the filter's envelope in the layer's CRS, then test each candidate exactly in
-//!   EPSG:4326.
+//!   EPSG:4326. When the filter (intersects, or envelope intersects) is the query's only
+//!   condition, pages and counts take the candidates from the R-tree in fid order: a candidate
+//!   whose box lies inside a box surely inside the filter's image in the layer's CRS
+//!   ([`inside_box`]) matches without its row being read; only the page's rows, and the
+//!   geometries of the other candidates as far as the page needs, are read.
 //! - Pages: `orderByFields` (then the fid, so pages are stable) with `LIMIT page + 1 OFFSET`:
-//!   the extra row tells whether more exist.
+//!   the extra row tells whether more exist. A page is streamed: its features go to the output
+//!   in chunks of [`PAGE_CHUNK`] as they are read, and the output cuts the extra one
+//!   (`filtersApplied.limit` is false).
 //! - `returnCountOnly` is `count(*)` (the row count read when the layer was opened, when nothing
 //!   filters); `returnIdsOnly` reads one column; `returnExtentOnly` aggregates the R-tree;
 //!   `outStatistics` with `groupByFieldsForStatistics` is `GROUP BY` with SQL aggregates, and
@@ -161,7 +167,10 @@ fn is_rectangle(filter: &GeometryFilter) -> bool {
     polygon.interiors().is_empty()
         && polygon.exterior().0.len() == 5
         && polygon.exterior().0.iter().all(|coord| {
-            (coord.x == min.x || coord.x == max.x) && (coord.y == min.y || coord.y == max.y)
+            // The same values, copied: exact comparison is what is meant.
+            let same = |a: f64, b: f64| a.total_cmp(&b).is_eq();
+            (same(coord.x, min.x) || same(coord.x, max.x))
+                && (same(coord.y, min.y) || same(coord.y, max.y))
         })
 }
 

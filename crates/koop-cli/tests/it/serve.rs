@@ -429,10 +429,7 @@ async fn geojson_streams_past_max_streams_wait_then_get_503() -> Result<()> {
     assert_eq!(body.status(), 200);
     let text = body.text().await?;
     let document: Value = serde_json::from_str(&text)?;
-    assert_eq!(
-        document["features"].as_array().map(Vec::len),
-        Some(100_000)
-    );
+    assert_eq!(document["features"].as_array().map(Vec::len), Some(100_000));
     assert!(served.running());
     Ok(())
 }
