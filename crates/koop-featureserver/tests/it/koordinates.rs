@@ -1306,3 +1306,79 @@ async fn equality_pages_and_counts_from_the_in_memory_index_match_the_scan() -> 
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn streamed_pages_and_ids_are_the_same_documents_as_json_jsonp_and_geojson() -> Result<()> {
+    let setup = Setup::start().await?;
+    let query = format!("{}/0/query", setup.service("koordinates", 1006));
+    let client = reqwest::Client::new();
+    let text = |params: Vec<(&'static str, &'static str)>| {
+        let (client, query) = (client.clone(), query.clone());
+        async move {
+            let response = client.get(&query).query(&params).send().await?;
+            let kind = response
+                .headers()
+                .get("content-type")
+                .and_then(|value| value.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            anyhow::Ok((kind, response.text().await?))
+        }
+    };
+    for (format, extra) in [
+        ("json", ("where", "category='c3'")),
+        ("json", ("geometry", "166,-48,179,-34")),
+        ("geojson", ("where", "category='c3'")),
+        ("json", ("returnIdsOnly", "true")),
+    ] {
+        let base = vec![
+            extra,
+            ("outFields", "*"),
+            ("resultOffset", "10"),
+            ("resultRecordCount", "700"),
+            ("f", format),
+        ];
+        let (kind, plain) = text(base.clone()).await?;
+        assert!(kind.starts_with("application/json"), "{kind}");
+        let document: Value = serde_json::from_str(&plain)
+            .with_context(|| format!("{extra:?} {format}: not JSON"))?;
+        assert!(document.get("error").is_none(), "{document}");
+        let mut wrapped = base.clone();
+        wrapped.push(("callback", "draw"));
+        let (kind, script) = text(wrapped).await?;
+        assert!(kind.starts_with("application/javascript"), "{kind}");
+        let inner = script
+            .strip_prefix("draw(")
+            .and_then(|rest| rest.strip_suffix(')'))
+            .with_context(|| format!("not a JSONP call: {}", &script[..script.len().min(80)]))?;
+        assert_eq!(
+            inner, plain,
+            "{extra:?} {format}: JSONP wraps the same document"
+        );
+        if extra.0 != "returnIdsOnly" {
+            assert_eq!(
+                document["features"].as_array().map(Vec::len),
+                Some(700),
+                "{extra:?} {format}"
+            );
+            let exceeded = if format == "geojson" {
+                document["properties"]["exceededTransferLimit"].as_bool()
+            } else {
+                document["exceededTransferLimit"].as_bool()
+            };
+            assert_eq!(exceeded, Some(true), "{extra:?} {format}: more exist");
+        }
+    }
+    // The last page of the where clause: exceeded is false and the page is not cut.
+    let (_, last) = text(vec![
+        ("where", "category='c3'"),
+        ("resultOffset", "1990"),
+        ("resultRecordCount", "100"),
+        ("f", "json"),
+    ])
+    .await?;
+    let last: Value = serde_json::from_str(&last)?;
+    assert_eq!(last["exceededTransferLimit"], false, "{last}");
+    assert_eq!(last["features"].as_array().map(Vec::len), Some(10));
+    Ok(())
+}
