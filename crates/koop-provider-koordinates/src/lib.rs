@@ -438,15 +438,22 @@ impl KoordinatesProvider {
         }
         let metadata = state.metadata.clone();
         let (applied, crs) = (plan.applied, plan.crs);
-        if plan.kind == Kind::Rows {
-            let rows = stream::Rows {
-                conditions: plan.conditions,
-                params: plan.params,
-                exact: plan.exact,
-                shape: plan.shape,
-                to_4326: plan.to_4326,
-                from_source: plan.from_source,
-                from_4326: plan.from_4326,
+        let deadline = request.deadline;
+        let version_tag = Some(state.entry.clone());
+        if matches!(plan.kind, Kind::Rows | Kind::Page) {
+            let features = if plan.kind == Kind::Page {
+                self.page(state, plan, deadline)
+            } else {
+                let rows = stream::Rows {
+                    conditions: plan.conditions,
+                    params: plan.params,
+                    exact: plan.exact,
+                    shape: plan.shape,
+                    to_4326: plan.to_4326,
+                    from_source: plan.from_source,
+                    from_4326: plan.from_4326,
+                };
+                stream::features(state, rows, self.inner.work.clone())
             };
             return Ok(ProviderStream {
                 metadata,
@@ -454,21 +461,8 @@ impl KoordinatesProvider {
                 crs,
                 count: None,
                 answer: None,
-                version_tag: Some(state.entry.clone()),
-                features: stream::features(state, rows, self.inner.work.clone()),
-            });
-        }
-        let deadline = request.deadline;
-        let version_tag = Some(state.entry.clone());
-        if plan.kind == Kind::Page {
-            return Ok(ProviderStream {
-                metadata,
-                filters_applied: applied,
-                crs,
-                count: None,
-                answer: None,
                 version_tag,
-                features: self.page(state, plan, deadline),
+                features,
             });
         }
         let outcome = self

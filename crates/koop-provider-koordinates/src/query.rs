@@ -591,6 +591,20 @@ pub(crate) enum Outcome {
     Answer(QueryAnswer),
 }
 
+/// `SELECT fid, geometry (or NULL for a table) FROM table` and `filter` (a `WHERE` clause or
+/// nothing).
+fn fid_and_geometry(table: &Table, filter: &str) -> String {
+    format!(
+        "SELECT {}, {} FROM {}{filter}",
+        Table::quoted(&table.fid),
+        table
+            .geometry
+            .as_deref()
+            .map_or_else(|| "NULL".to_owned(), Table::quoted),
+        Table::quoted(&table.name),
+    )
+}
+
 fn where_sql(conditions: &[String]) -> String {
     if conditions.is_empty() {
         String::new()
@@ -884,15 +898,12 @@ impl Plan {
         if fids.is_empty() {
             return Ok(passed);
         }
-        let sql = format!(
-            "SELECT {}, {} FROM {} WHERE {} IN (SELECT value FROM json_each(?))",
-            Table::quoted(&table.fid),
-            table
-                .geometry
-                .as_deref()
-                .map_or_else(|| "NULL".to_owned(), Table::quoted),
-            Table::quoted(&table.name),
-            Table::quoted(&table.fid),
+        let sql = fid_and_geometry(
+            table,
+            &format!(
+                " WHERE {} IN (SELECT value FROM json_each(?))",
+                Table::quoted(&table.fid)
+            ),
         );
         let list = SqlParam::Text(serde_json::to_string(fids).unwrap_or_else(|_| "[]".to_owned()));
         let error = sqlite_error(&table.path);
@@ -1068,16 +1079,7 @@ impl Plan {
             _ => {
                 // Box of each matching geometry, in EPSG:4326.
                 let mut bounds = None;
-                let sql = format!(
-                    "SELECT {}, {} FROM {}{}",
-                    Table::quoted(&table.fid),
-                    table
-                        .geometry
-                        .as_deref()
-                        .map_or_else(|| "NULL".to_owned(), Table::quoted),
-                    Table::quoted(&table.name),
-                    where_sql(&self.conditions)
-                );
+                let sql = fid_and_geometry(table, &where_sql(&self.conditions));
                 self.each_match(table, connection, &sql, &self.params, |row, tested| {
                     let shape = match tested {
                         Some(shape) => Some(shape),
