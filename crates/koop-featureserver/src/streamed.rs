@@ -139,7 +139,8 @@ impl StreamedPage {
     /// # Errors
     ///
     /// A [`GeoservicesError`] when the provider fails, or the deadline passes, before the first
-    /// feature; 400 when the query's `outSR` cannot be written.
+    /// feature; 400 when the query cannot run over these features, 500 when its `outSR` cannot
+    /// be written.
     pub(crate) async fn respond(self) -> Result<Response, GeoservicesError> {
         let callback = self.query.callback.clone();
         let (started_tx, started_rx) = oneshot::channel();
@@ -209,7 +210,15 @@ impl StreamedPage {
         let mut pieces = match PagePieces::new(&self.layer, &self.query, self.crs) {
             Ok(pieces) => pieces,
             Err(message) => {
-                fail(&mut started, GeoservicesError::bad_request(message));
+                // As a page written whole answers it (`respond`).
+                fail(
+                    &mut started,
+                    GeoservicesError {
+                        code: 500,
+                        message,
+                        details: Vec::new(),
+                    },
+                );
                 return;
             }
         };
@@ -299,12 +308,7 @@ async fn next_feature(
     };
     tokio::time::timeout_at(tokio::time::Instant::from_std(deadline), features.next())
         .await
-        .unwrap_or_else(|_| {
-            Some(Err(koop_provider::ProviderError::unavailable(
-                "the query ran past this server's time limit for one request; narrow it (a where clause, a smaller page) or try again",
-                None,
-            )))
-        })
+        .unwrap_or_else(|_| Some(Err(koop_provider::ProviderError::past_deadline())))
 }
 
 /// A page that could not be serialized.

@@ -580,8 +580,5 @@ pub(crate) fn until_deadline<T>(
 
 /// The error of a query stopped at its request's deadline.
 pub(crate) fn past_deadline() -> ProviderError {
-    ProviderError::unavailable(
-        "the query ran past this server's time limit for one request; narrow it (a where clause, a smaller page) or try again",
-        None,
-    )
+    ProviderError::past_deadline()
 }

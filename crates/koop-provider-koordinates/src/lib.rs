@@ -400,11 +400,9 @@ impl KoordinatesProvider {
                 let chunk = receiver.recv().await?;
                 Some((chunk, (receiver, reader)))
             });
-        Box::pin(chunks.flat_map(|chunk| {
-            futures::stream::iter(match chunk {
-                Ok(features) => features.into_iter().map(Ok).collect::<Vec<_>>(),
-                Err(error) => vec![Err(error)],
-            })
+        Box::pin(chunks.flat_map(|chunk| match chunk {
+            Ok(features) => futures::stream::iter(features.into_iter().map(Ok)).left_stream(),
+            Err(error) => futures::stream::once(std::future::ready(Err(error))).right_stream(),
         }))
     }
 

@@ -176,7 +176,7 @@ fn is_rectangle(filter: &GeometryFilter) -> bool {
 
 /// The R-tree plan of a geometry filter that is a query's only condition, for the relations a
 /// box inside the filter decides (`esriSpatialRelIntersects`, `esriSpatialRelEnvelopeIntersects`).
-fn candidates(filter: &GeometryFilter, table: &Table, params: &[SqlParam]) -> Option<Candidates> {
+fn candidates(filter: &GeometryFilter, table: &Table) -> Option<Candidates> {
     if !matches!(
         filter.relation,
         SpatialRel::Intersects | SpatialRel::EnvelopeIntersects
@@ -184,16 +184,6 @@ fn candidates(filter: &GeometryFilter, table: &Table, params: &[SqlParam]) -> Op
         return None;
     }
     let rtree = table.rtree.clone()?;
-    // The spatial condition's parameters: max_x, min_x, max_y, min_y (see spatial_condition).
-    let [
-        SqlParam::Real(max_x),
-        SqlParam::Real(min_x),
-        SqlParam::Real(max_y),
-        SqlParam::Real(min_y),
-    ] = params
-    else {
-        return None;
-    };
     let inside = if is_rectangle(filter) {
         inside_box(&filter.envelope, table.srs.unwrap_or(Epsg::WGS84))
     } else {
@@ -201,7 +191,7 @@ fn candidates(filter: &GeometryFilter, table: &Table, params: &[SqlParam]) -> Op
     };
     Some(Candidates {
         rtree,
-        search: [*min_x, *min_y, *max_x, *max_y],
+        search: search_box(filter, table)?,
         inside,
     })
 }
@@ -278,14 +268,7 @@ fn spatial_condition(filter: &GeometryFilter, table: &Table) -> Option<(String, 
         return Some(("0".to_owned(), Vec::new()));
     }
     let rtree = table.rtree.as_ref()?;
-    let (min, max) = (filter.envelope.min(), filter.envelope.max());
-    let [min_x, min_y, max_x, max_y] = reproject_box(
-        [min.x, min.y, max.x, max.y],
-        Epsg::WGS84,
-        table.srs.unwrap_or(Epsg::WGS84),
-    )?;
-    // Grown by 1 %: the reprojected box's edges are sampled, not exact.
-    let (dx, dy) = ((max_x - min_x) * 0.01 + 1e-9, (max_y - min_y) * 0.01 + 1e-9);
+    let [min_x, min_y, max_x, max_y] = search_box(filter, table)?;
     Some((
         format!(
             "{} IN (SELECT id FROM {} WHERE minx <= ? AND maxx >= ? AND miny <= ? AND maxy >= ?)",
@@ -293,12 +276,25 @@ fn spatial_condition(filter: &GeometryFilter, table: &Table) -> Option<(String, 
             Table::quoted(rtree)
         ),
         vec![
-            SqlParam::Real(max_x + dx),
-            SqlParam::Real(min_x - dx),
-            SqlParam::Real(max_y + dy),
-            SqlParam::Real(min_y - dy),
+            SqlParam::Real(max_x),
+            SqlParam::Real(min_x),
+            SqlParam::Real(max_y),
+            SqlParam::Real(min_y),
         ],
     ))
+}
+
+/// `[min_x, min_y, max_x, max_y]` of the filter's envelope in the layer's CRS, grown by 1 %
+/// (the reprojected box's edges are sampled, not exact): what the R-tree is searched with.
+fn search_box(filter: &GeometryFilter, table: &Table) -> Option<[f64; 4]> {
+    let (min, max) = (filter.envelope.min(), filter.envelope.max());
+    let [min_x, min_y, max_x, max_y] = reproject_box(
+        [min.x, min.y, max.x, max.y],
+        Epsg::WGS84,
+        table.srs.unwrap_or(Epsg::WGS84),
+    )?;
+    let (dx, dy) = ((max_x - min_x) * 0.01 + 1e-9, (max_y - min_y) * 0.01 + 1e-9);
+    Some([min_x - dx, min_y - dy, max_x + dx, max_y + dy])
 }
 
 /// The attribute columns a page reads: those asked for and the OBJECTID's, unless the OBJECTID
@@ -467,7 +463,7 @@ pub(crate) fn plan(
             && query.order_by.is_empty()
             && let Some(filter) = &exact
         {
-            rtree_only = candidates(filter, table, &bound);
+            rtree_only = candidates(filter, table);
         }
         conditions.push(condition);
         params.extend(bound);

@@ -148,6 +148,16 @@ impl ProviderError {
         }
     }
 
+    /// The 503 error of work stopped at its request's deadline
+    /// ([`ProviderRequest::deadline`](crate::ProviderRequest::deadline)): it says to narrow the
+    /// query or try again.
+    pub fn past_deadline() -> Self {
+        Self::unavailable(
+            "the query ran past this server's time limit for one request; narrow it (a where clause, a smaller page) or try again",
+            None,
+        )
+    }
+
     /// A 500 error, with its cause if there is one.
     pub fn internal(message: impl Into<String>, source: Option<Cause>) -> Self {
         Self::Internal {

@@ -51,6 +51,8 @@ pub enum Cors {
 /// every request gets (a deadline, a body limit), CORS and response compression.
 pub struct ServerBuilder {
     providers: Vec<Arc<dyn Provider>>,
+    /// Always registered, before `outputs`.
+    geojson: GeoJsonOutput,
     outputs: Vec<Arc<dyn Output>>,
     cache: Arc<DataCache>,
     validator: Arc<GeoJsonValidator>,
@@ -74,10 +76,8 @@ impl std::fmt::Debug for ServerBuilder {
             )
             .field(
                 "outputs",
-                &self
-                    .outputs
-                    .iter()
-                    .map(|output| output.name())
+                &std::iter::once(self.geojson.name())
+                    .chain(self.outputs.iter().map(|output| output.name()))
                     .collect::<Vec<_>>(),
             )
             .finish_non_exhaustive()
@@ -90,7 +90,8 @@ impl Default for ServerBuilder {
     fn default() -> Self {
         Self {
             providers: Vec::new(),
-            outputs: vec![Arc::new(GeoJsonOutput::default())],
+            geojson: GeoJsonOutput::default(),
+            outputs: Vec::new(),
             cache: Arc::new(DataCache::default()),
             validator: Arc::new(GeoJsonValidator::from_env()),
             request_timeout: Duration::from_secs(30),
@@ -339,10 +340,7 @@ impl ServerBuilder {
     /// [`crate::geojson::DEFAULT_MAX_STREAMS`]; see [`GeoJsonOutput`]).
     #[must_use]
     pub fn max_streams(mut self, streams: usize) -> Self {
-        // The GeoJSON output is the first, always registered.
-        if let Some(geojson) = self.outputs.first_mut() {
-            *geojson = Arc::new(GeoJsonOutput::with_max_streams(streams));
-        }
+        self.geojson = GeoJsonOutput::with_max_streams(streams);
         self
     }
 
@@ -364,6 +362,9 @@ impl ServerBuilder {
     pub fn build(self) -> Result<Router, ServerError> {
         let mut routes: Vec<(String, Vec<Method>, Handler)> = Vec::new();
         let mut namespaces = HashSet::new();
+        let geojson: Arc<dyn Output> = Arc::new(self.geojson.clone());
+        let outputs: Vec<&Arc<dyn Output>> =
+            std::iter::once(&geojson).chain(&self.outputs).collect();
         for provider in &self.providers {
             let registration = provider.registration();
             if !namespaces.insert(registration.name.clone()) {
@@ -375,7 +376,7 @@ impl ServerBuilder {
                 cache: self.cache.clone(),
                 validator: self.validator.clone(),
             };
-            for output in &self.outputs {
+            for output in &outputs {
                 for route in output.routes() {
                     let path = axum_path(
                         &route.path,
