@@ -231,8 +231,9 @@ impl StreamedPage {
             fail(&mut started, written_error(&error));
             return;
         }
+        let mut deadline = self.deadline.map(timer);
         loop {
-            let feature = match next_feature(&mut self.stream.features, self.deadline).await {
+            let feature = match next_feature(&mut self.stream.features, deadline.as_mut()).await {
                 Some(Ok(feature)) => feature,
                 Some(Err(error)) => {
                     let error = GeoservicesError::from_provider(&error, self.had_token);
@@ -295,20 +296,30 @@ impl StreamedPage {
     }
 }
 
-/// The provider's next feature, or the deadline's error.
+/// A timer that fires at `deadline`.
+fn timer(deadline: Instant) -> std::pin::Pin<Box<tokio::time::Sleep>> {
+    Box::pin(tokio::time::sleep_until(tokio::time::Instant::from_std(
+        deadline,
+    )))
+}
+
+/// The provider's next feature, or the deadline's error. `deadline` is the request's, armed
+/// once for the whole page (a timer per feature would cost a timer-wheel entry each).
 async fn next_feature(
     features: &mut futures::stream::BoxStream<
         'static,
         Result<geojson::Feature, koop_provider::ProviderError>,
     >,
-    deadline: Option<Instant>,
+    deadline: Option<&mut std::pin::Pin<Box<tokio::time::Sleep>>>,
 ) -> Option<Result<geojson::Feature, koop_provider::ProviderError>> {
     let Some(deadline) = deadline else {
         return features.next().await;
     };
-    tokio::time::timeout_at(tokio::time::Instant::from_std(deadline), features.next())
-        .await
-        .unwrap_or_else(|_| Some(Err(koop_provider::ProviderError::past_deadline())))
+    tokio::select! {
+        biased;
+        feature = features.next() => feature,
+        () = deadline.as_mut() => Some(Err(koop_provider::ProviderError::past_deadline())),
+    }
 }
 
 /// A page that could not be serialized.
