@@ -236,38 +236,59 @@ impl ConnectionPool {
     pub(crate) fn get(&self) -> Result<PooledConnection<'_>, ProviderError> {
         let mut state = self.lock();
         loop {
-            if let Some(connection) = state.idle.pop() {
-                return Ok(PooledConnection {
-                    pool: self,
-                    connection: Some(connection),
-                });
+            match self.take(state) {
+                Ok(taken) => return taken,
+                Err(busy) => {
+                    state = self
+                        .returned
+                        .wait(busy)
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                }
             }
-            if state.open < POOLED_CONNECTIONS {
-                state.open += 1;
-                drop(state);
-                let opened = open(&self.path).and_then(|connection| {
-                    connection
-                        .pragma_update(None, "cache_size", -POOLED_CACHE_KIB)
-                        .map_err(sqlite_error(&self.path))?;
-                    Ok(connection)
-                });
-                return match opened {
-                    Ok(connection) => Ok(PooledConnection {
-                        pool: self,
-                        connection: Some(connection),
-                    }),
-                    Err(error) => {
-                        self.lock().open -= 1;
-                        self.returned.notify_one();
-                        Err(error)
-                    }
-                };
-            }
-            state = self
-                .returned
-                .wait(state)
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
         }
+    }
+
+    /// An idle connection or a new one; `None` when [`POOLED_CONNECTIONS`] are busy (never
+    /// waits: a caller holding a connection may use it to help another, without the risk of
+    /// every connection waiting for one more).
+    pub(crate) fn try_get(&self) -> Option<Result<PooledConnection<'_>, ProviderError>> {
+        self.take(self.lock()).ok()
+    }
+
+    /// An idle connection or a new one, else the lock back (every connection is busy).
+    fn take<'a>(
+        &'a self,
+        mut state: std::sync::MutexGuard<'a, PoolState>,
+    ) -> Result<Result<PooledConnection<'a>, ProviderError>, std::sync::MutexGuard<'a, PoolState>>
+    {
+        if let Some(connection) = state.idle.pop() {
+            return Ok(Ok(PooledConnection {
+                pool: self,
+                connection: Some(connection),
+            }));
+        }
+        if state.open >= POOLED_CONNECTIONS {
+            return Err(state);
+        }
+        state.open += 1;
+        drop(state);
+        let opened = open(&self.path).and_then(|connection| {
+            connection
+                .pragma_update(None, "cache_size", -POOLED_CACHE_KIB)
+                .map_err(sqlite_error(&self.path))?;
+            Ok(connection)
+        });
+        Ok(match opened {
+            Ok(connection) => Ok(PooledConnection {
+                pool: self,
+                connection: Some(connection),
+            }),
+            Err(error) => {
+                self.lock().open -= 1;
+                self.returned.notify_one();
+                Err(error)
+            }
+        })
     }
 }
 
@@ -462,16 +483,44 @@ pub(crate) struct RowShape {
     pub(crate) geometry: bool,
     /// The property name the fid is written under, when the fid is the OBJECTID.
     pub(crate) fid_property: Option<String>,
+    /// The properties of a row with every value null, in order: a row's are a copy with its
+    /// values set (copying the map's hash table costs less than hashing every name again).
+    template: serde_json::Map<String, serde_json::Value>,
 }
 
 impl RowShape {
+    /// Reads `columns` (indices into `table.columns`), the geometry when `geometry`, and the
+    /// fid as the property `fid_property` when it is the OBJECTID.
+    pub(crate) fn new(
+        table: &Table,
+        columns: Vec<usize>,
+        geometry: bool,
+        fid_property: Option<String>,
+    ) -> Self {
+        let mut template =
+            serde_json::Map::with_capacity(columns.len() + usize::from(fid_property.is_some()));
+        for name in fid_property
+            .iter()
+            .chain(columns.iter().map(|index| &table.columns[*index].name))
+        {
+            template.insert(name.clone(), serde_json::Value::Null);
+        }
+        Self {
+            columns,
+            geometry,
+            fid_property,
+            template,
+        }
+    }
+
     /// Every column, the geometry, and the fid as a property when it is the OBJECTID.
     pub(crate) fn whole(table: &Table, fid_property: Option<String>) -> Self {
-        Self {
-            columns: (0..table.columns.len()).collect(),
-            geometry: table.geometry.is_some(),
+        Self::new(
+            table,
+            (0..table.columns.len()).collect(),
+            table.geometry.is_some(),
             fid_property,
-        }
+        )
     }
 
     /// `SELECT fid, geometry (or NULL), columns… FROM table`.
@@ -500,17 +549,32 @@ impl RowShape {
         row: &rusqlite::Row<'_>,
     ) -> Result<serde_json::Map<String, serde_json::Value>, ProviderError> {
         let error = sqlite_error(&table.path);
-        let mut properties = serde_json::Map::with_capacity(
-            self.columns.len() + usize::from(self.fid_property.is_some()),
-        );
-        if let Some(name) = &self.fid_property {
-            let fid: i64 = row.get(0).map_err(&error)?;
-            properties.insert(name.clone(), serde_json::Value::from(fid));
+        if self.template.len() != self.columns.len() + usize::from(self.fid_property.is_some()) {
+            // A name read twice: one property, the last value read wins.
+            let mut properties = serde_json::Map::with_capacity(self.template.len());
+            if let Some(name) = &self.fid_property {
+                let fid: i64 = row.get(0).map_err(&error)?;
+                properties.insert(name.clone(), serde_json::Value::from(fid));
+            }
+            for (offset, index) in self.columns.iter().enumerate() {
+                let column = &table.columns[*index];
+                let value = row.get_ref(2 + offset).map_err(&error)?;
+                properties.insert(column.name.clone(), json_value(value, column.kind));
+            }
+            return Ok(properties);
         }
-        for (offset, index) in self.columns.iter().enumerate() {
+        let mut properties = self.template.clone();
+        let mut values = properties.values_mut();
+        if self.fid_property.is_some()
+            && let Some(slot) = values.next()
+        {
+            let fid: i64 = row.get(0).map_err(&error)?;
+            *slot = serde_json::Value::from(fid);
+        }
+        for ((offset, index), slot) in self.columns.iter().enumerate().zip(values) {
             let column = &table.columns[*index];
             let value = row.get_ref(2 + offset).map_err(&error)?;
-            properties.insert(column.name.clone(), json_value(value, column.kind));
+            *slot = json_value(value, column.kind);
         }
         Ok(properties)
     }

@@ -41,6 +41,8 @@ pub(crate) struct LayerState {
     pub(crate) checked: Instant,
     /// Equality indexes of its columns, built on demand.
     pub(crate) indexes: Arc<crate::index::Indexes>,
+    /// Its R-tree in memory, built on demand.
+    pub(crate) spatial: Arc<crate::spatial::SpatialSlot>,
 }
 
 impl LayerState {
@@ -187,6 +189,7 @@ pub(crate) fn load(source: &Source<'_>) -> Result<LayerState, ProviderError> {
         entry: source.entry.to_owned(),
         checked: Instant::now(),
         indexes: Arc::default(),
+        spatial: Arc::default(),
     })
 }
 

@@ -57,6 +57,7 @@ mod gpkg;
 mod index;
 mod layer;
 mod query;
+mod spatial;
 mod stream;
 mod work;
 
@@ -382,10 +383,12 @@ impl KoordinatesProvider {
         let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
         let work = self.inner.work.clone();
         let errors = sender.clone();
+        let plan = Arc::new(plan);
         let reader = tokio::spawn(async move {
+            let helpers = work.clone();
             let read = work
                 .run(deadline, move || {
-                    plan.stream_page(&state, deadline, &mut |chunk| {
+                    plan.stream_page(&state, &helpers, deadline, &mut |chunk| {
                         sender.send(Ok(chunk)).is_ok()
                     })
                 })
@@ -413,6 +416,34 @@ impl KoordinatesProvider {
         request: &ProviderRequest,
     ) -> Result<ProviderStream, ProviderError> {
         let plan = query::plan(&state, request, self.inner.config.max_record_count)?;
+        if plan.searches_rtree() && state.spatial.claim(&state.table) {
+            // Copied once in the background, on a bulk permit; SQLite's R-tree answers
+            // meanwhile.
+            let (work, table, spatial) = (
+                self.inner.work.clone(),
+                state.table.clone(),
+                state.spatial.clone(),
+            );
+            tokio::spawn(async move {
+                let name = table.name.clone();
+                let built = work
+                    .run_bulk(move || spatial::build(&table))
+                    .await
+                    .unwrap_or_else(|error| {
+                        tracing::warn!(
+                            "the R-tree of {name} could not be read into memory: {error}"
+                        );
+                        None
+                    });
+                if let Some(index) = &built {
+                    tracing::debug!(
+                        "the R-tree of {name} is in memory ({} bytes)",
+                        index.bytes()
+                    );
+                }
+                spatial.finish(built);
+            });
+        }
         if let Some(column) = plan.index_column.clone()
             && state.indexes.claim(&column)
         {

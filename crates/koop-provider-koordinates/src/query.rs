@@ -25,6 +25,7 @@
 //! to the output and said in `filtersApplied`: the matching rows are streamed in chunks.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::Instant;
 
 use koop::Epsg;
@@ -39,6 +40,8 @@ use serde_json::{Map, Value as Json};
 use crate::gpkg::{self, ColumnKind, RowShape, Table, sqlite_error};
 use crate::index;
 use crate::layer::{LayerState, reproject_box};
+use crate::spatial::SpatialIndex;
+use crate::work::Work;
 
 /// What a pushed-down query produces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,6 +92,8 @@ pub(crate) struct Plan {
     /// The page's rows were chosen by an equality index: `conditions` name their fids, and the
     /// offset is already applied.
     preselected: bool,
+    /// Those fids, in order.
+    preselected_fids: Option<Vec<i64>>,
     /// A column whose equality index would answer this query, not built yet.
     pub(crate) index_column: Option<String>,
     /// The R-tree search of a geometry filter that is the query's only condition, with the
@@ -104,6 +109,8 @@ pub(crate) struct Plan {
 #[derive(Debug)]
 struct Candidates {
     rtree: String,
+    /// The R-tree in memory, when it is built: searched instead of SQLite's.
+    memory: Option<Arc<SpatialIndex>>,
     /// `[min_x, min_y, max_x, max_y]` searched (the filter's envelope reprojected, grown).
     search: [f64; 4],
     /// Sure matches lie inside this box, when there is one.
@@ -176,7 +183,8 @@ fn is_rectangle(filter: &GeometryFilter) -> bool {
 
 /// The R-tree plan of a geometry filter that is a query's only condition, for the relations a
 /// box inside the filter decides (`esriSpatialRelIntersects`, `esriSpatialRelEnvelopeIntersects`).
-fn candidates(filter: &GeometryFilter, table: &Table) -> Option<Candidates> {
+fn candidates(filter: &GeometryFilter, state: &LayerState) -> Option<Candidates> {
+    let table = &state.table;
     if !matches!(
         filter.relation,
         SpatialRel::Intersects | SpatialRel::EnvelopeIntersects
@@ -191,6 +199,7 @@ fn candidates(filter: &GeometryFilter, table: &Table) -> Option<Candidates> {
     };
     Some(Candidates {
         rtree,
+        memory: state.spatial.ready(),
         search: search_box(filter, table)?,
         inside,
     })
@@ -374,6 +383,8 @@ struct Indexed {
     index_column: Option<String>,
     /// The count it answered.
     count: Option<u64>,
+    /// The page's fids (and one more, when more exist), when it chose them.
+    fids: Option<Vec<i64>>,
 }
 
 /// An equality on a large table, answered from an in-memory index when it is built (counts,
@@ -437,6 +448,7 @@ fn indexed(
     };
     Indexed {
         preselected: true,
+        fids: Some(chosen.to_vec()),
         ..Indexed::default()
     }
 }
@@ -463,7 +475,7 @@ pub(crate) fn plan(
             && query.order_by.is_empty()
             && let Some(filter) = &exact
         {
-            rtree_only = candidates(filter, table);
+            rtree_only = candidates(filter, state);
         }
         conditions.push(condition);
         params.extend(bound);
@@ -479,6 +491,7 @@ pub(crate) fn plan(
         preselected,
         index_column,
         count: indexed_count,
+        fids: preselected_fids,
     } = if where_pushed && exact.is_none() {
         indexed(
             state,
@@ -517,11 +530,7 @@ pub(crate) fn plan(
     Ok(Plan {
         kind,
         page: query.page_size(max_record_count),
-        shape: RowShape {
-            columns,
-            geometry,
-            fid_property: state.fid_property(),
-        },
+        shape: RowShape::new(table, columns, geometry, state.fid_property()),
         object_id,
         conditions,
         params,
@@ -542,6 +551,7 @@ pub(crate) fn plan(
         crs: (output != Epsg::WGS84).then_some(output),
         known_count: indexed_count.or((unfiltered && kind == Kind::Count).then_some(table.count)),
         preselected,
+        preselected_fids,
         index_column,
         candidates: rtree_only.filter(|_| matches!(kind, Kind::Page | Kind::Count)),
         query,
@@ -577,6 +587,59 @@ impl rusqlite::ToSql for Bound<'_> {
 /// Features handed to the output at once while a page is read: small enough that writing
 /// starts soon after reading does, large enough that handing over costs little.
 const PAGE_CHUNK: usize = 64;
+
+/// Rows of a page from which it is read in two halves at once ([`Plan::stream_page`]).
+const SPLIT_ROWS: usize = 256;
+
+/// The second half of a page, read on another thread: its features, its error, or `None`
+/// when no pooled connection was free (then nothing was read). Dropped early, it tells the
+/// reader to stop.
+struct Aside {
+    receiver: std::sync::mpsc::Receiver<Option<Result<Vec<geojson::Feature>, ProviderError>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Features handed to a page's `emit` in chunks of [`PAGE_CHUNK`].
+struct Chunks<'a> {
+    chunk: Vec<geojson::Feature>,
+    /// The reader still reads.
+    open: bool,
+    emit: &'a mut dyn FnMut(Vec<geojson::Feature>) -> bool,
+}
+
+impl Chunks<'_> {
+    /// Adds a feature; `false` once the reader left.
+    fn push(&mut self, feature: geojson::Feature) -> bool {
+        self.chunk.push(feature);
+        if self.chunk.len() >= PAGE_CHUNK {
+            let full = std::mem::replace(&mut self.chunk, Vec::with_capacity(PAGE_CHUNK));
+            self.open = (self.emit)(full);
+        }
+        self.open
+    }
+
+    /// Hands over the last chunk.
+    fn finish(mut self) {
+        if self.open && !self.chunk.is_empty() {
+            (self.emit)(std::mem::take(&mut self.chunk));
+        }
+    }
+}
+
+impl Aside {
+    /// Waits for the other thread's answer.
+    fn receive(self) -> Option<Result<Vec<geojson::Feature>, ProviderError>> {
+        self.receiver
+            .recv()
+            .unwrap_or_else(|_| Some(Err(internal("a background task of this server failed"))))
+    }
+}
+
+impl Drop for Aside {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
 
 /// What running a plan answered.
 #[derive(Debug)]
@@ -631,6 +694,14 @@ fn esri_value(value: ValueRef<'_>, kind: ColumnKind) -> Json {
 }
 
 impl Plan {
+    /// Whether the plan searches the layer's R-tree for its candidates (and would search a
+    /// copy in memory, were there one).
+    pub(crate) fn searches_rtree(&self) -> bool {
+        self.candidates
+            .as_ref()
+            .is_some_and(|candidates| candidates.memory.is_none())
+    }
+
     /// Runs a plan of any kind but [`Kind::Rows`] on a pooled connection, interrupted at
     /// `deadline`. Blocking.
     pub(crate) fn run(
@@ -755,44 +826,122 @@ impl Plan {
     /// its features to `emit` in chunks of [`PAGE_CHUNK`] as they are read: the page's and one
     /// more when more exist (the output cuts the page and says `exceededTransferLimit`). Stops
     /// early when `emit` returns `false` (the reader left). Blocking.
+    ///
+    /// A page whose fids are known before its rows are read (an R-tree or equality-index plan)
+    /// of at least [`SPLIT_ROWS`] rows is read in two halves at once when a query permit and a
+    /// second pooled connection are free right now: the second half on another blocking
+    /// thread, handed over when the first is out. One client's page then takes about half the
+    /// time on an idle machine; under load no permit is free and nothing is split.
     pub(crate) fn stream_page(
-        &self,
+        self: &Arc<Self>,
         state: &LayerState,
+        work: &Work,
         deadline: Option<Instant>,
         emit: &mut dyn FnMut(Vec<geojson::Feature>) -> bool,
     ) -> Result<(), ProviderError> {
         let mut connection = state.connections.get()?;
         gpkg::until_deadline(&mut connection, deadline, |connection| {
-            let mut chunk = Vec::with_capacity(PAGE_CHUNK);
-            let mut open = true;
-            self.page(&state.table, connection, &mut |feature| {
-                chunk.push(feature);
-                if chunk.len() >= PAGE_CHUNK {
-                    open = emit(std::mem::replace(
-                        &mut chunk,
-                        Vec::with_capacity(PAGE_CHUNK),
-                    ));
+            let mut out = Chunks {
+                chunk: Vec::with_capacity(PAGE_CHUNK),
+                open: true,
+                emit,
+            };
+            let table = &state.table;
+            let Some(fids) = self.page_fids(table, connection)? else {
+                self.page(table, connection, &mut |feature| out.push(feature))?;
+                out.finish();
+                return Ok(());
+            };
+            let middle = fids.len() / 2;
+            let aside = if fids.len() >= SPLIT_ROWS {
+                self.read_aside(state, work, fids[middle..].to_vec(), deadline)
+            } else {
+                None
+            };
+            let first = if aside.is_some() {
+                &fids[..middle]
+            } else {
+                &fids[..]
+            };
+            self.rows_of(table, connection, first, &mut |feature| out.push(feature))?;
+            if let Some(aside) = aside
+                && out.open
+            {
+                match aside.receive() {
+                    Some(Ok(features)) => {
+                        for feature in features {
+                            if !out.push(feature) {
+                                break;
+                            }
+                        }
+                    }
+                    Some(Err(error)) => return Err(error),
+                    // No connection was free after all: read it here.
+                    None => {
+                        self.rows_of(table, connection, &fids[middle..], &mut |feature| {
+                            out.push(feature)
+                        })?;
+                    }
                 }
-                open
-            })?;
-            if open && !chunk.is_empty() {
-                emit(chunk);
             }
+            out.finish();
             Ok(())
         })
     }
 
-    /// The features of a page and one more, to `emit` until it returns `false`.
+    /// The page's fids (and one more, when more exist), when they are known before its rows
+    /// are read: an R-tree plan (candidates tested) or a page an equality index chose.
+    fn page_fids(
+        &self,
+        table: &Table,
+        connection: &rusqlite::Connection,
+    ) -> Result<Option<Vec<i64>>, ProviderError> {
+        if let Some(candidates) = &self.candidates {
+            return self.candidate_page(candidates, table, connection).map(Some);
+        }
+        Ok(self.preselected_fids.clone())
+    }
+
+    /// Starts reading the rows of `fids` on another blocking thread, with its own query permit
+    /// and pooled connection; `None` when no permit is free now (nothing is started).
+    fn read_aside(
+        self: &Arc<Self>,
+        state: &LayerState,
+        work: &Work,
+        fids: Vec<i64>,
+        deadline: Option<Instant>,
+    ) -> Option<Aside> {
+        let permit = work.try_query_permit()?;
+        let runtime = tokio::runtime::Handle::try_current().ok()?;
+        let (sender, receiver) = std::sync::mpsc::sync_channel(1);
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (plan, state, stopped) = (self.clone(), state.clone(), stop.clone());
+        runtime.spawn_blocking(move || {
+            let _permit = permit;
+            let read = state.connections.try_get().map(|connection| {
+                let mut connection = connection?;
+                gpkg::until_deadline(&mut connection, deadline, |connection| {
+                    let mut features = Vec::with_capacity(fids.len());
+                    plan.rows_of(&state.table, connection, &fids, &mut |feature| {
+                        features.push(feature);
+                        !stopped.load(std::sync::atomic::Ordering::Relaxed)
+                    })?;
+                    Ok(features)
+                })
+            });
+            let _ = sender.send(read);
+        });
+        Some(Aside { receiver, stop })
+    }
+
+    /// The features of a page and one more, read by SQL (a plan whose fids are not known
+    /// first), to `emit` until it returns `false`.
     fn page(
         &self,
         table: &Table,
         connection: &rusqlite::Connection,
         emit: &mut dyn FnMut(geojson::Feature) -> bool,
     ) -> Result<(), ProviderError> {
-        if let Some(candidates) = &self.candidates {
-            let fids = self.candidate_page(candidates, table, connection)?;
-            return self.rows_of(table, connection, &fids, emit);
-        }
         let mut sql = self.shape.select(table);
         sql.push_str(&where_sql(&self.conditions));
         let order = order_items(&self.query, table).unwrap_or_default();
@@ -856,6 +1005,9 @@ impl Plan {
         table: &Table,
         connection: &rusqlite::Connection,
     ) -> Result<Vec<(i64, bool)>, ProviderError> {
+        if let Some(memory) = &candidates.memory {
+            return Ok(memory.candidates(candidates.search, candidates.inside));
+        }
         let error = sqlite_error(&table.path);
         let sql = format!(
             "SELECT id, minx, maxx, miny, maxy FROM {} WHERE minx <= ?1 AND maxx >= ?2 AND miny <= ?3 AND maxy >= ?4",

@@ -60,6 +60,12 @@ impl Work {
         Self::run_with(&self.queries, deadline, work).await
     }
 
+    /// A query permit, when one is free now (for work that helps a running query and is
+    /// worth doing only without waiting).
+    pub(crate) fn try_query_permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.queries.clone().try_acquire_owned().ok()
+    }
+
     /// Runs one chunk of a stream on a blocking thread once a bulk permit is free.
     pub(crate) async fn run_bulk<T: Send + 'static>(
         &self,

@@ -1308,6 +1308,48 @@ async fn equality_pages_and_counts_from_the_in_memory_index_match_the_scan() -> 
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn geometry_queries_from_the_rtree_in_memory_match_the_output_answering_them() -> Result<()> {
+    let setup = Setup::start().await?;
+    // The geometry cases of the points (20,000 rows: their R-tree is copied into memory), and
+    // pages of 1,000 and 300 rows (read in two halves at once when a thread is free).
+    let mut cases: Vec<Vec<(&str, &str)>> = comparison_cases()
+        .into_iter()
+        .filter(|(layer, query)| {
+            *layer == 1006 && query.iter().any(|(name, _)| *name == "geometry")
+        })
+        .map(|(_, query)| query)
+        .collect();
+    cases.push(vec![
+        ("geometry", "170,-47,179,-34"),
+        ("geometryType", "esriGeometryEnvelope"),
+        ("outFields", "*"),
+        ("resultOffset", "12345"),
+        ("resultRecordCount", "2000"),
+    ]);
+    ensure!(cases.len() >= 8, "{} geometry cases", cases.len());
+    // The first round asks for the copy (and searches SQLite's R-tree); the later ones use it
+    // once built.
+    for round in 0..3 {
+        for query in &cases {
+            let (pushed, memory) = both(&setup, 1006, query).await?;
+            ensure!(
+                pushed.get("error").is_none(),
+                "round {round}, {query:?}: {}",
+                short(&pushed)
+            );
+            let found = differences(&memory, &pushed, &[]);
+            ensure!(
+                found.is_empty(),
+                "round {round}, {query:?}: {:?}",
+                found.iter().take(5).collect::<Vec<_>>()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn streamed_pages_and_ids_are_the_same_documents_as_json_jsonp_and_geojson() -> Result<()> {
     let setup = Setup::start().await?;
     let query = format!("{}/0/query", setup.service("koordinates", 1006));
