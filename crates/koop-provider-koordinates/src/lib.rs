@@ -26,8 +26,10 @@
 //!   waits for it until its deadline ([`ProviderRequest::deadline`]) and is answered 503 if it is
 //!   not done (the fetch goes on). SQLite statements are interrupted at the deadline.
 //! - **Threads and memory**: SQLite work waits for one of `sqlite_threads` permits; streams read
-//!   1,024 rows at a time as their reader asks, so a client that stops reading holds no thread;
-//!   at most `max_layers` layers stay open (least recently used first out).
+//!   256 rows at a time as their reader asks, so a client that stops reading holds no thread;
+//!   at most `max_layers` layers stay open (least recently used first out). An open layer may
+//!   hold in-memory indexes built on first use: up to 4 equality indexes (8 bytes a row each) and,
+//!   for a point layer of 10,000 to 5,000,000 rows, a k-d tree of its R-tree (20 bytes a row).
 //!
 //! Errors name the upstream cause for the client (a 401 from Koordinates, a failed export) and
 //! keep the whole chain, local paths included, for the server's log only.

@@ -10,11 +10,15 @@
 //!   condition, pages and counts take the candidates from the R-tree in fid order: a candidate
 //!   whose box lies inside a box surely inside the filter's image in the layer's CRS
 //!   ([`inside_box`]) matches without its row being read; only the page's rows, and the
-//!   geometries of the other candidates as far as the page needs, are read.
+//!   geometries of the other candidates as far as the page needs, are read. On point layers of
+//!   10,000 rows or more the candidates come from a k-d tree copy of the R-tree in memory
+//!   ([`crate::spatial`]) once it is built.
 //! - Pages: `orderByFields` (then the fid, so pages are stable) with `LIMIT page + 1 OFFSET`:
 //!   the extra row tells whether more exist. A page is streamed: its features go to the output
 //!   in chunks of [`PAGE_CHUNK`] as they are read, and the output cuts the extra one
-//!   (`filtersApplied.limit` is false).
+//!   (`filtersApplied.limit` is false). A page whose fids are known first (R-tree candidates, an
+//!   equality index) reads its second half on another thread when one is free
+//!   ([`Plan::stream_page`]).
 //! - `returnCountOnly` is `count(*)` (the row count read when the layer was opened, when nothing
 //!   filters); `returnIdsOnly` reads one column; `returnExtentOnly` aggregates the R-tree;
 //!   `outStatistics` with `groupByFieldsForStatistics` is `GROUP BY` with SQL aggregates, and
