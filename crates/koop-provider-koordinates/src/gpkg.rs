@@ -66,6 +66,9 @@ pub(crate) struct Table {
     /// The `INTEGER PRIMARY KEY` column (GeoPackage's `fid`), the features' GeoJSON `id`.
     pub(crate) fid: String,
     pub(crate) geometry: Option<String>,
+    /// The geometry column's type as `gpkg_geometry_columns` names it (`POINT`, `MULTIPOLYGON`,
+    /// `GEOMETRY`, …), upper case.
+    pub(crate) geometry_type_name: Option<String>,
     /// CRS of the geometries.
     pub(crate) srs: Option<Epsg>,
     /// Attribute columns, in table order, without `fid` and geometry.
@@ -318,11 +321,11 @@ pub(crate) fn inspect(path: &Path) -> Result<Table, ProviderError> {
             },
         )
         .map_err(&error)?;
-    let geometry: Option<(String, i64)> = connection
+    let geometry: Option<(String, i64, Option<String>)> = connection
         .query_row(
-            "SELECT column_name, srs_id FROM gpkg_geometry_columns WHERE table_name = ?1",
+            "SELECT column_name, srs_id, geometry_type_name FROM gpkg_geometry_columns WHERE table_name = ?1",
             [&name],
-            |row| Ok((row.get(0)?, row.get(1)?)),
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2).ok())),
         )
         .ok();
     let mut fid = None;
@@ -342,7 +345,7 @@ pub(crate) fn inspect(path: &Path) -> Result<Table, ProviderError> {
             fid = Some(column);
         } else if geometry
             .as_ref()
-            .is_none_or(|(geometry, _)| *geometry != column)
+            .is_none_or(|(geometry, ..)| *geometry != column)
         {
             columns.push(Column {
                 name: column,
@@ -361,7 +364,7 @@ pub(crate) fn inspect(path: &Path) -> Result<Table, ProviderError> {
         .map_err(&error)?;
     let rtree = geometry
         .as_ref()
-        .map(|(column, _)| format!("rtree_{name}_{column}"))
+        .map(|(column, ..)| format!("rtree_{name}_{column}"))
         .filter(|rtree| {
             connection
                 .query_row(
@@ -375,9 +378,13 @@ pub(crate) fn inspect(path: &Path) -> Result<Table, ProviderError> {
         rtree,
         path: path.to_owned(),
         fid: fid.unwrap_or_else(|| "rowid".to_owned()),
-        geometry: geometry.as_ref().map(|(column, _)| column.clone()),
+        geometry: geometry.as_ref().map(|(column, ..)| column.clone()),
+        geometry_type_name: geometry
+            .as_ref()
+            .and_then(|(_, _, kind)| kind.as_ref())
+            .map(|kind| kind.to_ascii_uppercase()),
         srs: geometry
-            .and_then(|(_, srs)| u32::try_from(srs).ok())
+            .and_then(|(_, srs, _)| u32::try_from(srs).ok())
             .and_then(|srs| Epsg::new(srs).ok()),
         columns,
         bounds: match (min_x, min_y, max_x, max_y) {

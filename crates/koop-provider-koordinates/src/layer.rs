@@ -97,6 +97,20 @@ fn geometry_type(details: &LayerDetails) -> Option<GeometryType> {
     }
 }
 
+/// The geometry type `gpkg_geometry_columns` declares, when it is one of GeoJSON's six (not
+/// `GEOMETRY` or a curve type).
+fn geopackage_geometry_type(table: &Table) -> Option<GeometryType> {
+    Some(match table.geometry_type_name.as_deref()? {
+        "POINT" => GeometryType::Point,
+        "MULTIPOINT" => GeometryType::MultiPoint,
+        "LINESTRING" => GeometryType::LineString,
+        "MULTILINESTRING" => GeometryType::MultiLineString,
+        "POLYGON" => GeometryType::Polygon,
+        "MULTIPOLYGON" => GeometryType::MultiPolygon,
+        _ => return None,
+    })
+}
+
 /// `true` when every value of integer column `column` of `table` fits 0..=2^31−1.
 fn fits_object_ids(table: &Table, connection: &rusqlite::Connection, column: &str) -> bool {
     table
@@ -174,7 +188,11 @@ pub(crate) fn load(source: &Source<'_>) -> Result<LayerState, ProviderError> {
             .iter()
             .find(|field| matches!(field.name.as_str(), "name" | "title"))
             .map(|field| field.name.clone()),
-        geometry_type: details.and_then(geometry_type),
+        // Koordinates' details name it; when they do not (an older or partial answer), the
+        // GeoPackage's own `gpkg_geometry_columns` does: a point layer is never a table.
+        geometry_type: details
+            .and_then(geometry_type)
+            .or_else(|| geopackage_geometry_type(&table)),
         id_field,
         max_record_count: Some(source.max_record_count),
         exceeded_transfer_limit: false,
@@ -256,6 +274,32 @@ mod tests {
             (Koordinates::Boolean, FieldType::String),
         ] {
             assert_eq!(field_type(&koordinates), koop, "{koordinates:?}");
+        }
+    }
+
+    #[test]
+    fn without_layer_details_the_geopackage_says_the_geometry_type() {
+        // Offline (no details), or details whose geometry type is empty: a point layer must
+        // still be a "Feature Layer" for QGIS and ArcGIS, a table still a table.
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        for (content, expected) in [
+            (
+                koop_testkit::GeneratedContent::Points { count: 50 },
+                Some(GeometryType::Point),
+            ),
+            (koop_testkit::GeneratedContent::Table { rows: 5 }, None),
+        ] {
+            let path = dir.path().join("layer.gpkg");
+            content.generate(&path, 7).expect("a generated GeoPackage");
+            let state = load(&Source {
+                path: &path,
+                entry: "1_1_x",
+                title: "generated",
+                details: None,
+                max_record_count: 1000,
+            })
+            .expect("the layer loads");
+            assert_eq!(state.metadata.geometry_type, expected, "{content:?}");
         }
     }
 

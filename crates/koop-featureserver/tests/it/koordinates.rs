@@ -809,6 +809,9 @@ async fn koordinates_layers_are_described_from_their_schema() -> Result<()> {
     assert_eq!(layer["id"], 3, "the layer id asked for");
     assert_eq!(layer["name"], "NZ Survey Points (generated)");
     assert_eq!(layer["geometryType"], "esriGeometryPoint");
+    // QGIS and ArcGIS draw only a "Feature Layer": when Koordinates' details leave the geometry
+    // type empty (the test site's generated layers do), the GeoPackage's own declaration says it.
+    assert_eq!(layer["type"], "Feature Layer", "{layer}");
     assert_eq!(layer["objectIdField"], "id", "the layer's primary key");
     assert_eq!(layer["maxRecordCount"], 2000);
     let fields = koop_testkit::http::field_pairs(&layer["fields"]);
