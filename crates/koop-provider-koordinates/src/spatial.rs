@@ -158,7 +158,7 @@ enum Slot {
     Unusable,
 }
 
-/// The in-memory R-tree of one layer version, once built.
+/// The in-memory k-d tree of one layer version's points, once built.
 #[derive(Debug, Default)]
 pub(crate) struct SpatialSlot {
     slot: Mutex<Slot>,
@@ -179,14 +179,19 @@ impl SpatialSlot {
         }
     }
 
-    /// Claims the build: `true` when the caller should build it (none ran or runs), and the
-    /// table's size is within [`MIN_ROWS`]..=[`MAX_ROWS`].
+    /// Claims the build: `true` when the caller should build it (none ran or runs), the
+    /// table's size is within [`MIN_ROWS`]..=[`MAX_ROWS`], and its geometry column may hold
+    /// points (declared `POINT`, or `GEOMETRY`: then the build finds out).
     pub(crate) fn claim(&self, table: &Table) -> bool {
         let mut slot = self.lock();
         if !matches!(*slot, Slot::Absent) {
             return false;
         }
-        if table.rtree.is_none() || !(MIN_ROWS..=MAX_ROWS).contains(&table.count) {
+        let points = table
+            .geometry_type_name
+            .as_deref()
+            .is_none_or(|name| matches!(name, "POINT" | "GEOMETRY"));
+        if table.rtree.is_none() || !points || !(MIN_ROWS..=MAX_ROWS).contains(&table.count) {
             *slot = Slot::Unusable;
             return false;
         }
@@ -205,7 +210,7 @@ impl SpatialSlot {
 
 /// Copies the GeoPackage R-tree of `table` into memory (two scans: its size, then its entries);
 /// `None` when the table has no R-tree, holds more than [`MAX_ROWS`] entries, or an entry's box is
-/// not finite. Blocking.
+/// not finite or wider than a point (a line or polygon: the scan stops there). Blocking.
 ///
 /// # Errors
 ///
