@@ -418,54 +418,33 @@ impl KoordinatesProvider {
         request: &ProviderRequest,
     ) -> Result<ProviderStream, ProviderError> {
         let plan = query::plan(&state, request, self.inner.config.max_record_count)?;
+        let work = &self.inner.work;
         if plan.searches_rtree() && state.spatial.claim(&state.table) {
-            // Copied once in the background, on a bulk permit; SQLite's R-tree answers
-            // meanwhile.
-            let (work, table, spatial) = (
-                self.inner.work.clone(),
-                state.table.clone(),
-                state.spatial.clone(),
+            // SQLite's R-tree answers meanwhile.
+            let (table, spatial) = (state.table.clone(), state.spatial.clone());
+            let name = table.name.clone();
+            work.build_in_background(
+                format!("the k-d tree of {name}'s points"),
+                move || spatial::build(&table),
+                move |built| {
+                    if let Some(index) = &built {
+                        tracing::debug!("{name}'s points are in memory ({} bytes)", index.bytes());
+                    }
+                    spatial.finish(built);
+                },
             );
-            tokio::spawn(async move {
-                let name = table.name.clone();
-                let built = work
-                    .run_bulk(move || spatial::build(&table))
-                    .await
-                    .unwrap_or_else(|error| {
-                        tracing::warn!(
-                            "the R-tree of {name} could not be read into memory: {error}"
-                        );
-                        None
-                    });
-                if let Some(index) = &built {
-                    tracing::debug!(
-                        "the R-tree of {name} is in memory ({} bytes)",
-                        index.bytes()
-                    );
-                }
-                spatial.finish(built);
-            });
         }
         if let Some(column) = plan.index_column.clone()
             && state.indexes.claim(&column)
         {
-            // Built once in the background, on a bulk permit; this query scans meanwhile.
-            let (work, table, indexes) = (
-                self.inner.work.clone(),
-                state.table.clone(),
-                state.indexes.clone(),
+            // This query scans meanwhile.
+            let (table, indexes, built_for) =
+                (state.table.clone(), state.indexes.clone(), column.clone());
+            work.build_in_background(
+                format!("an index of {column}"),
+                move || index::build(&table, &built_for),
+                move |built| indexes.finish(&column, built),
             );
-            tokio::spawn(async move {
-                let built_for = column.clone();
-                let built = work
-                    .run_bulk(move || index::build(&table, &built_for))
-                    .await
-                    .unwrap_or_else(|error| {
-                        tracing::warn!("an index of {column} could not be built: {error}");
-                        None
-                    });
-                indexes.finish(&column, built);
-            });
         }
         let metadata = state.metadata.clone();
         let (applied, crs) = (plan.applied, plan.crs);

@@ -74,6 +74,25 @@ impl Work {
         Self::run_with(&self.bulk, None, work).await
     }
 
+    /// Builds something once in the background on a bulk permit (an in-memory index; queries
+    /// go on without it meanwhile), then hands `finish` what was built: `None` when `build`
+    /// found it cannot be built, or failed (logged as a warning naming `what`).
+    pub(crate) fn build_in_background<T: Send + 'static>(
+        &self,
+        what: String,
+        build: impl FnOnce() -> Result<Option<T>, ProviderError> + Send + 'static,
+        finish: impl FnOnce(Option<T>) + Send + 'static,
+    ) {
+        let work = self.clone();
+        tokio::spawn(async move {
+            let outcome = work.run_bulk(build).await.unwrap_or_else(|error| {
+                tracing::warn!("{what} could not be built: {error}");
+                None
+            });
+            finish(outcome);
+        });
+    }
+
     async fn run_with<T: Send + 'static>(
         permits: &Arc<Semaphore>,
         deadline: Option<std::time::Instant>,

@@ -303,12 +303,7 @@ async fn trickling_headers_are_cut_off_and_the_server_answers_meanwhile() -> Res
 
 #[tokio::test]
 async fn silent_geojson_clients_leave_counts_fast() -> Result<()> {
-    let site = TestServer::start().await?;
-    site.add_layer(TestLayer::generated(
-        7001,
-        "Many points",
-        GeneratedContent::Points { count: 100_000 },
-    ))?;
+    let site = site_with_points(7001).await?;
     let cache = tempfile::tempdir()?;
     let mut served = Served::start(&site, cache.path(), &["--layers", "7001"]).await?;
     let count_url = query_url(&served, &site, 7001);
@@ -325,9 +320,7 @@ async fn silent_geojson_clients_leave_counts_fast() -> Result<()> {
     );
     let mut silent = Vec::with_capacity(SILENT);
     for _ in 0..SILENT {
-        let mut stream = TcpStream::connect(&served.address).await?;
-        stream.write_all(request.as_bytes()).await?;
-        silent.push(stream);
+        silent.push(send(&served, &request).await?);
     }
     // Let the server fill their sockets.
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -356,6 +349,24 @@ async fn silent_geojson_clients_leave_counts_fast() -> Result<()> {
     Ok(())
 }
 
+/// A test site holding one generated layer `id` of 100,000 points.
+async fn site_with_points(id: u64) -> Result<TestServer> {
+    let site = TestServer::start().await?;
+    site.add_layer(TestLayer::generated(
+        id,
+        "Many points",
+        GeneratedContent::Points { count: 100_000 },
+    ))?;
+    Ok(site)
+}
+
+/// A connection to `served` that has sent `request` (raw HTTP) and reads nothing yet.
+async fn send(served: &Served, request: &str) -> Result<TcpStream> {
+    let mut stream = TcpStream::connect(&served.address).await?;
+    stream.write_all(request.as_bytes()).await?;
+    Ok(stream)
+}
+
 /// Reads an HTTP response head from `stream`: its status code.
 async fn status_of(stream: &mut TcpStream) -> Result<u16> {
     let mut head = vec![0_u8; 512];
@@ -369,12 +380,7 @@ async fn status_of(stream: &mut TcpStream) -> Result<u16> {
 
 #[tokio::test]
 async fn geojson_streams_past_max_streams_wait_then_get_503() -> Result<()> {
-    let site = TestServer::start().await?;
-    site.add_layer(TestLayer::generated(
-        7002,
-        "Many points",
-        GeneratedContent::Points { count: 100_000 },
-    ))?;
+    let site = site_with_points(7002).await?;
     let cache = tempfile::tempdir()?;
     let mut served = Served::start(
         &site,
@@ -396,15 +402,13 @@ async fn geojson_streams_past_max_streams_wait_then_get_503() -> Result<()> {
     // Two clients that never read take both streams.
     let mut holders = Vec::new();
     for _ in 0..2 {
-        let mut stream = TcpStream::connect(&served.address).await?;
-        stream.write_all(request.as_bytes()).await?;
+        let mut stream = send(&served, &request).await?;
         assert_eq!(status_of(&mut stream).await?, 200);
         holders.push(stream);
     }
     // A third waits for one until its deadline (2 s), then is told to come back.
     let started = Instant::now();
-    let mut third = TcpStream::connect(&served.address).await?;
-    third.write_all(request.as_bytes()).await?;
+    let mut third = send(&served, &request).await?;
     assert_eq!(status_of(&mut third).await?, 503);
     let waited = started.elapsed();
     assert!(
