@@ -146,8 +146,13 @@ def test_threads_asking_for_one_layer_make_one_export(new_site, cache):
 
 def test_ctrl_c_raises_keyboard_interrupt_and_cancels_the_export(new_site, tmp_path):
     slow_site = new_site(60_000)
+    # Python raises KeyboardInterrupt on SIGINT only when it starts with SIGINT's default
+    # disposition; a runner started in the background (`cmd &` without job control) ignores
+    # SIGINT and its children inherit that, so the child installs the handler a terminal gives.
     script = textwrap.dedent(
         f"""
+        import signal
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         import koop
         try:
             koop.get_layer_from_id(1001, api_key={slow_site.api_key!r}, domain={slow_site.domain!r})
