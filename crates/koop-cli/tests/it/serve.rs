@@ -604,6 +604,7 @@ async fn tokens_from_an_auth_file_guard_every_layer_and_never_reach_the_log() ->
     Ok(())
 }
 
+#[cfg(not(target_env = "msvc"))]
 /// jemalloc's options in effect in `koop` run with `_RJEM_MALLOC_CONF=conf`, read from the
 /// statistics jemalloc prints at exit (`stats_print:true`): `(name, value)` of each `opt.` line
 /// (`opt.dirty_decay_ms: 250 (arenas.dirty_decay_ms: 250)` gives `("dirty_decay_ms", "250")`).
@@ -625,6 +626,7 @@ fn allocator_options(conf: &str) -> Result<Vec<(String, String)>> {
         .collect())
 }
 
+#[cfg(not(target_env = "msvc"))]
 #[test]
 fn koop_runs_on_jemalloc_with_its_built_in_options_unless_told_otherwise() -> Result<()> {
     let option = |options: &[(String, String)], name: &str| {
