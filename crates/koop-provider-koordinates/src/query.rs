@@ -93,10 +93,8 @@ pub(crate) struct Plan {
     pub(crate) crs: Option<Epsg>,
     /// The row count, when no filter applies (or an index knows it).
     known_count: Option<u64>,
-    /// The page's rows were chosen by an equality index: `conditions` name their fids, and the
-    /// offset is already applied.
-    preselected: bool,
-    /// Those fids, in order.
+    /// The page's fids (and one more, when more exist), in order, when an equality index chose
+    /// them (the offset applied): read by [`Plan::rows_of`], not by `conditions`.
     preselected_fids: Option<Vec<i64>>,
     /// A column whose equality index would answer this query, not built yet.
     pub(crate) index_column: Option<String>,
@@ -381,8 +379,6 @@ fn kind_of(
 /// What an equality index did for a plan.
 #[derive(Default)]
 struct Indexed {
-    /// The page's fids replaced the conditions.
-    preselected: bool,
     /// The index to build: it would have answered.
     index_column: Option<String>,
     /// The count it answered.
@@ -392,15 +388,9 @@ struct Indexed {
 }
 
 /// An equality on a large table, answered from an in-memory index when it is built (counts,
-/// and pages in fid order: `conditions` become the page's fids), else a build is asked for.
-fn indexed(
-    state: &LayerState,
-    query: &Query,
-    kind: Kind,
-    max_record_count: u32,
-    conditions: &mut Vec<String>,
-    params: &mut Vec<SqlParam>,
-) -> Indexed {
+/// and pages in fid order: the page's fids, read by [`Plan::rows_of`]), else a build is asked
+/// for.
+fn indexed(state: &LayerState, query: &Query, kind: Kind, max_record_count: u32) -> Indexed {
     let table = &state.table;
     if table.count < index::MIN_ROWS
         || !matches!(kind, Kind::Count | Kind::Page)
@@ -431,28 +421,8 @@ fn indexed(
     let end = usize::try_from(page.saturating_add(1)).map_or(fids.len(), |more| {
         start.saturating_add(more).min(fids.len())
     });
-    let chosen = &fids[start..end];
-    // One JSON parameter, not one `?` per fid: SQLite (built with STAT4) re-prepares a
-    // statement whose bound values the planner looked at whenever they change, which a list of
-    // 1,001 rowid parameters made it do on every page (~15 % of a page's time).
-    *conditions = vec![if chosen.is_empty() {
-        "0".to_owned()
-    } else {
-        format!(
-            "{} IN (SELECT value FROM json_each(?))",
-            Table::quoted(&table.fid)
-        )
-    }];
-    *params = if chosen.is_empty() {
-        Vec::new()
-    } else {
-        vec![SqlParam::Text(
-            serde_json::to_string(chosen).unwrap_or_else(|_| "[]".to_owned()),
-        )]
-    };
     Indexed {
-        preselected: true,
-        fids: Some(chosen.to_vec()),
+        fids: Some(fids[start..end].to_vec()),
         ..Indexed::default()
     }
 }
@@ -492,19 +462,11 @@ pub(crate) fn plan(
         exact.is_none(),
     );
     let Indexed {
-        preselected,
         index_column,
         count: indexed_count,
         fids: preselected_fids,
     } = if where_pushed && exact.is_none() {
-        indexed(
-            state,
-            &query,
-            kind,
-            max_record_count,
-            &mut conditions,
-            &mut params,
-        )
+        indexed(state, &query, kind, max_record_count)
     } else {
         Indexed::default()
     };
@@ -554,7 +516,6 @@ pub(crate) fn plan(
         },
         crs: (output != Epsg::WGS84).then_some(output),
         known_count: indexed_count.or((unfiltered && kind == Kind::Count).then_some(table.count)),
-        preselected,
         preselected_fids,
         index_column,
         candidates: rtree_only.filter(|_| matches!(kind, Kind::Page | Kind::Count)),
@@ -953,12 +914,7 @@ impl Plan {
         let mut params = self.params.clone();
         let (skip, exact) = (self.query.offset, self.exact.is_some());
         if !exact {
-            let offset = if self.preselected {
-                0
-            } else {
-                self.query.offset
-            };
-            limit(&mut sql, &mut params, self.page, offset);
+            limit(&mut sql, &mut params, self.page, self.query.offset);
         }
         let (mut matched, mut emitted) = (0_u64, 0_u64);
         self.each_match(table, connection, &sql, &params, |row, tested| {
@@ -1123,6 +1079,9 @@ impl Plan {
             return Ok(());
         }
         let fid = Table::quoted(&table.fid);
+        // One JSON parameter, not one `?` per fid: SQLite (built with STAT4) re-prepares a
+        // statement whose bound values the planner looked at whenever they change, which a list
+        // of 1,001 rowid parameters made it do on every page (~15 % of a page's time).
         let sql = format!(
             "{} WHERE {fid} IN (SELECT value FROM json_each(?)) ORDER BY {fid}",
             self.shape.select(table)

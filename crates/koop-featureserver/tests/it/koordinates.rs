@@ -1290,6 +1290,13 @@ async fn equality_pages_and_counts_from_the_in_memory_index_match_the_scan() -> 
             ("outFields", "id"),
             ("resultOffset", "5000"),
         ],
+        // A page of 1,000: read in two halves at once when a thread is free.
+        vec![
+            ("where", "category = 'c3'"),
+            ("outFields", "*"),
+            ("resultOffset", "10"),
+            ("resultRecordCount", "1000"),
+        ],
         vec![("where", "category = 'nothing'"), ("outFields", "*")],
         // More values than an index holds: always a scan.
         vec![("where", "id = 77"), ("outFields", "*")],
