@@ -58,6 +58,7 @@
 mod gpkg;
 mod index;
 mod layer;
+mod outline;
 mod query;
 mod spatial;
 mod stream;

@@ -8,8 +8,8 @@
 //!   with the filter's envelope in the layer's CRS, then test each candidate exactly in
 //!   EPSG:4326. When the filter (intersects, or envelope intersects) is the query's only
 //!   condition, pages and counts take the candidates from the R-tree in fid order: a candidate
-//!   whose box lies inside a box surely inside the filter's image in the layer's CRS
-//!   ([`inside_box`]) matches without its row being read; only the page's rows, and the
+//!   whose box lies inside the filter's image in the layer's CRS ([`Outline`]) matches without
+//!   its row being read, one wholly outside it is dropped; only the page's rows, and the
 //!   geometries of the other candidates as far as the page needs, are read. On point layers of
 //!   10,000 rows or more the candidates come from a k-d tree copy of the R-tree in memory
 //!   ([`crate::spatial`]) once it is built.
@@ -44,6 +44,7 @@ use serde_json::{Map, Value as Json};
 use crate::gpkg::{self, ColumnKind, RowShape, Table, sqlite_error};
 use crate::index;
 use crate::layer::{LayerState, reproject_box};
+use crate::outline::{Outline, Side};
 use crate::spatial::SpatialIndex;
 use crate::work::Work;
 
@@ -105,9 +106,10 @@ pub(crate) struct Plan {
 }
 
 /// A geometry filter answered from the GeoPackage R-tree: its search box in the layer's CRS and,
-/// when the filter is a rectangle, a box inside the filter's image in the layer's CRS. A
-/// candidate whose R-tree box (float32, rounded outwards: it holds the geometry) lies inside
-/// that box intersects the filter for sure; the others are tested exactly.
+/// when the filter is a rectangle, the outline of its image in the layer's CRS. A candidate whose
+/// R-tree box (float32, rounded outwards: it holds the geometry) lies inside the outline
+/// intersects the filter for sure, one wholly outside it surely does not; the others are tested
+/// exactly.
 #[derive(Debug)]
 struct Candidates {
     rtree: String,
@@ -115,55 +117,17 @@ struct Candidates {
     memory: Option<Arc<SpatialIndex>>,
     /// `[min_x, min_y, max_x, max_y]` searched (the filter's envelope reprojected, grown).
     search: [f64; 4],
-    /// Sure matches lie inside this box, when there is one.
-    inside: Option<[f64; 4]>,
+    /// Where the filter's image lies, when the filter is a rectangle.
+    outline: Option<Outline>,
 }
 
-/// Samples per edge when a filter's envelope is mapped into the layer's CRS.
-const EDGE_SAMPLES: u32 = 32;
-
-/// A box in the layer's CRS surely inside the image of the EPSG:4326 rectangle `envelope`:
-/// bounded by the innermost samples of the mapped edges, shrunk by 0.1 % of its size (the edges
-/// curve between samples by far less), and checked by mapping its own edges back into the
-/// rectangle. `None` when the mapping fails or the check does not hold.
-fn inside_box(envelope: &geo_types::Rect<f64>, srs: Epsg) -> Option<[f64; 4]> {
-    let forward = Reprojector::new(Epsg::WGS84, srs).ok()?;
-    let back = Reprojector::new(srs, Epsg::WGS84).ok()?;
-    let (min, max) = (envelope.min(), envelope.max());
-    let (mut left, mut right, mut bottom, mut top) = (
-        f64::NEG_INFINITY,
-        f64::INFINITY,
-        f64::NEG_INFINITY,
-        f64::INFINITY,
-    );
-    for step in 0..=EDGE_SAMPLES {
-        let t = f64::from(step) / f64::from(EDGE_SAMPLES);
-        let (x, y) = (min.x + (max.x - min.x) * t, min.y + (max.y - min.y) * t);
-        left = left.max(forward.position(min.x, y).ok()?.0);
-        right = right.min(forward.position(max.x, y).ok()?.0);
-        bottom = bottom.max(forward.position(x, min.y).ok()?.1);
-        top = top.min(forward.position(x, max.y).ok()?.1);
+impl Candidates {
+    /// Where the box `bounds` lies against the filter (always unsure without an outline).
+    fn side(&self, bounds: [f64; 4]) -> Side {
+        self.outline
+            .as_ref()
+            .map_or(Side::Unsure, |outline| outline.side(bounds))
     }
-    let margin = (right - left).max(top - bottom) * 1e-3;
-    let inside = [left + margin, bottom + margin, right - margin, top - margin];
-    let [x0, y0, x1, y1] = inside;
-    if !(x0.is_finite() && y0.is_finite() && x1.is_finite() && y1.is_finite())
-        || x0 >= x1
-        || y0 >= y1
-    {
-        return None;
-    }
-    for step in 0..=EDGE_SAMPLES {
-        let t = f64::from(step) / f64::from(EDGE_SAMPLES);
-        let (x, y) = (x0 + (x1 - x0) * t, y0 + (y1 - y0) * t);
-        for (px, py) in [(x, y0), (x, y1), (x0, y), (x1, y)] {
-            let (lon, lat) = back.position(px, py).ok()?;
-            if !(lon >= min.x && lon <= max.x && lat >= min.y && lat <= max.y) {
-                return None;
-            }
-        }
-    }
-    Some(inside)
 }
 
 /// Whether the filter geometry is its own envelope (a rectangle in EPSG:4326, as an envelope
@@ -194,16 +158,20 @@ fn candidates(filter: &GeometryFilter, state: &LayerState) -> Option<Candidates>
         return None;
     }
     let rtree = table.rtree.clone()?;
-    let inside = if is_rectangle(filter) {
-        inside_box(&filter.envelope, table.srs.unwrap_or(Epsg::WGS84))
+    let memory = state.spatial.ready();
+    // Only a geometry inside the filter's envelope can intersect it, but the envelope of one
+    // outside may (the two envelopes are taken in different CRSs); points are their envelope.
+    let excludes = filter.relation == SpatialRel::Intersects || memory.is_some();
+    let outline = if is_rectangle(filter) {
+        Outline::new(&filter.envelope, table.srs.unwrap_or(Epsg::WGS84), excludes)
     } else {
         None
     };
     Some(Candidates {
         rtree,
-        memory: state.spatial.ready(),
+        memory,
         search: search_box(filter, table)?,
-        inside,
+        outline,
     })
 }
 
@@ -958,15 +926,15 @@ impl Plan {
         Ok(gpkg::feature(fid, geometry, properties))
     }
 
-    /// The R-tree's candidates in fid order, each with whether it surely matches (its box lies
-    /// inside [`Candidates::inside`]).
+    /// The R-tree's candidates in fid order but those surely outside the filter, each with
+    /// whether it surely matches ([`Candidates::side`] of its box).
     fn rtree_candidates(
         candidates: &Candidates,
         table: &Table,
         connection: &rusqlite::Connection,
     ) -> Result<Vec<(i64, bool)>, ProviderError> {
         if let Some(memory) = &candidates.memory {
-            return Ok(memory.candidates(candidates.search, candidates.inside));
+            return Ok(memory.candidates(candidates.search, |bounds| candidates.side(bounds)));
         }
         let error = sqlite_error(&table.path);
         let sql = format!(
@@ -981,15 +949,13 @@ impl Plan {
         let mut found = Vec::new();
         while let Some(row) = rows.next().map_err(&error)? {
             let fid: i64 = row.get(0).map_err(&error)?;
-            let sure = match candidates.inside {
-                Some([x0, y0, x1, y1]) => {
-                    let corner = |index| row.get::<_, f64>(index).map_err(&error);
-                    let (a, c, b, d) = (corner(1)?, corner(2)?, corner(3)?, corner(4)?);
-                    a >= x0 && c <= x1 && b >= y0 && d <= y1
-                }
-                None => false,
-            };
-            found.push((fid, sure));
+            let corner = |index| row.get::<_, f64>(index).map_err(&error);
+            let (a, c, b, d) = (corner(1)?, corner(2)?, corner(3)?, corner(4)?);
+            match candidates.side([a, b, c, d]) {
+                Side::Inside => found.push((fid, true)),
+                Side::Unsure => found.push((fid, false)),
+                Side::Outside => {}
+            }
         }
         found.sort_unstable_by_key(|(fid, _)| *fid);
         Ok(found)

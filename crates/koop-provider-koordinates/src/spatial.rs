@@ -23,6 +23,7 @@ use geo_index::kdtree::{KDTree, KDTreeBuilder, KDTreeIndex};
 use koop_provider::ProviderError;
 
 use crate::gpkg::{self, Table};
+use crate::outline::Side;
 
 /// Tables smaller than this are searched in SQLite: a copy would not pay for itself.
 pub(crate) const MIN_ROWS: u64 = crate::index::MIN_ROWS;
@@ -70,14 +71,14 @@ fn up(value: f64) -> f32 {
 
 impl SpatialIndex {
     /// The entries whose box meets `search` (`[min_x, min_y, max_x, max_y]` in the layer's
-    /// CRS), in fid order, each with whether its box lies inside `inside` (then it surely
-    /// matches a filter whose image holds `inside`). The same entries as SQLite's R-tree search
-    /// of `search`, and possibly a few more whose float32 box touches it only after rounding:
-    /// those are never sure, so their geometry is tested.
+    /// CRS) and that `side` does not call [`Side::Outside`], in fid order, each with whether
+    /// `side` calls its box [`Side::Inside`] (a sure match). The same entries as SQLite's R-tree
+    /// search of `search`, and possibly a few more whose float32 box touches it only after
+    /// rounding: `side` judges the box as the R-tree holds it, so those are never inside.
     pub(crate) fn candidates(
         &self,
         search: [f64; 4],
-        inside: Option<[f64; 4]>,
+        side: impl Fn([f64; 4]) -> Side,
     ) -> Vec<(i64, bool)> {
         let [min_x, min_y, max_x, max_y] = search;
         // A point's box [x, x⁺] meets the search when x⁺ ≥ min, so x ≥ the float32 below the
@@ -102,12 +103,16 @@ impl SpatialIndex {
             let Some(fid) = self.fids.get(indices.get(position)) else {
                 return;
             };
-            let sure = inside.is_some_and(|[x0, y0, x1, y1]| {
-                f64::from(x) >= x0
-                    && f64::from(x.next_up()) <= x1
-                    && f64::from(y) >= y0
-                    && f64::from(y.next_up()) <= y1
-            });
+            let sure = match side([
+                f64::from(x),
+                f64::from(y),
+                f64::from(x.next_up()),
+                f64::from(y.next_up()),
+            ]) {
+                Side::Inside => true,
+                Side::Unsure => false,
+                Side::Outside => return,
+            };
             found.push((*fid, sure));
         };
         // The k-d tree's layout (kdbush): ranges of positions split at their middle, on x then
@@ -308,8 +313,19 @@ mod tests {
         }
     }
 
+    /// Inside `inside`, outside `beyond`, unsure between.
+    fn box_side(inside: [f64; 4], beyond: [f64; 4], [a, b, c, d]: [f64; 4]) -> Side {
+        if a >= inside[0] && c <= inside[2] && b >= inside[1] && d <= inside[3] {
+            Side::Inside
+        } else if c < beyond[0] || a > beyond[2] || d < beyond[1] || b > beyond[3] {
+            Side::Outside
+        } else {
+            Side::Unsure
+        }
+    }
+
     #[test]
-    fn searches_find_what_a_scan_finds_and_call_sure_only_points_inside() {
+    fn searches_find_what_a_scan_finds_and_decide_only_points_inside_or_outside() {
         let mut numbers = Numbers(0x9E37_79B9_7F4A_7C15);
         // Points over a projected extent (some exactly on float32 values), fids out of order,
         // entered as GeoPackage's R-tree holds them: float32 boxes rounded outwards.
@@ -358,7 +374,13 @@ mod tests {
                 x + width * 0.9,
                 y + height * 0.9,
             ];
-            let found = index.candidates(search, Some(inside));
+            let beyond = [
+                x + width * 0.05,
+                y + height * 0.05,
+                x + width * 0.95,
+                y + height * 0.95,
+            ];
+            let found = index.candidates(search, |bounds| box_side(inside, beyond, bounds));
             let found_fids: Vec<i64> = found.iter().map(|(fid, _)| *fid).collect();
             assert!(found_fids.is_sorted(), "in fid order");
             for (fid, px, py) in &points {
@@ -366,10 +388,22 @@ mod tests {
                     *px >= search[0] && *px <= search[2] && *py >= search[1] && *py <= search[3];
                 let exactly_inside =
                     *px >= inside[0] && *px <= inside[2] && *py >= inside[1] && *py <= inside[3];
+                let within =
+                    *px >= beyond[0] && *px <= beyond[2] && *py >= beyond[1] && *py <= beyond[3];
                 match found.iter().find(|(found, _)| found == fid) {
                     // Extra candidates are tested exactly; a sure one must be inside.
-                    Some((_, sure)) => assert!(!sure || exactly_inside, "{fid} called sure"),
-                    None => assert!(!meets, "{fid} ({px}, {py}) missing from {search:?}"),
+                    Some((_, sure)) => {
+                        assert!(!sure || exactly_inside, "{fid} called sure");
+                        assert!(
+                            (*px - beyond[0]).min(beyond[2] - *px) > -1.0
+                                && (*py - beyond[1]).min(beyond[3] - *py) > -1.0,
+                            "{fid} ({px}, {py}) is outside {beyond:?}"
+                        );
+                    }
+                    None => assert!(
+                        !(meets && within),
+                        "{fid} ({px}, {py}) missing from {search:?}"
+                    ),
                 }
             }
             // Candidates beyond the search only by float32 rounding: a step or so.
@@ -388,7 +422,10 @@ mod tests {
                 );
             }
             assert!(
-                index.candidates(search, None).iter().all(|(_, sure)| !sure),
+                index
+                    .candidates(search, |_| Side::Unsure)
+                    .iter()
+                    .all(|(_, sure)| !sure),
                 "nothing is sure without a box of sure matches"
             );
         }
