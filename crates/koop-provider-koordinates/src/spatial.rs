@@ -71,8 +71,9 @@ fn up(value: f64) -> f32 {
 
 impl SpatialIndex {
     /// The entries whose box meets `search` (`[min_x, min_y, max_x, max_y]` in the layer's
-    /// CRS) and that `side` does not call [`Side::Outside`], in fid order, each with whether
-    /// `side` calls its box [`Side::Inside`] (a sure match). The same entries as SQLite's R-tree
+    /// CRS) and that `side` does not call [`Side::Outside`], in no particular order (a page sorts
+    /// only those it may need), each with whether `side` calls its box [`Side::Inside`] (a sure
+    /// match). The same entries as SQLite's R-tree
     /// search of `search`, and possibly a few more whose float32 box touches it only after
     /// rounding: `side` judges the box as the R-tree holds it, so those are never inside.
     pub(crate) fn candidates(
@@ -142,7 +143,6 @@ impl SpatialIndex {
                 ranges.push((middle + 1, right, 1 - axis));
             }
         }
-        found.sort_unstable_by_key(|(fid, _)| *fid);
         found
     }
 
@@ -313,6 +313,24 @@ mod tests {
         }
     }
 
+    /// Candidates beyond the search only by float32 rounding: a step or so.
+    fn all_near(found: &[(i64, bool)], points: &[(i64, f64, f64)], search: [f64; 4]) {
+        let slack = 1.0;
+        for (fid, _) in found {
+            let (_, px, py) = points
+                .iter()
+                .find(|(id, ..)| id == fid)
+                .expect("a candidate is a point");
+            assert!(
+                *px >= search[0] - slack
+                    && *px <= search[2] + slack
+                    && *py >= search[1] - slack
+                    && *py <= search[3] + slack,
+                "{fid} far outside {search:?}"
+            );
+        }
+    }
+
     /// Inside `inside`, outside `beyond`, unsure between.
     fn box_side(inside: [f64; 4], beyond: [f64; 4], [a, b, c, d]: [f64; 4]) -> Side {
         if a >= inside[0] && c <= inside[2] && b >= inside[1] && d <= inside[3] {
@@ -381,8 +399,12 @@ mod tests {
                 y + height * 0.95,
             ];
             let found = index.candidates(search, |bounds| box_side(inside, beyond, bounds));
-            let found_fids: Vec<i64> = found.iter().map(|(fid, _)| *fid).collect();
-            assert!(found_fids.is_sorted(), "in fid order");
+            let mut found_fids: Vec<i64> = found.iter().map(|(fid, _)| *fid).collect();
+            found_fids.sort_unstable();
+            assert!(
+                found_fids.windows(2).all(|pair| pair[0] < pair[1]),
+                "each entry once"
+            );
             for (fid, px, py) in &points {
                 let meets =
                     *px >= search[0] && *px <= search[2] && *py >= search[1] && *py <= search[3];
@@ -406,21 +428,7 @@ mod tests {
                     ),
                 }
             }
-            // Candidates beyond the search only by float32 rounding: a step or so.
-            let slack = 1.0;
-            for (fid, _) in &found {
-                let (_, px, py) = points
-                    .iter()
-                    .find(|(id, ..)| id == fid)
-                    .expect("a candidate is a point");
-                assert!(
-                    *px >= search[0] - slack
-                        && *px <= search[2] + slack
-                        && *py >= search[1] - slack
-                        && *py <= search[3] + slack,
-                    "{fid} far outside {search:?}"
-                );
-            }
+            all_near(&found, &points, search);
             assert!(
                 index
                     .candidates(search, |_| Side::Unsure)
