@@ -339,6 +339,22 @@ impl<'a> Engine<'a> {
         if !self.matches(feature) {
             return Step::Skip;
         }
+        self.step_kept()
+    }
+
+    /// Whether [`Engine::step`] would pass every feature to the page's count (the provider
+    /// applied every filter), so a feature need not be built to be counted
+    /// ([`Engine::step_kept`]).
+    pub(crate) fn keeps_every_feature(&self) -> bool {
+        let attributes = self.applied.where_clause
+            || self.applied.all
+            || (self.object_ids.is_none() && self.query.predicate.is_always_true());
+        let geometry = self.applied.geometry || self.applied.all || self.query.geometry.is_none();
+        attributes && geometry
+    }
+
+    /// [`Engine::step`] of a feature the filters keep (when [`Engine::keeps_every_feature`]).
+    pub(crate) fn step_kept(&mut self) -> Step {
         let State::Page {
             skip,
             limit,

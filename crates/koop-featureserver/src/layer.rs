@@ -99,8 +99,8 @@ impl Fetched {
         let Features::Stream(stream) = &mut self.features else {
             return None;
         };
-        let mut features =
-            std::mem::replace(&mut stream.features, Box::pin(futures::stream::empty())).peekable();
+        // Rows become features here: the peeked one is handed back as a feature.
+        let mut features = stream.take_features().peekable();
         let first = match std::pin::Pin::new(&mut features).peek().await {
             Some(Ok(feature)) => Some(feature.clone()),
             _ => None,

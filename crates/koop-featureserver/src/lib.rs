@@ -536,8 +536,9 @@ async fn run_query(
             }
         }
         Features::Stream(stream) => {
+            let mut features = stream.take_features();
             while engine.needs_features() {
-                match stream.features.next().await {
+                match features.next().await {
                     Some(Ok(feature)) => {
                         if !engine.push(Cow::Owned(feature)) {
                             break;

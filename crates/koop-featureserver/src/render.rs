@@ -2,7 +2,7 @@
 
 use geojson::Feature;
 use koop_geoservices::{Format, OutFields, Query, Value};
-use koop_provider::{Epsg, FieldType};
+use koop_provider::{Epsg, FieldType, Row};
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 use serde_json::{Map, Value as Json, json};
 
@@ -127,8 +127,49 @@ impl<'a> FeatureWriter<'a> {
 /// included) or GeoJSON properties (as the provider gave them).
 struct Attributes<'a> {
     writer: &'a FeatureWriter<'a>,
-    feature: &'a Feature,
+    source: Source<'a>,
     esri: bool,
+}
+
+/// Where each output field's value lies among the values of a provider's rows
+/// ([`koop_provider::Rows`]), found once per page.
+pub(crate) struct RowLayout {
+    names: std::sync::Arc<[String]>,
+    /// Per output field ([`FeatureWriter::names`]), its position among a row's values.
+    slots: Vec<Option<usize>>,
+    /// The position of the object id's field, when it is an attribute.
+    object_id: Option<usize>,
+}
+
+/// A feature as the writer reads it: a `geojson::Feature`, or a provider's row.
+#[derive(Clone, Copy)]
+enum Source<'a> {
+    Feature(&'a Feature),
+    Row(&'a Row, &'a RowLayout),
+}
+
+impl<'a> Source<'a> {
+    fn geometry(self) -> Option<&'a geojson::Geometry> {
+        match self {
+            Self::Feature(feature) => feature.geometry.as_ref(),
+            Self::Row(row, _) => row.geometry.as_ref(),
+        }
+    }
+
+    /// The object id, as [`Engine::object_id`] gives it.
+    fn object_id(self, layer: &Layer) -> Option<i64> {
+        match self {
+            Self::Feature(feature) => Engine::object_id(layer, feature),
+            Self::Row(row, layout) if layer.schema.object_id_is_attribute => layout
+                .object_id
+                .and_then(|slot| row.values.get(slot))
+                .and_then(Json::as_i64),
+            // A computed id hashes the feature as GeoJSON.
+            Self::Row(row, layout) => {
+                Engine::object_id(layer, &row.clone().into_feature(&layout.names))
+            }
+        }
+    }
 }
 
 impl Serialize for Attributes<'_> {
@@ -136,24 +177,31 @@ impl Serialize for Attributes<'_> {
         let mut map = serializer.serialize_map(None)?;
         // Providers usually give the properties in the fields' order: take them as they come,
         // and look a name up only where the order differs.
-        let mut in_order = self
-            .feature
-            .properties
-            .as_ref()
-            .map(serde_json::Map::iter)
-            .into_iter()
-            .flatten();
-        for (name, field_type, computed) in &self.writer.names {
+        let mut in_order = match self.source {
+            Source::Feature(feature) => feature.properties.as_ref().map(serde_json::Map::iter),
+            Source::Row(..) => None,
+        }
+        .into_iter()
+        .flatten();
+        for (index, (name, field_type, computed)) in self.writer.names.iter().enumerate() {
             if *computed {
                 // In GeoJSON the computed object id is the feature's `id`.
                 if self.esri {
-                    map.serialize_entry(name, &Engine::object_id(self.writer.layer, self.feature))?;
+                    map.serialize_entry(name, &self.source.object_id(self.writer.layer))?;
                 }
                 continue;
             }
-            let value = match in_order.next() {
-                Some((key, value)) if key == name => Some(value),
-                _ => self.feature.property(name),
+            let value = match self.source {
+                Source::Feature(feature) => match in_order.next() {
+                    Some((key, value)) if key == name => Some(value),
+                    _ => feature.property(name),
+                },
+                Source::Row(row, layout) => layout
+                    .slots
+                    .get(index)
+                    .copied()
+                    .flatten()
+                    .and_then(|slot| row.values.get(slot)),
             };
             if self.esri && *field_type == FieldType::Date {
                 map.serialize_entry(name, &esri_date(value))?;
@@ -168,7 +216,7 @@ impl Serialize for Attributes<'_> {
 /// `{"attributes": …, "geometry": …}`
 struct EsriFeature<'a> {
     writer: &'a FeatureWriter<'a>,
-    feature: &'a Feature,
+    source: Source<'a>,
 }
 
 impl Serialize for EsriFeature<'_> {
@@ -178,15 +226,14 @@ impl Serialize for EsriFeature<'_> {
             "attributes",
             &Attributes {
                 writer: self.writer,
-                feature: self.feature,
+                source: self.source,
                 esri: true,
             },
         )?;
         if self.writer.return_geometry {
             let geometry = self
-                .feature
-                .geometry
-                .as_ref()
+                .source
+                .geometry()
                 .and_then(|geometry| EsriGeometry::new(&geometry.value, &self.writer.mapper));
             map.serialize_entry("geometry", &geometry)?;
         }
@@ -197,28 +244,27 @@ impl Serialize for EsriFeature<'_> {
 /// `{"type": "Feature", "id", "properties", "geometry"}`
 struct GeoJsonFeature<'a> {
     writer: &'a FeatureWriter<'a>,
-    feature: &'a Feature,
+    source: Source<'a>,
 }
 
 impl Serialize for GeoJsonFeature<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut map = serializer.serialize_map(None)?;
         map.serialize_entry("type", "Feature")?;
-        if let Some(id) = Engine::object_id(self.writer.layer, self.feature) {
+        if let Some(id) = self.source.object_id(self.writer.layer) {
             map.serialize_entry("id", &id)?;
         }
         map.serialize_entry(
             "properties",
             &Attributes {
                 writer: self.writer,
-                feature: self.feature,
+                source: self.source,
                 esri: false,
             },
         )?;
         let geometry = if self.writer.return_geometry {
-            self.feature
-                .geometry
-                .as_ref()
+            self.source
+                .geometry()
                 .and_then(|geometry| self.writer.mapper.geometry(&geometry.value))
                 .map(geojson::Geometry::new)
         } else {
@@ -243,12 +289,12 @@ impl Serialize for FeatureList<'_> {
             if self.geojson {
                 list.serialize_element(&GeoJsonFeature {
                     writer: self.writer,
-                    feature,
+                    source: Source::Feature(feature),
                 })?;
             } else {
                 list.serialize_element(&EsriFeature {
                     writer: self.writer,
-                    feature,
+                    source: Source::Feature(feature),
                 })?;
             }
         }
@@ -336,6 +382,36 @@ impl<'a> PagePieces<'a> {
         feature: &Feature,
         out: &mut Vec<u8>,
     ) -> serde_json::Result<()> {
+        self.source(Source::Feature(feature), out)
+    }
+
+    /// Where this page's fields lie among the values of rows named `names`.
+    pub(crate) fn row_layout(&self, names: std::sync::Arc<[String]>) -> RowLayout {
+        let position = |name: &str| names.iter().position(|known| known == name);
+        RowLayout {
+            slots: self
+                .writer
+                .names
+                .iter()
+                .map(|(name, _, _)| position(name))
+                .collect(),
+            object_id: position(&self.writer.layer.schema.object_id),
+            names,
+        }
+    }
+
+    /// One row (with its page's [`PagePieces::row_layout`]): the same bytes as
+    /// [`PagePieces::feature`] of the feature it stands for.
+    pub(crate) fn row(
+        &mut self,
+        row: &Row,
+        layout: &RowLayout,
+        out: &mut Vec<u8>,
+    ) -> serde_json::Result<()> {
+        self.source(Source::Row(row, layout), out)
+    }
+
+    fn source(&mut self, source: Source<'_>, out: &mut Vec<u8>) -> serde_json::Result<()> {
         if self.written > 0 {
             out.push(b',');
         }
@@ -345,7 +421,7 @@ impl<'a> PagePieces<'a> {
                 out,
                 &GeoJsonFeature {
                     writer: &self.writer,
-                    feature,
+                    source,
                 },
             )
         } else {
@@ -353,7 +429,7 @@ impl<'a> PagePieces<'a> {
                 out,
                 &EsriFeature {
                     writer: &self.writer,
-                    feature,
+                    source,
                 },
             )
         }

@@ -26,13 +26,14 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures::StreamExt;
+use futures::stream::BoxStream;
 use koop_geoservices::Query;
-use koop_provider::{Epsg, FiltersApplied, ProviderStream};
+use koop_provider::{Epsg, FiltersApplied, ProviderError, ProviderStream, Row};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::engine::{Engine, Step};
 use crate::layer::Layer;
-use crate::render::PagePieces;
+use crate::render::{PagePieces, RowLayout};
 use crate::response::GeoservicesError;
 
 /// Output gathered before it is handed to the response body, in bytes.
@@ -231,10 +232,11 @@ impl StreamedPage {
             fail(&mut started, written_error(&error));
             return;
         }
+        let (mut items, layout) = items(&mut self.stream, &engine, &pieces);
         let mut deadline = self.deadline.map(timer);
         loop {
-            let feature = match next_feature(&mut self.stream.features, deadline.as_mut()).await {
-                Some(Ok(feature)) => feature,
+            let item = match next_item(&mut items, deadline.as_mut()).await {
+                Some(Ok(item)) => item,
                 Some(Err(error)) => {
                     let error = GeoservicesError::from_provider(&error, self.had_token);
                     if fail(&mut started, error.clone()).is_none() {
@@ -245,12 +247,13 @@ impl StreamedPage {
                 }
                 None => break,
             };
-            match engine.step(&feature) {
-                Step::Skip => continue,
-                Step::Full => break,
-                Step::Write => {}
-            }
-            if let Err(error) = pieces.feature(&feature, &mut out) {
+            let error = match put(&mut engine, &mut pieces, &item, layout.as_ref(), &mut out) {
+                Ok(Step::Skip) => continue,
+                Ok(Step::Full) => break,
+                Ok(Step::Write) => None,
+                Err(error) => Some(error),
+            };
+            if let Some(error) = error {
                 let error = written_error(&error);
                 if fail(&mut started, error.clone()).is_none() {
                     let _ = chunks.send(Err(std::io::Error::other(error.message))).await;
@@ -279,10 +282,7 @@ impl StreamedPage {
             }
         }
         // The stream's own producer may still run ahead: stop it before writing the end.
-        drop(std::mem::replace(
-            &mut self.stream.features,
-            Box::pin(futures::stream::empty()),
-        ));
+        drop(items);
         pieces.tail(engine.page_exceeded(), &mut out);
         if self.query.callback.is_some() {
             out.push(b')');
@@ -296,6 +296,65 @@ impl StreamedPage {
     }
 }
 
+/// The provider's features as the page reads them, and the layout of its rows when they
+/// come as rows: a provider's rows are written as they are when no filter is left to
+/// evaluate here; otherwise (and for providers that give features) each is a
+/// `geojson::Feature`.
+fn items(
+    stream: &mut ProviderStream,
+    engine: &Engine<'_>,
+    pieces: &PagePieces<'_>,
+) -> (
+    BoxStream<'static, Result<Item, ProviderError>>,
+    Option<RowLayout>,
+) {
+    let rows = if engine.keeps_every_feature() {
+        stream.rows.take()
+    } else {
+        None
+    };
+    match rows {
+        Some(rows) => {
+            let layout = pieces.row_layout(rows.names);
+            (
+                Box::pin(rows.rows.map(|row| row.map(Item::Row))),
+                Some(layout),
+            )
+        }
+        None => (
+            Box::pin(
+                stream
+                    .take_features()
+                    .map(|feature| feature.map(Item::Feature)),
+            ),
+            None,
+        ),
+    }
+}
+
+/// Counts `item` on the page ([`Engine::step`]) and writes it when it is on it.
+fn put(
+    engine: &mut Engine<'_>,
+    pieces: &mut PagePieces<'_>,
+    item: &Item,
+    layout: Option<&RowLayout>,
+    out: &mut Vec<u8>,
+) -> serde_json::Result<Step> {
+    let step = match item {
+        Item::Feature(feature) => engine.step(feature),
+        Item::Row(_) => engine.step_kept(),
+    };
+    if matches!(step, Step::Write) {
+        match (item, layout) {
+            (Item::Row(row), Some(layout)) => pieces.row(row, layout, out)?,
+            (Item::Feature(feature), _) => pieces.feature(feature, out)?,
+            // Rows come only with their layout (`items`).
+            (Item::Row(_), None) => {}
+        }
+    }
+    Ok(step)
+}
+
 /// A timer that fires at `deadline`.
 fn timer(deadline: Instant) -> std::pin::Pin<Box<tokio::time::Sleep>> {
     Box::pin(tokio::time::sleep_until(tokio::time::Instant::from_std(
@@ -303,22 +362,25 @@ fn timer(deadline: Instant) -> std::pin::Pin<Box<tokio::time::Sleep>> {
     )))
 }
 
+/// A feature of the provider's stream, as it gave it.
+enum Item {
+    Feature(geojson::Feature),
+    Row(Row),
+}
+
 /// The provider's next feature, or the deadline's error. `deadline` is the request's, armed
 /// once for the whole page (a timer per feature would cost a timer-wheel entry each).
-async fn next_feature(
-    features: &mut futures::stream::BoxStream<
-        'static,
-        Result<geojson::Feature, koop_provider::ProviderError>,
-    >,
+async fn next_item(
+    items: &mut BoxStream<'static, Result<Item, ProviderError>>,
     deadline: Option<&mut std::pin::Pin<Box<tokio::time::Sleep>>>,
-) -> Option<Result<geojson::Feature, koop_provider::ProviderError>> {
+) -> Option<Result<Item, ProviderError>> {
     let Some(deadline) = deadline else {
-        return features.next().await;
+        return items.next().await;
     };
     tokio::select! {
         biased;
-        feature = features.next() => feature,
-        () = deadline.as_mut() => Some(Err(koop_provider::ProviderError::past_deadline())),
+        item = items.next() => item,
+        () = deadline.as_mut() => Some(Err(ProviderError::past_deadline())),
     }
 }
 

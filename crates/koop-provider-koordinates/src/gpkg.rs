@@ -493,6 +493,11 @@ pub(crate) struct RowShape {
     /// The properties of a row with every value null, in order: a row's are a copy with its
     /// values set (copying the map's hash table costs less than hashing every name again).
     template: serde_json::Map<String, serde_json::Value>,
+    /// The property names, in the template's order (each once).
+    names: std::sync::Arc<[String]>,
+    /// Where each column's value goes among [`RowShape::names`] (a name read twice: the last
+    /// value read wins).
+    slots: Vec<usize>,
 }
 
 impl RowShape {
@@ -512,11 +517,24 @@ impl RowShape {
         {
             template.insert(name.clone(), serde_json::Value::Null);
         }
+        let names: std::sync::Arc<[String]> = template.keys().cloned().collect();
+        let slots = columns
+            .iter()
+            .map(|index| {
+                let name = &table.columns[*index].name;
+                names
+                    .iter()
+                    .position(|known| known == name)
+                    .unwrap_or_default()
+            })
+            .collect();
         Self {
             columns,
             geometry,
             fid_property,
             template,
+            names,
+            slots,
         }
     }
 
@@ -547,6 +565,36 @@ impl RowShape {
             select.join(", "),
             Table::quoted(&table.name)
         )
+    }
+
+    /// The property names of [`RowShape::values`], in order.
+    pub(crate) fn names(&self) -> std::sync::Arc<[String]> {
+        self.names.clone()
+    }
+
+    /// The property values of a row selected by [`RowShape::select`], one per name of
+    /// [`RowShape::names`]: the same as [`RowShape::properties`] without a map.
+    pub(crate) fn values(
+        &self,
+        table: &Table,
+        row: &rusqlite::Row<'_>,
+    ) -> Result<Vec<serde_json::Value>, ProviderError> {
+        let error = sqlite_error(&table.path);
+        let mut values = vec![serde_json::Value::Null; self.names.len()];
+        if self.fid_property.is_some()
+            && let Some(slot) = values.first_mut()
+        {
+            let fid: i64 = row.get(0).map_err(&error)?;
+            *slot = serde_json::Value::from(fid);
+        }
+        for (offset, (index, slot)) in self.columns.iter().zip(&self.slots).enumerate() {
+            let column = &table.columns[*index];
+            let value = row.get_ref(2 + offset).map_err(&error)?;
+            if let Some(target) = values.get_mut(*slot) {
+                *target = json_value(value, column.kind);
+            }
+        }
+        Ok(values)
     }
 
     /// The properties of a row selected by [`RowShape::select`].

@@ -382,7 +382,8 @@ impl KoordinatesProvider {
         state: LayerState,
         plan: query::Plan,
         deadline: Option<std::time::Instant>,
-    ) -> futures::stream::BoxStream<'static, Result<geojson::Feature, ProviderError>> {
+    ) -> koop_provider::Rows {
+        let names = plan.shape.names();
         let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
         let work = self.inner.work.clone();
         let errors = sender.clone();
@@ -406,10 +407,14 @@ impl KoordinatesProvider {
                 let chunk = receiver.recv().await?;
                 Some((chunk, (receiver, reader)))
             });
-        Box::pin(chunks.flat_map(|chunk| match chunk {
-            Ok(features) => futures::stream::iter(features.into_iter().map(Ok)).left_stream(),
+        let rows = chunks.flat_map(|chunk| match chunk {
+            Ok(rows) => futures::stream::iter(rows.into_iter().map(Ok)).left_stream(),
             Err(error) => futures::stream::once(std::future::ready(Err(error))).right_stream(),
-        }))
+        });
+        koop_provider::Rows {
+            names,
+            rows: Box::pin(rows),
+        }
     }
 
     /// A Geoservices query, pushed down into SQLite.
@@ -452,9 +457,19 @@ impl KoordinatesProvider {
         let deadline = request.deadline;
         let version_tag = Some(state.entry.clone());
         if matches!(plan.kind, Kind::Rows | Kind::Page) {
-            let features = if plan.kind == Kind::Page {
-                self.page(state, plan, deadline)
-            } else {
+            if plan.kind == Kind::Page {
+                return Ok(ProviderStream {
+                    metadata,
+                    filters_applied: applied,
+                    crs,
+                    count: None,
+                    answer: None,
+                    version_tag,
+                    features: Box::pin(futures::stream::empty()),
+                    rows: Some(self.page(state, plan, deadline)),
+                });
+            }
+            let features = {
                 let rows = stream::Rows {
                     conditions: plan.conditions,
                     params: plan.params,
@@ -474,6 +489,7 @@ impl KoordinatesProvider {
                 answer: None,
                 version_tag,
                 features,
+                rows: None,
             });
         }
         let outcome = self
@@ -493,6 +509,7 @@ impl KoordinatesProvider {
             answer,
             version_tag,
             features: Box::pin(futures::stream::iter(features.into_iter().map(Ok))),
+            rows: None,
         })
     }
 }
@@ -714,9 +731,9 @@ impl Provider for KoordinatesProvider {
     /// Every feature of the layer's current version, in EPSG:4326. For large layers prefer
     /// [`Provider::get_stream`], which holds a chunk of features at a time.
     async fn get_data(&self, request: &ProviderRequest) -> Result<ProviderData, ProviderError> {
-        let stream = self.get_stream(request).await?;
+        let mut stream = self.get_stream(request).await?;
         let features: Vec<geojson::Feature> = stream
-            .features
+            .take_features()
             .collect::<Vec<_>>()
             .await
             .into_iter()
@@ -754,6 +771,7 @@ impl Provider for KoordinatesProvider {
                     answer: None,
                     version_tag: Some(state.entry.clone()),
                     features: Box::pin(futures::stream::empty()),
+                    rows: None,
                 });
             }
             Some("query") => return Box::pin(self.query(state, request)).await,
@@ -779,6 +797,7 @@ impl Provider for KoordinatesProvider {
             answer: None,
             version_tag: Some(state.entry.clone()),
             features: stream::features(state, rows, self.inner.work.clone()),
+            rows: None,
         })
     }
 }

@@ -37,7 +37,7 @@ use koop_geoservices::{
     Case, CompareOp, GeometryFilter, Operand, OutFields, Predicate, Query, Reprojector, SpatialRel,
     SqlParam, Statistic, StatisticType, Value, parse_date_ms,
 };
-use koop_provider::{FiltersApplied, ProviderError, ProviderRequest, QueryAnswer};
+use koop_provider::{FiltersApplied, ProviderError, ProviderRequest, QueryAnswer, Row};
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use serde_json::{Map, Value as Json};
 
@@ -528,21 +528,21 @@ const SPLIT_ROWS: usize = 256;
 /// when no pooled connection was free (then nothing was read). Dropped early, it tells the
 /// reader to stop.
 struct Aside {
-    receiver: std::sync::mpsc::Receiver<Option<Result<Vec<geojson::Feature>, ProviderError>>>,
+    receiver: std::sync::mpsc::Receiver<Option<Result<Vec<Row>, ProviderError>>>,
     stop: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Features handed to a page's `emit` in chunks of [`PAGE_CHUNK`].
 struct Chunks<'a> {
-    chunk: Vec<geojson::Feature>,
+    chunk: Vec<Row>,
     /// The reader still reads.
     open: bool,
-    emit: &'a mut dyn FnMut(Vec<geojson::Feature>) -> bool,
+    emit: &'a mut dyn FnMut(Vec<Row>) -> bool,
 }
 
 impl Chunks<'_> {
     /// Adds a feature; `false` once the reader left.
-    fn push(&mut self, feature: geojson::Feature) -> bool {
+    fn push(&mut self, feature: Row) -> bool {
         self.chunk.push(feature);
         if self.chunk.len() >= PAGE_CHUNK {
             let full = std::mem::replace(&mut self.chunk, Vec::with_capacity(PAGE_CHUNK));
@@ -561,7 +561,7 @@ impl Chunks<'_> {
 
 impl Aside {
     /// Waits for the other thread's answer.
-    fn receive(self) -> Option<Result<Vec<geojson::Feature>, ProviderError>> {
+    fn receive(self) -> Option<Result<Vec<Row>, ProviderError>> {
         self.receiver
             .recv()
             .unwrap_or_else(|_| Some(Err(internal("a background task of this server failed"))))
@@ -770,7 +770,7 @@ impl Plan {
         state: &LayerState,
         work: &Work,
         deadline: Option<Instant>,
-        emit: &mut dyn FnMut(Vec<geojson::Feature>) -> bool,
+        emit: &mut dyn FnMut(Vec<Row>) -> bool,
     ) -> Result<(), ProviderError> {
         let mut connection = state.connections.get()?;
         gpkg::until_deadline(&mut connection, deadline, |connection| {
@@ -873,7 +873,7 @@ impl Plan {
         &self,
         table: &Table,
         connection: &rusqlite::Connection,
-        emit: &mut dyn FnMut(geojson::Feature) -> bool,
+        emit: &mut dyn FnMut(Row) -> bool,
     ) -> Result<(), ProviderError> {
         let mut sql = self.shape.select(table);
         sql.push_str(&where_sql(&self.conditions));
@@ -894,19 +894,19 @@ impl Plan {
                 return Ok(false);
             }
             emitted += 1;
-            let feature = self.feature(table, row, tested)?;
+            let feature = self.row(table, row, tested)?;
             Ok(emit(feature) && emitted <= self.page)
         })
     }
 
     /// The feature of a row of [`RowShape::select`]: its geometry (`tested`, in EPSG:4326, when
-    /// the exact test read it) in the output CRS, and its properties.
-    fn feature(
+    /// the exact test read it) in the output CRS, and its values ([`RowShape::values`]).
+    fn row(
         &self,
         table: &Table,
         row: &rusqlite::Row<'_>,
         tested: Option<geo_types::Geometry<f64>>,
-    ) -> Result<geojson::Feature, ProviderError> {
+    ) -> Result<Row, ProviderError> {
         let fid: i64 = row.get(0).map_err(sqlite_error(&table.path))?;
         let (shape, reprojector) = match tested {
             Some(shape) => (Some(shape), &self.from_4326),
@@ -922,8 +922,12 @@ impl Plan {
             }
             None => None,
         };
-        let properties = self.shape.properties(table, row)?;
-        Ok(gpkg::feature(fid, geometry, properties))
+        let values = self.shape.values(table, row)?;
+        Ok(Row {
+            id: Some(geojson::feature::Id::Number(fid.into())),
+            geometry,
+            values,
+        })
     }
 
     /// The R-tree's candidates but those surely outside the filter, in no particular order,
@@ -1051,7 +1055,7 @@ impl Plan {
         table: &Table,
         connection: &rusqlite::Connection,
         fids: &[i64],
-        emit: &mut dyn FnMut(geojson::Feature) -> bool,
+        emit: &mut dyn FnMut(Row) -> bool,
     ) -> Result<(), ProviderError> {
         if fids.is_empty() {
             return Ok(());
@@ -1069,7 +1073,7 @@ impl Plan {
         let mut statement = gpkg::prepare(connection, &sql).map_err(&error)?;
         let mut rows = statement.query([list]).map_err(&error)?;
         while let Some(row) = rows.next().map_err(&error)? {
-            if !emit(self.feature(table, row, None)?) {
+            if !emit(self.row(table, row, None)?) {
                 break;
             }
         }

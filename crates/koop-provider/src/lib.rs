@@ -12,6 +12,9 @@
 //! - [`ProviderData`] / [`Metadata`]: GeoJSON features plus name, description, extent,
 //!   displayField, geometryType, idField, maxRecordCount, limitExceeded, timeInfo and fields, and
 //!   `ttl`, `filtersApplied`, `crs`.
+//! - [`ProviderStream`]: the same, the features read one by one; a provider reading a table may
+//!   give them as [`Rows`] (values under property names given once, no map per feature), which
+//!   [`ProviderStream::take_features`] turns into features for outputs that want them.
 //! - [`DataCache`] and [`get_data_cached`]: the cache in front of `get_data`, keyed by
 //!   `create_key`; entries expire after their `ttl` (Koop's own memory cache never expires them)
 //!   and the cache is bounded. Pass-through providers (no `ttl`) are not cached.
@@ -72,7 +75,7 @@ pub use koop_types::Epsg;
 pub use model::{
     Credentials, Field, FieldType, FiltersApplied, GeometryType, Metadata, Method, ProviderData,
     ProviderRequest, ProviderRoute, ProviderStream, QueryAnswer, Registration, RouteHandler,
-    RouteParams, Token,
+    RouteParams, Row, Rows, Token,
 };
 pub use provider::{Provider, default_key};
 pub use validate::{GeoJsonValidator, feature_problems};

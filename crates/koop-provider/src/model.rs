@@ -301,8 +301,13 @@ pub struct ProviderStream {
     pub answer: Option<QueryAnswer>,
     /// A tag that changes whenever the data changes (as [`ProviderData::version_tag`]).
     pub version_tag: Option<String>,
-    /// The features.
+    /// The features (empty when they come as [`ProviderStream::rows`]).
     pub features: BoxStream<'static, Result<geojson::Feature, ProviderError>>,
+    /// The features as rows of values under shared property names, instead of `features`:
+    /// a provider reading a table (the Koordinates provider's pages) builds no property map per
+    /// feature, and an output that writes rows ([`Row`]) takes them as they are. Outputs that
+    /// need `geojson::Feature`s take [`ProviderStream::take_features`], which converts them.
+    pub rows: Option<Rows>,
 }
 
 impl ProviderStream {
@@ -316,7 +321,70 @@ impl ProviderStream {
             answer: data.answer,
             version_tag: data.version_tag,
             features: Box::pin(futures::stream::iter(data.features.into_iter().map(Ok))),
+            rows: None,
         }
+    }
+
+    /// The features as `geojson::Feature`s, whichever way the provider gave them (rows are
+    /// converted one by one as they are read); the stream is left empty.
+    pub fn take_features(&mut self) -> BoxStream<'static, Result<geojson::Feature, ProviderError>> {
+        use futures::StreamExt;
+        match self.rows.take() {
+            Some(Rows { names, rows }) => {
+                Box::pin(rows.map(move |row| row.map(|row| row.into_feature(&names))))
+            }
+            None => std::mem::replace(&mut self.features, Box::pin(futures::stream::empty())),
+        }
+    }
+}
+
+/// One feature of a [`Rows`] stream: its id, its geometry, and its property values in the
+/// order of [`Rows::names`] (`null` where it has none).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    /// The feature's `id` (GeoJSON's, not a property).
+    pub id: Option<geojson::feature::Id>,
+    /// The geometry, in the stream's CRS ([`ProviderStream::crs`]).
+    pub geometry: Option<geojson::Geometry>,
+    /// One value per name of the stream, in its order.
+    pub values: Vec<serde_json::Value>,
+}
+
+impl Row {
+    /// The same feature as GeoJSON: `names[i]` is the property of `values[i]` (values beyond
+    /// the names are dropped; names beyond the values get `null`).
+    pub fn into_feature(self, names: &[String]) -> geojson::Feature {
+        let mut properties = serde_json::Map::with_capacity(names.len());
+        let mut values = self.values.into_iter();
+        for name in names {
+            properties.insert(
+                name.clone(),
+                values.next().unwrap_or(serde_json::Value::Null),
+            );
+        }
+        geojson::Feature {
+            bbox: None,
+            geometry: self.geometry,
+            id: self.id,
+            properties: Some(properties),
+            foreign_members: None,
+        }
+    }
+}
+
+/// Features as rows: the property names once, then each feature's values in their order.
+pub struct Rows {
+    /// The property names, shared by every row (no name twice).
+    pub names: std::sync::Arc<[String]>,
+    /// The rows.
+    pub rows: BoxStream<'static, Result<Row, ProviderError>>,
+}
+
+impl std::fmt::Debug for Rows {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rows")
+            .field("names", &self.names)
+            .finish_non_exhaustive()
     }
 }
 
@@ -423,5 +491,97 @@ impl Registration {
             version: "0.0.0".to_owned(),
             routes: Vec::new(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::StreamExt;
+
+    use super::*;
+
+    fn stream_of(rows: Option<Rows>, features: Vec<geojson::Feature>) -> ProviderStream {
+        ProviderStream {
+            metadata: Metadata::default(),
+            filters_applied: FiltersApplied::default(),
+            crs: None,
+            count: None,
+            answer: None,
+            version_tag: None,
+            features: Box::pin(futures::stream::iter(features.into_iter().map(Ok))),
+            rows,
+        }
+    }
+
+    #[tokio::test]
+    async fn rows_become_the_features_they_stand_for() {
+        let names: std::sync::Arc<[String]> = vec!["fid".to_owned(), "name".to_owned()].into();
+        let rows = vec![
+            Ok(Row {
+                id: Some(geojson::feature::Id::Number(7.into())),
+                geometry: Some(
+                    serde_json::from_value(serde_json::json!(
+                        {"type": "Point", "coordinates": [174.5, -41.5]}
+                    ))
+                    .expect("a point"),
+                ),
+                values: vec![serde_json::json!(7), serde_json::json!("a")],
+            }),
+            // Too few values: the missing one is null.
+            Ok(Row {
+                id: None,
+                geometry: None,
+                values: vec![serde_json::json!(8)],
+            }),
+        ];
+        let mut stream = stream_of(
+            Some(Rows {
+                names,
+                rows: Box::pin(futures::stream::iter(rows)),
+            }),
+            Vec::new(),
+        );
+        let features: Vec<geojson::Feature> = stream
+            .take_features()
+            .map(|feature| feature.expect("a feature"))
+            .collect()
+            .await;
+        let expected: Vec<geojson::Feature> = vec![
+            serde_json::from_value(serde_json::json!({
+                "type": "Feature", "id": 7,
+                "geometry": {"type": "Point", "coordinates": [174.5, -41.5]},
+                "properties": {"fid": 7, "name": "a"},
+            }))
+            .expect("a feature"),
+            serde_json::from_value(serde_json::json!({
+                "type": "Feature", "geometry": null,
+                "properties": {"fid": 8, "name": null},
+            }))
+            .expect("a feature"),
+        ];
+        assert_eq!(features, expected);
+        // The property order is the names' order.
+        let keys: Vec<&String> = features[0]
+            .properties
+            .as_ref()
+            .expect("properties")
+            .keys()
+            .collect();
+        assert_eq!(keys, ["fid", "name"]);
+        assert!(stream.rows.is_none(), "taken");
+        assert!(stream.take_features().next().await.is_none(), "left empty");
+    }
+
+    #[tokio::test]
+    async fn features_are_taken_as_they_are() {
+        let feature: geojson::Feature = serde_json::from_value(serde_json::json!({
+            "type": "Feature", "geometry": null, "properties": {"b": 1, "a": 2},
+        }))
+        .expect("a feature");
+        let mut stream = stream_of(None, vec![feature.clone()]);
+        let taken: Vec<_> = stream.take_features().collect().await;
+        assert_eq!(taken.len(), 1);
+        assert_eq!(taken[0].as_ref().ok(), Some(&feature));
+        assert!(stream.take_features().next().await.is_none(), "left empty");
     }
 }

@@ -109,7 +109,8 @@ async fn geojson(
     head.put_slice(b",\"features\":[");
     // The permit travels with the features: the stream is counted until its body ends or the
     // client leaves.
-    let features = stream.features.map(move |feature| {
+    let mut stream = stream;
+    let features = stream.take_features().map(move |feature| {
         let _held = &permit;
         feature
     });

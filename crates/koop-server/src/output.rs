@@ -86,6 +86,7 @@ impl OutputContext {
                 answer: data.answer.clone(),
                 version_tag: data.version_tag.clone(),
                 features: Box::pin(futures::stream::iter(features)),
+                rows: None,
             });
         }
         self.provider.authorize(request).await?;
@@ -94,7 +95,8 @@ impl OutputContext {
             let key = self.provider.create_key(request);
             let validator = self.validator.clone();
             let metadata = stream.metadata.clone();
-            stream.features = Box::pin(stream.features.inspect(move |feature| {
+            // Rows are validated as the features they stand for.
+            stream.features = Box::pin(stream.take_features().inspect(move |feature| {
                 if let Ok(feature) = feature {
                     validator.check_feature(&key, &metadata, feature);
                 }
