@@ -597,39 +597,18 @@ impl RowShape {
         Ok(values)
     }
 
-    /// The properties of a row selected by [`RowShape::select`].
+    /// The properties of a row selected by [`RowShape::select`]: [`RowShape::values`] under
+    /// their names.
     pub(crate) fn properties(
         &self,
         table: &Table,
         row: &rusqlite::Row<'_>,
     ) -> Result<serde_json::Map<String, serde_json::Value>, ProviderError> {
-        let error = sqlite_error(&table.path);
-        if self.template.len() != self.columns.len() + usize::from(self.fid_property.is_some()) {
-            // A name read twice: one property, the last value read wins.
-            let mut properties = serde_json::Map::with_capacity(self.template.len());
-            if let Some(name) = &self.fid_property {
-                let fid: i64 = row.get(0).map_err(&error)?;
-                properties.insert(name.clone(), serde_json::Value::from(fid));
-            }
-            for (offset, index) in self.columns.iter().enumerate() {
-                let column = &table.columns[*index];
-                let value = row.get_ref(2 + offset).map_err(&error)?;
-                properties.insert(column.name.clone(), json_value(value, column.kind));
-            }
-            return Ok(properties);
-        }
+        let values = self.values(table, row)?;
+        // The template's names are `names`, in the same order.
         let mut properties = self.template.clone();
-        let mut values = properties.values_mut();
-        if self.fid_property.is_some()
-            && let Some(slot) = values.next()
-        {
-            let fid: i64 = row.get(0).map_err(&error)?;
-            *slot = serde_json::Value::from(fid);
-        }
-        for ((offset, index), slot) in self.columns.iter().enumerate().zip(values) {
-            let column = &table.columns[*index];
-            let value = row.get_ref(2 + offset).map_err(&error)?;
-            *slot = json_value(value, column.kind);
+        for (slot, value) in properties.values_mut().zip(values) {
+            *slot = value;
         }
         Ok(properties)
     }

@@ -457,19 +457,13 @@ impl KoordinatesProvider {
         let deadline = request.deadline;
         let version_tag = Some(state.entry.clone());
         if matches!(plan.kind, Kind::Rows | Kind::Page) {
-            if plan.kind == Kind::Page {
-                return Ok(ProviderStream {
-                    metadata,
-                    filters_applied: applied,
-                    crs,
-                    count: None,
-                    answer: None,
-                    version_tag,
-                    features: Box::pin(futures::stream::empty()),
-                    rows: Some(self.page(state, plan, deadline)),
-                });
-            }
-            let features = {
+            // A page comes as rows; every matching row (what the output finishes) as features.
+            let (features, rows) = if plan.kind == Kind::Page {
+                let rows = self.page(state, plan, deadline);
+                let empty: futures::stream::BoxStream<'static, _> =
+                    Box::pin(futures::stream::empty());
+                (empty, Some(rows))
+            } else {
                 let rows = stream::Rows {
                     conditions: plan.conditions,
                     params: plan.params,
@@ -479,7 +473,7 @@ impl KoordinatesProvider {
                     from_source: plan.from_source,
                     from_4326: plan.from_4326,
                 };
-                stream::features(state, rows, self.inner.work.clone())
+                (stream::features(state, rows, self.inner.work.clone()), None)
             };
             return Ok(ProviderStream {
                 metadata,
@@ -489,7 +483,7 @@ impl KoordinatesProvider {
                 answer: None,
                 version_tag,
                 features,
-                rows: None,
+                rows,
             });
         }
         let outcome = self

@@ -100,24 +100,25 @@ fn quality(parameters: Option<&str>) -> Option<u16> {
 /// deflate), so brotli is taken out of the header it reads. RFC 9110 §12.5.3 leaves the choice
 /// among codings of equal quality to the server.
 fn without_brotli(headers: &axum::http::HeaderMap) -> Option<HeaderValue> {
-    let codings: Vec<(&str, Option<u16>)> = headers
+    // Each coding as written, its name and its quality.
+    let codings: Vec<(&str, &str, Option<u16>)> = headers
         .get_all(axum::http::header::ACCEPT_ENCODING)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(','))
         .map(|coding| {
-            let (name, parameters) = match coding.split_once(';') {
-                Some((name, parameters)) => (name.trim(), Some(parameters)),
-                None => (coding.trim(), None),
-            };
-            (name, quality(parameters))
+            let coding = coding.trim();
+            match coding.split_once(';') {
+                Some((name, parameters)) => (coding, name.trim(), quality(Some(parameters))),
+                None => (coding, coding, quality(None)),
+            }
         })
         .collect();
     let best = |wanted: &[&str]| {
         codings
             .iter()
-            .filter(|(name, _)| wanted.iter().any(|w| name.eq_ignore_ascii_case(w)))
-            .filter_map(|(_, quality)| *quality)
+            .filter(|(_, name, _)| wanted.iter().any(|w| name.eq_ignore_ascii_case(w)))
+            .filter_map(|(_, _, quality)| *quality)
             .max()
             .unwrap_or(0)
     };
@@ -125,16 +126,10 @@ fn without_brotli(headers: &axum::http::HeaderMap) -> Option<HeaderValue> {
     if brotli == 0 || gzip < brotli {
         return None;
     }
-    let kept: Vec<String> = headers
-        .get_all(axum::http::header::ACCEPT_ENCODING)
+    let kept: Vec<&str> = codings
         .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .filter(|coding| {
-            let name = coding.split(';').next().unwrap_or_default().trim();
-            !name.eq_ignore_ascii_case("br")
-        })
-        .map(|coding| coding.trim().to_owned())
+        .filter(|(_, name, _)| !name.eq_ignore_ascii_case("br"))
+        .map(|(coding, _, _)| *coding)
         .collect();
     HeaderValue::from_str(&kept.join(", ")).ok()
 }
